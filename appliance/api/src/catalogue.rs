@@ -1,0 +1,236 @@
+//! Amazon MQ's instance types, engines, versions and deployment modes, as FerryMQ offers them.
+//!
+//! One table serves the provider's plan-time checks, its data sources and the agent's own
+//! checks, so that a type or version can only be added in one place.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A broker engine. Amazon MQ spells them `ActiveMQ` and `RabbitMQ` and accepts any case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EngineType {
+    ActiveMq,
+    RabbitMq,
+}
+
+impl EngineType {
+    pub const ALL: [EngineType; 2] = [EngineType::ActiveMq, EngineType::RabbitMq];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineType::ActiveMq => "ActiveMQ",
+            EngineType::RabbitMq => "RabbitMQ",
+        }
+    }
+}
+
+impl fmt::Display for EngineType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EngineType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EngineType::ALL
+            .into_iter()
+            .find(|e| e.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| format!("engine_type {s:?} is not one of ActiveMQ, RabbitMQ"))
+    }
+}
+
+/// How many hosts a broker spans and how they share work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeploymentMode {
+    SingleInstance,
+    ActiveStandbyMultiAz,
+    ClusterMultiAz,
+}
+
+impl DeploymentMode {
+    pub const ALL: [DeploymentMode; 3] = [
+        DeploymentMode::SingleInstance,
+        DeploymentMode::ActiveStandbyMultiAz,
+        DeploymentMode::ClusterMultiAz,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentMode::SingleInstance => "SINGLE_INSTANCE",
+            DeploymentMode::ActiveStandbyMultiAz => "ACTIVE_STANDBY_MULTI_AZ",
+            DeploymentMode::ClusterMultiAz => "CLUSTER_MULTI_AZ",
+        }
+    }
+
+    /// The number of `instance` blocks (hosts) the mode takes, as in Amazon MQ.
+    pub fn instance_count(self) -> usize {
+        match self {
+            DeploymentMode::SingleInstance => 1,
+            DeploymentMode::ActiveStandbyMultiAz => 2,
+            DeploymentMode::ClusterMultiAz => 3,
+        }
+    }
+
+    /// The engine that offers this mode (Amazon MQ: active/standby is ActiveMQ's, clusters are
+    /// RabbitMQ's), or `None` when both do.
+    pub fn only_engine(self) -> Option<EngineType> {
+        match self {
+            DeploymentMode::SingleInstance => None,
+            DeploymentMode::ActiveStandbyMultiAz => Some(EngineType::ActiveMq),
+            DeploymentMode::ClusterMultiAz => Some(EngineType::RabbitMq),
+        }
+    }
+
+    /// Whether this release of the agent can run the mode. Modes Amazon MQ has but FerryMQ does
+    /// not run yet are refused at plan time rather than half-built on hosts.
+    pub fn available(self) -> bool {
+        matches!(self, DeploymentMode::SingleInstance)
+    }
+}
+
+impl fmt::Display for DeploymentMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeploymentMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DeploymentMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "deployment_mode {s:?} is not one of SINGLE_INSTANCE, ACTIVE_STANDBY_MULTI_AZ, CLUSTER_MULTI_AZ"
+                )
+            })
+    }
+}
+
+/// An Amazon MQ broker instance type and the machine it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceType {
+    pub name: &'static str,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub engines: &'static [EngineType],
+}
+
+const BOTH: &[EngineType] = &[EngineType::ActiveMq, EngineType::RabbitMq];
+
+/// Amazon MQ's current instance types with their EC2 sizes (vCPU, memory).
+pub const INSTANCE_TYPES: &[InstanceType] = &[
+    InstanceType {
+        name: "mq.t3.micro",
+        vcpus: 2,
+        memory_mib: 1024,
+        engines: BOTH,
+    },
+    InstanceType {
+        name: "mq.m5.large",
+        vcpus: 2,
+        memory_mib: 8 * 1024,
+        engines: BOTH,
+    },
+    InstanceType {
+        name: "mq.m5.xlarge",
+        vcpus: 4,
+        memory_mib: 16 * 1024,
+        engines: BOTH,
+    },
+    InstanceType {
+        name: "mq.m5.2xlarge",
+        vcpus: 8,
+        memory_mib: 32 * 1024,
+        engines: BOTH,
+    },
+    InstanceType {
+        name: "mq.m5.4xlarge",
+        vcpus: 16,
+        memory_mib: 64 * 1024,
+        engines: BOTH,
+    },
+];
+
+/// Looks up an instance type by its Amazon MQ name (exact, as Amazon MQ compares them).
+pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
+    INSTANCE_TYPES.iter().find(|t| t.name == name)
+}
+
+/// An engine version a FerryMQ agent can install and run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineVersion {
+    pub engine: EngineType,
+    pub version: &'static str,
+    /// Where the engine comes from; FerryMQ runs distribution-built engines.
+    pub source: &'static str,
+    /// Client protocols the engine serves in this version.
+    pub protocols: &'static [&'static str],
+}
+
+/// The versions this release runs. ActiveMQ joins with its engine module.
+pub const ENGINE_VERSIONS: &[EngineVersion] = &[EngineVersion {
+    engine: EngineType::RabbitMq,
+    version: "3.10.8",
+    source: "Debian 12 rabbitmq-server 3.10.8",
+    protocols: &["amqp"],
+}];
+
+/// Versions of one engine, oldest first.
+pub fn engine_versions(engine: EngineType) -> impl Iterator<Item = &'static EngineVersion> {
+    ENGINE_VERSIONS.iter().filter(move |v| v.engine == engine)
+}
+
+/// Looks up an exact engine version.
+pub fn engine_version(engine: EngineType, version: &str) -> Option<&'static EngineVersion> {
+    engine_versions(engine).find(|v| v.version == version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_type_parses_any_case_and_names_bad_values() {
+        assert_eq!("rabbitmq".parse(), Ok(EngineType::RabbitMq));
+        assert_eq!("ActiveMQ".parse(), Ok(EngineType::ActiveMq));
+        let err = "Kafka".parse::<EngineType>().unwrap_err();
+        assert!(err.contains("\"Kafka\""), "{err}");
+    }
+
+    #[test]
+    fn modes_have_amazon_mq_instance_counts_and_engines() {
+        assert_eq!(DeploymentMode::SingleInstance.instance_count(), 1);
+        assert_eq!(DeploymentMode::ActiveStandbyMultiAz.instance_count(), 2);
+        assert_eq!(DeploymentMode::ClusterMultiAz.instance_count(), 3);
+        assert_eq!(
+            DeploymentMode::ClusterMultiAz.only_engine(),
+            Some(EngineType::RabbitMq)
+        );
+        assert!("single_instance".parse::<DeploymentMode>().is_err());
+    }
+
+    #[test]
+    fn catalogue_names_are_unique_and_sizes_grow() {
+        for (i, a) in INSTANCE_TYPES.iter().enumerate() {
+            for b in &INSTANCE_TYPES[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+        let m5: Vec<_> = INSTANCE_TYPES
+            .iter()
+            .filter(|t| t.name.starts_with("mq.m5."))
+            .collect();
+        assert!(m5.windows(2).all(|w| w[0].vcpus < w[1].vcpus));
+        assert_eq!(instance_type("mq.m5.large").map(|t| t.vcpus), Some(2));
+        assert!(instance_type("mq.x9.huge").is_none());
+    }
+
+    #[test]
+    fn rabbitmq_3_10_8_is_offered() {
+        assert!(engine_version(EngineType::RabbitMq, "3.10.8").is_some());
+        assert!(engine_version(EngineType::RabbitMq, "9.9.9").is_none());
+    }
+}

@@ -1,0 +1,3 @@
+//! FerryMQ Terraform provider.
+
+pub mod tfplugin;
