@@ -4,6 +4,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/ferrymq/agent/v1/agent.proto";
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["proto"])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // The agent stores specs as JSON on the host, so the messages carry serde derives.
+    tonic_prost_build::configure()
+        .type_attribute(
+            ".ferrymq.agent.v1",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .message_attribute(".ferrymq.agent.v1", "#[serde(default)]")
+        .compile_fds(descriptors)?;
     Ok(())
 }

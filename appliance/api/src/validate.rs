@@ -25,6 +25,19 @@ impl FieldError {
     }
 }
 
+/// Broker ids are `b-` and letters, digits and dashes: they name directories on hosts.
+pub fn broker_id(id: &str) -> Result<(), String> {
+    let rest = id.strip_prefix("b-").filter(|r| !r.is_empty());
+    match rest {
+        Some(r) if r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && id.len() <= 64 => {
+            Ok(())
+        }
+        _ => Err(format!(
+            "broker id {id:?} must be \"b-\" followed by letters, digits and dashes"
+        )),
+    }
+}
+
 /// Amazon MQ broker names: 1–50 characters of letters, digits, `-` and `_`.
 pub fn broker_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 50 {
@@ -65,7 +78,9 @@ pub fn engine_version(engine: EngineType, value: &str) -> Result<(), String> {
     if catalogue::engine_version(engine, value).is_some() {
         return Ok(());
     }
-    let known: Vec<_> = catalogue::engine_versions(engine).map(|v| v.version).collect();
+    let known: Vec<_> = catalogue::engine_versions(engine)
+        .map(|v| v.version)
+        .collect();
     if known.is_empty() {
         Err(format!(
             "engine_version {value:?}: this FerryMQ release runs no {engine} version yet"
@@ -109,7 +124,9 @@ pub fn instance_count(mode: DeploymentMode, count: usize) -> Result<(), String> 
 /// Usernames as RabbitMQ and ActiveMQ both accept them, and as Amazon MQ restricts them.
 pub fn username(name: &str) -> Result<(), String> {
     if name.len() < 2 || name.len() > 100 {
-        return Err(format!("username {name:?} must be 2 to 100 characters long"));
+        return Err(format!(
+            "username {name:?} must be 2 to 100 characters long"
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -173,26 +190,14 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
             errors.push(FieldError::new(path, m));
         }
     };
-    if !spec.broker_id.starts_with("b-") || spec.broker_id.len() < 3 {
-        check(
-            "id",
-            Err(format!("broker id {:?} must start with \"b-\"", spec.broker_id)),
-        );
-    }
-    if let Some(c) = spec
-        .broker_id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-    {
-        check(
-            "id",
-            Err(format!("broker id {:?} contains {c:?}", spec.broker_id)),
-        );
-    }
+    check("id", broker_id(&spec.broker_id));
     check("broker_name", broker_name(&spec.broker_name));
     let engine = engine_type(&spec.engine_type);
     let mode = deployment_mode(&spec.deployment_mode);
-    check("host_instance_type", instance_type(&spec.host_instance_type).map(|_| ()));
+    check(
+        "host_instance_type",
+        instance_type(&spec.host_instance_type).map(|_| ()),
+    );
     match engine {
         Ok(e) => {
             check("engine_version", engine_version(e, &spec.engine_version));
@@ -242,13 +247,18 @@ mod tests {
     fn passwords_follow_amazon_mq() {
         assert!(password("correct-horse-battery").is_ok());
         let short = password("short").unwrap_err();
-        assert!(short.contains("at least 12") && !short.contains("short\""), "{short}");
+        assert!(
+            short.contains("at least 12") && !short.contains("short\""),
+            "{short}"
+        );
         for bad in ["abcdefghijk,l", "abcdefghijk:l", "abcdefghijk=l"] {
             let e = password(bad).unwrap_err();
             assert!(e.contains("must not contain"), "{e}");
             assert!(!e.contains(bad), "password echoed: {e}");
         }
-        assert!(password("aaaaaaaaaaaaab").unwrap_err().contains("4 different"));
+        assert!(password("aaaaaaaaaaaaab")
+            .unwrap_err()
+            .contains("4 different"));
         assert!(password(&"ab1-".repeat(63)).is_err());
     }
 
@@ -270,9 +280,15 @@ mod tests {
         assert!(e.contains("exactly 1 instance block, got 2"), "{e}");
         assert!(mode_for_engine(EngineType::ActiveMq, DeploymentMode::ClusterMultiAz).is_err());
         assert!(mode_for_engine(EngineType::RabbitMq, DeploymentMode::SingleInstance).is_ok());
-        assert_eq!(duplicate_usernames(["a", "b", "a", "a"]), vec![(2, "a"), (3, "a")]);
+        assert_eq!(
+            duplicate_usernames(["a", "b", "a", "a"]),
+            vec![(2, "a"), (3, "a")]
+        );
         let e = instance_type("mq.x9.huge").unwrap_err();
-        assert!(e.contains("\"mq.x9.huge\"") && e.contains("mq.m5.large"), "{e}");
+        assert!(
+            e.contains("\"mq.x9.huge\"") && e.contains("mq.m5.large"),
+            "{e}"
+        );
         let e = engine_version(EngineType::RabbitMq, "9.9.9").unwrap_err();
         assert!(e.contains("\"9.9.9\"") && e.contains("3.10.8"), "{e}");
     }
@@ -310,5 +326,6 @@ mod tests {
         let errors = broker_spec(&s).unwrap_err();
         let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(paths, ["id", "user[1].password", "user[1].username"]);
+        assert!(broker_id("b-").is_err() && broker_id("b-ab-12").is_ok());
     }
 }

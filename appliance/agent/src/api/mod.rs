@@ -1,0 +1,94 @@
+//! The agent's gRPC service. It validates, persists specs through the reconciler and reads
+//! the statuses the reconciler recorded; it never calls engines, storage or processes itself.
+//! Mutual TLS is enforced by the server (see `main.rs`): only clients with a certificate from
+//! the deployment CA get here.
+
+use crate::host;
+use crate::reconcile::{ApplyError, Reconciler};
+use ferrymq_api::agent::agent_server::Agent;
+use ferrymq_api::agent::{
+    ApplyBrokerRequest, BrokerStatus, DeleteBrokerRequest, DeleteBrokerResponse, GetBrokerRequest,
+    GetHostFactsRequest, HostFacts,
+};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AgentService {
+    reconciler: Arc<Reconciler>,
+    supervisor_kind: &'static str,
+}
+
+impl AgentService {
+    pub fn new(reconciler: Arc<Reconciler>, supervisor_kind: &'static str) -> Self {
+        AgentService {
+            reconciler,
+            supervisor_kind,
+        }
+    }
+}
+
+fn internal(e: anyhow::Error) -> Status {
+    tracing::error!("{e:#}");
+    Status::internal(format!("{e:#}"))
+}
+
+#[tonic::async_trait]
+impl Agent for AgentService {
+    async fn get_host_facts(
+        &self,
+        _req: Request<GetHostFactsRequest>,
+    ) -> Result<Response<HostFacts>, Status> {
+        let kind = self.supervisor_kind;
+        tokio::task::spawn_blocking(move || host::facts(kind))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map(Response::new)
+            .map_err(internal)
+    }
+
+    async fn apply_broker(
+        &self,
+        req: Request<ApplyBrokerRequest>,
+    ) -> Result<Response<BrokerStatus>, Status> {
+        let spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        match self.reconciler.apply(spec).await {
+            Ok(status) => Ok(Response::new(status)),
+            Err(ApplyError::Invalid(errors)) => Err(Status::invalid_argument(
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+            Err(ApplyError::Conflict(msg)) => Err(Status::failed_precondition(msg)),
+            Err(ApplyError::Internal(e)) => Err(internal(e)),
+        }
+    }
+
+    async fn get_broker(
+        &self,
+        req: Request<GetBrokerRequest>,
+    ) -> Result<Response<BrokerStatus>, Status> {
+        let id = req.into_inner().broker_id;
+        if let Some(status) = self.reconciler.status(&id) {
+            return Ok(Response::new(status));
+        }
+        match self.reconciler.knows(&id).map_err(internal)? {
+            Some(spec) => Ok(Response::new(crate::reconcile::pending_status(&spec))),
+            None => Err(Status::not_found(format!("no broker {id} on this host"))),
+        }
+    }
+
+    async fn delete_broker(
+        &self,
+        req: Request<DeleteBrokerRequest>,
+    ) -> Result<Response<DeleteBrokerResponse>, Status> {
+        let id = req.into_inner().broker_id;
+        ferrymq_api::validate::broker_id(&id).map_err(Status::invalid_argument)?;
+        let existed = self.reconciler.delete(&id).await.map_err(internal)?;
+        Ok(Response::new(DeleteBrokerResponse { existed }))
+    }
+}

@@ -1,0 +1,57 @@
+//! Broker engines: what each renders, runs, and how it is asked whether it serves clients.
+//!
+//! An engine knows its own configuration, processes, health and user management. It does not
+//! know how processes are supervised or where its volume came from: the reconciler hands it a
+//! data directory and runs the units it describes.
+
+pub mod rabbitmq;
+
+use crate::supervisor::UnitSpec;
+use anyhow::Result;
+use ferrymq_api::agent::User;
+use std::path::PathBuf;
+
+/// A configuration file as the engine wants it on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub path: PathBuf,
+    pub contents: String,
+    /// Secrets (cookies, credentials) are written 0600 and owned by the engine's user.
+    pub secret: bool,
+}
+
+/// Whether the engine serves clients now, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Serving,
+    NotServing(String),
+}
+
+/// Users as the engine has them, without passwords.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedUsers {
+    pub users: Vec<User>,
+    /// Users present on the engine whose password is not the one in the spec.
+    pub password_drift: Vec<String>,
+}
+
+#[tonic::async_trait]
+pub trait Engine: Send + Sync {
+    /// Every configuration file, complete; the reconciler writes those that changed.
+    fn render(&self) -> Result<Vec<RenderedFile>>;
+    /// The processes to keep running, in start order.
+    fn units(&self) -> Vec<UnitSpec>;
+    /// The system user owning the engine's files.
+    fn system_user(&self) -> &'static str;
+    /// Directories the engine writes to, created and owned by its user before start.
+    fn data_dirs(&self) -> Vec<PathBuf>;
+    async fn health(&self) -> Health;
+    /// Makes the engine's users those of the spec; returns whether anything was changed.
+    async fn sync_users(&self, desired: &[User]) -> Result<bool>;
+    async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers>;
+    /// Client endpoints, first the one clients should use.
+    fn endpoints(&self) -> Vec<String>;
+    fn console_url(&self) -> String;
+    /// Host-level leftovers once the engine's units are stopped for good.
+    async fn after_stop(&self) -> Result<()>;
+}

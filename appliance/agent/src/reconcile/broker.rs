@@ -1,0 +1,356 @@
+//! One broker on this host: volume → configuration → engine process → health → users, each
+//! step idempotent, the result recorded as a `BrokerStatus`.
+
+use super::secrets;
+use crate::engine::rabbitmq::RabbitMq;
+use crate::engine::{Engine, Health, RenderedFile};
+use crate::storage::block;
+use crate::supervisor::{Supervisor, UnitState};
+use anyhow::{Context as _, Result};
+use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Volume};
+use ferrymq_api::catalogue::EngineType;
+use nix::unistd::{chown, User};
+use std::fs;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an engine gets to shut down cleanly before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(60);
+
+pub struct Context {
+    pub broker_dir: PathBuf,
+    pub supervisor: Arc<dyn Supervisor>,
+    pub previous: Option<BrokerStatus>,
+}
+
+impl Context {
+    fn volume_dir(&self) -> PathBuf {
+        self.broker_dir.join("volume")
+    }
+    fn config_dir(&self) -> PathBuf {
+        self.broker_dir.join("engine")
+    }
+}
+
+/// The status of a spec no pass has looked at yet.
+pub fn pending_status(spec: &BrokerSpec) -> BrokerStatus {
+    BrokerStatus {
+        spec: Some(redacted(spec)),
+        state: BrokerState::CreationInProgress as i32,
+        message: "waiting for the first reconcile pass".into(),
+        ..Default::default()
+    }
+}
+
+/// The spec as it may leave the host: passwords removed.
+pub fn redacted(spec: &BrokerSpec) -> BrokerSpec {
+    let mut spec = spec.clone();
+    for u in &mut spec.users {
+        u.password.clear();
+    }
+    spec
+}
+
+/// The address this host's instance binds its listeners to: the IP part of `instance.host`.
+pub fn instance_address(spec: &BrokerSpec) -> Result<IpAddr, String> {
+    let host = spec
+        .instances
+        .get(spec.instance_index as usize)
+        .map(|i| i.host.as_str())
+        .unwrap_or_default();
+    host.parse::<IpAddr>()
+        .or_else(|_| host.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+        .map_err(|_| format!("instance host {host:?} is not an IP address (or IP:port)"))
+}
+
+/// Refuses a spec whose instance address is not one of this host's: the broker could not bind
+/// its listeners, and the provider is most likely talking to the wrong host.
+pub fn check_instance_is_local(spec: &BrokerSpec) -> Result<(), String> {
+    let ip = instance_address(spec)?;
+    std::net::TcpListener::bind((ip, 0))
+        .map(drop)
+        .map_err(|_| format!("instance host {ip} is not an address of this host"))
+}
+
+/// Fields a running broker cannot change (Amazon MQ replaces the broker for these).
+pub fn check_immutable(stored: &BrokerSpec, new: &BrokerSpec) -> Result<(), String> {
+    let pairs = [
+        ("broker_name", &stored.broker_name, &new.broker_name),
+        ("engine_type", &stored.engine_type, &new.engine_type),
+        (
+            "deployment_mode",
+            &stored.deployment_mode,
+            &new.deployment_mode,
+        ),
+    ];
+    for (field, old, new) in pairs {
+        if old != new {
+            return Err(format!(
+                "{field} cannot change from {old:?} to {new:?} on an existing broker; replace the broker"
+            ));
+        }
+    }
+    let idx = new.instance_index as usize;
+    if stored.instances.get(idx) != new.instances.get(idx) {
+        return Err("instance host and volume cannot change on an existing broker".into());
+    }
+    Ok(())
+}
+
+fn engine_for(ctx: &Context, spec: &BrokerSpec) -> Result<Box<dyn Engine>> {
+    let address = instance_address(spec).map_err(anyhow::Error::msg)?;
+    let secrets = secrets::load_or_create(&ctx.broker_dir.join("secrets.json"))?;
+    let engine: EngineType = spec.engine_type.parse().map_err(anyhow::Error::msg)?;
+    match engine {
+        EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(
+            &spec.broker_id,
+            address,
+            ctx.config_dir(),
+            ctx.volume_dir().join("rabbitmq"),
+            secrets.agent_password,
+            secrets.cookie,
+        )?)),
+        EngineType::ActiveMq => anyhow::bail!("this agent does not run ActiveMQ yet"),
+    }
+}
+
+/// Converges one broker and returns what was observed. Never fails: failures are states.
+pub async fn converge(ctx: &Context, spec: &BrokerSpec) -> BrokerStatus {
+    let mut status = BrokerStatus {
+        spec: Some(redacted(spec)),
+        ip_address: instance_address(spec)
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    // A broker that served before and stops serving is being rebooted or needs help; one that
+    // never served is still being created.
+    let ever_ran = ctx.previous.as_ref().is_some_and(|p| {
+        [
+            BrokerState::Running,
+            BrokerState::RebootInProgress,
+            BrokerState::CriticalActionRequired,
+        ]
+        .iter()
+        .any(|s| *s as i32 == p.state)
+    });
+    match converge_steps(ctx, spec, &mut status).await {
+        Ok(true) => {
+            status.state = BrokerState::Running as i32;
+        }
+        Ok(false) => {
+            status.state = if ever_ran {
+                BrokerState::RebootInProgress as i32
+            } else {
+                BrokerState::CreationInProgress as i32
+            };
+        }
+        Err(Failure::Permanent(msg)) => {
+            status.state = BrokerState::CreationFailed as i32;
+            status.message = msg;
+        }
+        Err(Failure::Transient(e)) => {
+            status.state = if ever_ran {
+                BrokerState::CriticalActionRequired as i32
+            } else {
+                BrokerState::CreationInProgress as i32
+            };
+            status.message = format!("{e:#}");
+        }
+    }
+    if status.state != BrokerState::Running as i32 {
+        tracing::info!(broker = %spec.broker_id, state = ?BrokerState::try_from(status.state).ok(), message = %status.message, "not running");
+    }
+    status
+}
+
+enum Failure {
+    /// The spec cannot work on this host as it is (a foreign volume, say): retrying won't help.
+    Permanent(String),
+    Transient(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Transient(e)
+    }
+}
+
+/// Returns Ok(true) when the broker serves clients with the spec's users.
+async fn converge_steps(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    status: &mut BrokerStatus,
+) -> Result<bool, Failure> {
+    let instance = spec
+        .instances
+        .get(spec.instance_index as usize)
+        .ok_or_else(|| Failure::Permanent("instance_index outside instances".into()))?;
+    let volume_dir = ctx.volume_dir();
+    let volume = tokio::task::block_in_place(|| {
+        block::prepare(&instance.volume, &spec.broker_id, &volume_dir)
+    })
+    .map_err(|e| match e {
+        block::VolumeError::Tool { .. } => Failure::Transient(e.into()),
+        other => Failure::Permanent(other.to_string()),
+    })?;
+    if let Ok((size, used)) = block::usage(&volume.mount_point) {
+        status.volume = Some(Volume {
+            device: volume.device.clone(),
+            mount_point: volume.mount_point.display().to_string(),
+            size_bytes: size,
+            used_bytes: used,
+        });
+    }
+
+    let engine = engine_for(ctx, spec).map_err(|e| Failure::Permanent(format!("{e:#}")))?;
+    status.endpoints = engine.endpoints();
+    status.console_url = engine.console_url();
+    let owner = User::from_name(engine.system_user())
+        .context("looking up the engine user")?
+        .with_context(|| {
+            format!(
+                "user {} does not exist; is the engine installed?",
+                engine.system_user()
+            )
+        })?;
+    for dir in engine.data_dirs().iter().chain([&ctx.config_dir()]) {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        chown(dir, Some(owner.uid), Some(owner.gid))
+            .with_context(|| format!("chown {}", dir.display()))?;
+    }
+    let mut changed = false;
+    for file in engine.render()? {
+        changed |= write_if_changed(&file, &owner)?;
+    }
+
+    let supervisor = &ctx.supervisor;
+    for unit in engine.units() {
+        let running = matches!(supervisor.state(&unit.name)?, UnitState::Running { .. });
+        if changed && running {
+            tracing::info!(unit = %unit.name, "configuration changed; restarting");
+            let sup = supervisor.clone();
+            let name = unit.name.clone();
+            tokio::task::spawn_blocking(move || sup.stop(&name, STOP_GRACE))
+                .await
+                .context("stop task")??;
+        }
+        if supervisor.ensure_running(&unit)? {
+            tracing::info!(unit = %unit.name, "engine started");
+        }
+        status.engine_starts += supervisor.starts(&unit.name)?;
+    }
+
+    match engine.health().await {
+        Health::Serving => {}
+        Health::NotServing(why) => {
+            status.message = format!("engine starting: {why}");
+            return Ok(false);
+        }
+    }
+    if engine.sync_users(&spec.users).await? {
+        tracing::info!(broker = %spec.broker_id, "users converged");
+    }
+    let observed = engine.observed_users(&spec.users).await?;
+    status.users = observed.users;
+    status.users_with_password_drift = observed.password_drift;
+    Ok(true)
+}
+
+/// Writes a rendered file when its contents differ; returns whether it did.
+fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
+    if fs::read_to_string(&file.path).ok().as_deref() == Some(file.contents.as_str()) {
+        return Ok(false);
+    }
+    crate::store::write_atomically(&file.path, file.contents.as_bytes())?;
+    let mode = if file.secret { 0o600 } else { 0o644 };
+    fs::set_permissions(&file.path, fs::Permissions::from_mode(mode))?;
+    chown(&file.path, Some(owner.uid), Some(owner.gid))
+        .with_context(|| format!("chown {}", file.path.display()))?;
+    Ok(true)
+}
+
+/// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
+pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
+    let instance = spec.instances.get(spec.instance_index as usize);
+    match engine_for(ctx, spec) {
+        Ok(engine) => {
+            for unit in engine.units().into_iter().rev() {
+                let sup = ctx.supervisor.clone();
+                let name = unit.name.clone();
+                tokio::task::spawn_blocking(move || sup.stop(&name, STOP_GRACE))
+                    .await
+                    .context("stop task")??;
+                ctx.supervisor.forget(&unit.name)?;
+            }
+            engine.after_stop().await?;
+        }
+        Err(e) => tracing::warn!(broker = %spec.broker_id, "no engine to stop: {e:#}"),
+    }
+    if let Some(instance) = instance {
+        let volume_dir = ctx.volume_dir();
+        tokio::task::block_in_place(|| {
+            block::release(&instance.volume, &spec.broker_id, Path::new(&volume_dir))
+        })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrymq_api::agent::{Instance, User as SpecUser};
+
+    fn spec() -> BrokerSpec {
+        BrokerSpec {
+            broker_id: "b-1".into(),
+            broker_name: "orders".into(),
+            engine_type: "RabbitMQ".into(),
+            deployment_mode: "SINGLE_INSTANCE".into(),
+            instances: vec![Instance {
+                host: "127.0.0.1:7443".into(),
+                volume: "/dev/loop0".into(),
+            }],
+            users: vec![SpecUser {
+                username: "app".into(),
+                password: "a-secret-password".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses_never_carry_passwords() {
+        let s = pending_status(&spec());
+        assert_eq!(s.spec.expect("spec").users[0].password, "");
+    }
+
+    #[test]
+    fn instance_address_takes_ip_or_ip_port() {
+        assert_eq!(
+            instance_address(&spec()),
+            Ok("127.0.0.1".parse().expect("ip"))
+        );
+        assert!(check_instance_is_local(&spec()).is_ok());
+        let mut s = spec();
+        s.instances[0].host = "broker.example".into();
+        assert!(instance_address(&s).unwrap_err().contains("broker.example"));
+    }
+
+    #[test]
+    fn name_engine_and_volume_are_immutable() {
+        let a = spec();
+        let mut b = spec();
+        b.users.clear();
+        assert!(check_immutable(&a, &b).is_ok());
+        b.broker_name = "other".into();
+        assert!(check_immutable(&a, &b).unwrap_err().contains("broker_name"));
+        let mut c = spec();
+        c.instances[0].volume = "/dev/loop1".into();
+        assert!(check_immutable(&a, &c).is_err());
+    }
+}

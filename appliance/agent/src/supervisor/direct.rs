@@ -1,0 +1,245 @@
+//! Engines as child processes of the agent, each in its own process group.
+//!
+//! A unit's process group id and its leader's start time are recorded on disk, so an agent
+//! that was killed and restarted adopts the engines it left running instead of starting them
+//! twice. A group is alive while any non-zombie process is in it: engine launch scripts exit
+//! or exec while the real broker process lives on in the group.
+
+use super::{Supervisor, UnitSpec, UnitState};
+use crate::store::write_atomically;
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::{Pid, User};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Serialize, Deserialize, Default)]
+struct UnitRecord {
+    pgid: i32,
+    starts: u32,
+}
+
+pub struct DirectSupervisor {
+    units_dir: PathBuf,
+}
+
+impl DirectSupervisor {
+    pub fn new(units_dir: impl Into<PathBuf>) -> Self {
+        DirectSupervisor {
+            units_dir: units_dir.into(),
+        }
+    }
+
+    fn record_path(&self, name: &str) -> PathBuf {
+        self.units_dir.join(format!("{name}.json"))
+    }
+
+    fn record(&self, name: &str) -> Result<Option<UnitRecord>> {
+        let path = self.record_path(name);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).context(format!("reading {}", path.display())),
+        }
+    }
+
+    fn spawn(&self, unit: &UnitSpec) -> Result<i32> {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&unit.console_log)
+            .with_context(|| format!("opening {}", unit.console_log.display()))?;
+        let mut cmd = Command::new(&unit.program);
+        cmd.args(&unit.args)
+            .env_clear()
+            .envs(unit.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(&unit.working_dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0);
+        if let Some(name) = &unit.user {
+            let user = User::from_name(name)
+                .with_context(|| format!("looking up user {name}"))?
+                .with_context(|| format!("user {name} does not exist on this host"))?;
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", unit.program.display()))?;
+        let pid = i32::try_from(child.id()).context("child pid out of range")?;
+        // Reap the leader when it exits so it does not linger as a zombie in the group.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+        Ok(pid)
+    }
+}
+
+impl Supervisor for DirectSupervisor {
+    fn ensure_running(&self, unit: &UnitSpec) -> Result<bool> {
+        let record = self.record(&unit.name)?.unwrap_or_default();
+        if record.pgid > 0 && group_alive(record.pgid) {
+            return Ok(false);
+        }
+        let pgid = self.spawn(unit)?;
+        tracing::info!(unit = %unit.name, pgid, "started");
+        let record = UnitRecord {
+            pgid,
+            starts: record.starts + 1,
+        };
+        write_atomically(&self.record_path(&unit.name), &serde_json::to_vec(&record)?)?;
+        Ok(true)
+    }
+
+    fn stop(&self, name: &str, grace: Duration) -> Result<()> {
+        let Some(record) = self.record(name)? else {
+            return Ok(());
+        };
+        if record.pgid <= 0 || !group_alive(record.pgid) {
+            return Ok(());
+        }
+        let pgid = Pid::from_raw(record.pgid);
+        let _ = killpg(pgid, Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !group_alive(record.pgid) {
+                tracing::info!(unit = name, "stopped");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        tracing::warn!(unit = name, "did not stop within {grace:?}; killing");
+        let _ = killpg(pgid, Signal::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while group_alive(record.pgid) {
+            if Instant::now() > deadline {
+                bail!(
+                    "unit {name} (process group {}) survived SIGKILL",
+                    record.pgid
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn state(&self, name: &str) -> Result<UnitState> {
+        Ok(match self.record(name)? {
+            Some(r) if r.pgid > 0 && group_alive(r.pgid) => UnitState::Running { pid: r.pgid },
+            _ => UnitState::Stopped,
+        })
+    }
+
+    fn starts(&self, name: &str) -> Result<u32> {
+        Ok(self.record(name)?.map(|r| r.starts).unwrap_or(0))
+    }
+
+    fn forget(&self, name: &str) -> Result<()> {
+        match fs::remove_file(self.record_path(name)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).context(format!("forgetting unit {name}")),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        "direct"
+    }
+}
+
+/// Whether any live (non-zombie) process belongs to the process group.
+fn group_alive(pgid: i32) -> bool {
+    group_members(Path::new("/proc"), pgid)
+        .map(|m| !m.is_empty())
+        .unwrap_or(false)
+}
+
+/// Pids of the live processes in a process group, read from `/proc/<pid>/stat`.
+fn group_members(proc_root: &Path, pgid: i32) -> Result<Vec<i32>> {
+    let mut members = Vec::new();
+    for entry in fs::read_dir(proc_root)? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some((state, group)) = parse_stat(&stat) {
+            if group == pgid && state != 'Z' && state != 'X' {
+                members.push(pid);
+            }
+        }
+    }
+    Ok(members)
+}
+
+/// State and process group from a `/proc/<pid>/stat` line; the command name may hold spaces
+/// and parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    Some((state, pgrp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        assert_eq!(
+            parse_stat("1234 (beam.smp) S 1 1200 1200 0 -1"),
+            Some(('S', 1200))
+        );
+        assert_eq!(parse_stat("77 (a) b (c)) Z 1 88 88 0"), Some(('Z', 88)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_unit_is_started_once_adopted_and_stopped_with_its_children() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-sup-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let unit = UnitSpec {
+            name: "sleeper".into(),
+            program: "/bin/sh".into(),
+            // The shell's child keeps the group alive after the shell itself exits.
+            args: vec!["-c".into(), "sleep 60 & exit 0".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            user: None,
+            working_dir: dir.clone(),
+            console_log: dir.join("console.log"),
+        };
+        let sup = DirectSupervisor::new(dir.join("units"));
+        assert!(sup.ensure_running(&unit).expect("start"));
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(matches!(
+            sup.state("sleeper").expect("state"),
+            UnitState::Running { .. }
+        ));
+        // A second supervisor over the same records (an agent restart) adopts it.
+        let again = DirectSupervisor::new(dir.join("units"));
+        assert!(!again.ensure_running(&unit).expect("adopt"));
+        assert_eq!(again.starts("sleeper").expect("starts"), 1);
+        again.stop("sleeper", Duration::from_secs(5)).expect("stop");
+        assert_eq!(again.state("sleeper").expect("state"), UnitState::Stopped);
+        again.forget("sleeper").expect("forget");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

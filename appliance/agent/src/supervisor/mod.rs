@@ -1,0 +1,48 @@
+//! Keeps engine processes running. Two backends share one trait: `direct` (child processes,
+//! for hosts where systemd is not PID 1, as on the acceptance hosts) and, with the appliance
+//! image, systemd units. The supervisor knows processes, not engines.
+
+mod direct;
+
+pub use direct::DirectSupervisor;
+
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One long-running process, as an engine describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitSpec {
+    /// Unique on the host, e.g. `b-…-rabbitmq`.
+    pub name: String,
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    /// The complete environment: nothing is inherited from the agent.
+    pub env: Vec<(String, String)>,
+    /// The system user the process runs as.
+    pub user: Option<String>,
+    pub working_dir: PathBuf,
+    /// Where stdout and stderr go where there is no journal.
+    pub console_log: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnitState {
+    Running { pid: i32 },
+    Stopped,
+}
+
+pub trait Supervisor: Send + Sync {
+    /// Starts the unit unless it already runs (also after an agent restart). Returns whether it
+    /// had to start it.
+    fn ensure_running(&self, unit: &UnitSpec) -> Result<bool>;
+    /// Stops the unit and every process it started, waiting at most `grace` before killing.
+    fn stop(&self, name: &str, grace: Duration) -> Result<()>;
+    fn state(&self, name: &str) -> Result<UnitState>;
+    /// How many times the unit was started since it was first started on this host.
+    fn starts(&self, name: &str) -> Result<u32>;
+    /// Forgets the unit's records once it is stopped for good.
+    fn forget(&self, name: &str) -> Result<()>;
+    /// `direct` or `systemd`, for host facts.
+    fn kind(&self) -> &'static str;
+}
