@@ -1,0 +1,206 @@
+//! The provider's side of the agent API: mutual TLS to one agent, errors sorted into the cases
+//! a resource must tell apart, and waiting for a broker to reach a state.
+
+use anyhow::Context as _;
+use ferrymq_api::agent::agent_client::AgentClient;
+use ferrymq_api::agent::{
+    ApplyBrokerRequest, BrokerSpec, BrokerState, BrokerStatus, DeleteBrokerRequest,
+    GetBrokerRequest,
+};
+use ferrymq_api::DEFAULT_AGENT_PORT;
+use std::time::{Duration, Instant};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// PEM material for mutual TLS with the agents.
+#[derive(Clone)]
+pub struct Credentials {
+    pub ca_cert: String,
+    pub client_cert: String,
+    pub client_key: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The host answers but has no such broker.
+    #[error("{0}")]
+    NotFound(String),
+    /// The agent refused the request as it is; retrying will not help.
+    #[error("{0}")]
+    Refused(String),
+    /// The agent could not be reached or failed; a retry may succeed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        use tonic::Code;
+        let msg = s.message().to_string();
+        match s.code() {
+            Code::NotFound => ClientError::NotFound(msg),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied => {
+                ClientError::Refused(msg)
+            }
+            Code::Unauthenticated => ClientError::Refused(format!("agent refused our certificate: {msg}")),
+            code => ClientError::Unavailable(format!("{code:?}: {msg}")),
+        }
+    }
+}
+
+/// The address of a host's agent: `instance.host` with the default port when none is given.
+pub fn agent_address(host: &str) -> String {
+    if host.parse::<std::net::SocketAddr>().is_ok() {
+        host.to_string()
+    } else if let Ok(ip) = host.parse::<std::net::Ipv6Addr>() {
+        format!("[{ip}]:{DEFAULT_AGENT_PORT}")
+    } else {
+        format!("{host}:{DEFAULT_AGENT_PORT}")
+    }
+}
+
+pub struct Agent {
+    address: String,
+    client: AgentClient<Channel>,
+}
+
+impl Agent {
+    /// Prepares a connection to the agent of `host` (connects lazily, on first call).
+    pub fn new(host: &str, creds: &Credentials) -> anyhow::Result<Self> {
+        let address = agent_address(host);
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&creds.ca_cert))
+            .identity(Identity::from_pem(&creds.client_cert, &creds.client_key));
+        let channel = Endpoint::from_shared(format!("https://{address}"))
+            .with_context(|| format!("agent address {address:?}"))?
+            .tls_config(tls)
+            .with_context(|| format!("TLS for {address}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(120))
+            .connect_lazy();
+        Ok(Agent {
+            address,
+            client: AgentClient::new(channel),
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn unavailable(&self, e: ClientError) -> ClientError {
+        match e {
+            ClientError::Unavailable(m) => {
+                ClientError::Unavailable(format!("agent {}: {m}", self.address))
+            }
+            other => other,
+        }
+    }
+
+    pub async fn apply(&self, spec: BrokerSpec) -> Result<BrokerStatus, ClientError> {
+        let mut c = self.client.clone();
+        c.apply_broker(ApplyBrokerRequest { spec: Some(spec) })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.unavailable(s.into()))
+    }
+
+    pub async fn get(&self, broker_id: &str) -> Result<BrokerStatus, ClientError> {
+        let mut c = self.client.clone();
+        c.get_broker(GetBrokerRequest {
+            broker_id: broker_id.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    /// Deletes the broker from this host; true when it existed.
+    pub async fn delete(&self, broker_id: &str) -> Result<bool, ClientError> {
+        let mut c = self.client.clone();
+        c.delete_broker(DeleteBrokerRequest {
+            broker_id: broker_id.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner().existed)
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    /// Polls until the broker is RUNNING. Fails at once on CREATION_FAILED (the agent's
+    /// message says why) and when `timeout` runs out (with the last state seen); an unreachable
+    /// agent is retried until then.
+    pub async fn wait_running(
+        &self,
+        broker_id: &str,
+        timeout: Duration,
+    ) -> Result<BrokerStatus, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.get(broker_id).await {
+                Ok(status) if status.state == BrokerState::Running as i32 => return Ok(status),
+                Ok(status) if status.state == BrokerState::CreationFailed as i32 => {
+                    return Err(ClientError::Refused(format!(
+                        "broker {broker_id} on {} failed: {}",
+                        self.address, status.message
+                    )))
+                }
+                Ok(status) => describe(&status),
+                Err(ClientError::Unavailable(m)) => m,
+                Err(e) => return Err(e),
+            };
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable(format!(
+                    "broker {broker_id} on {} was not RUNNING after {}s: {last}",
+                    self.address,
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+fn describe(status: &BrokerStatus) -> String {
+    let state = BrokerState::try_from(status.state)
+        .map(|s| s.as_str_name().to_string())
+        .unwrap_or_else(|_| status.state.to_string());
+    if status.message.is_empty() {
+        state
+    } else {
+        format!("{state}: {}", status.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_get_the_default_agent_port() {
+        assert_eq!(agent_address("10.0.0.5"), "10.0.0.5:7443");
+        assert_eq!(agent_address("10.0.0.5:9000"), "10.0.0.5:9000");
+        assert_eq!(agent_address("::1"), "[::1]:7443");
+        assert_eq!(agent_address("mq-host-1"), "mq-host-1:7443");
+    }
+
+    #[test]
+    fn status_codes_sort_into_cases() {
+        assert!(matches!(
+            ClientError::from(tonic::Status::not_found("x")),
+            ClientError::NotFound(_)
+        ));
+        assert!(matches!(
+            ClientError::from(tonic::Status::failed_precondition("x")),
+            ClientError::Refused(_)
+        ));
+        assert!(matches!(
+            ClientError::from(tonic::Status::unavailable("x")),
+            ClientError::Unavailable(_)
+        ));
+    }
+}

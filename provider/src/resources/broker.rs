@@ -1,0 +1,560 @@
+//! `ferrymq_broker`: Amazon MQ's `aws_mq_broker` on FerryMQ hosts.
+//!
+//! The schema mirrors `aws_mq_broker` so that a migration renames the resource and swaps the
+//! AWS networking for `instance` blocks. Create and update send the whole desired spec to each
+//! instance's agent and wait until it reports RUNNING; read rebuilds the state from what the
+//! agent observes (users as the engine has them), which is how drift shows up in a plan.
+
+use crate::client::{Agent, ClientError, Credentials};
+use crate::tfplugin::{
+    ApplyRequest, ApplyResponse, Attribute, AttributePath, Block, Diagnostic, Diagnostics,
+    ImportedResource, NestedBlock, PlanRequest, PlanResponse, ReadResponse, Schema, Type, Value,
+};
+use crate::validation::{self, DEFAULT_MODE, STORAGE_EBS};
+use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Instance, User};
+use std::time::Duration;
+
+pub const TYPE_NAME: &str = "ferrymq_broker";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Changing any of these replaces the broker, as in Amazon MQ.
+const FORCE_NEW: &[&str] = &[
+    "broker_name",
+    "engine_type",
+    "deployment_mode",
+    "storage_type",
+    "instance",
+];
+
+pub fn schema() -> Schema {
+    let instance = Block::new()
+        .description("One appliance host of the broker (Amazon MQ: a broker instance in a subnet).")
+        .attribute(
+            Attribute::required("host", Type::String)
+                .description("The host's address (IP, or IP:port when its agent is not on 7443). The broker's listeners bind to it."),
+        )
+        .attribute(
+            Attribute::required("volume", Type::String)
+                .description("Block device that becomes the broker's data volume (the EBS volume). Formatted only when blank."),
+        );
+    let user = Block::new()
+        .attribute(Attribute::required("username", Type::String))
+        .attribute(
+            Attribute::required("password", Type::String)
+                .sensitive()
+                .description("12 to 250 characters, at least 4 different ones, no ',' ':' '='."),
+        )
+        .attribute(
+            Attribute::optional("console_access", Type::Bool)
+                .description("Whether the user may use the web console (RabbitMQ: the administrator tag)."),
+        );
+    let timeouts = Block::new()
+        .attribute(Attribute::optional("create", Type::String))
+        .attribute(Attribute::optional("update", Type::String))
+        .attribute(Attribute::optional("delete", Type::String));
+    let instances = Type::list(Type::object([
+        ("console_url", Type::String),
+        ("endpoints", Type::list(Type::String)),
+        ("ip_address", Type::String),
+    ]));
+    Schema::new(
+        Block::new()
+            .description("A message broker (ActiveMQ or RabbitMQ) on FerryMQ appliance hosts.")
+            .attribute(Attribute::computed("id", Type::String).description("Broker id, b-<uuid>."))
+            .attribute(Attribute::required("broker_name", Type::String))
+            .attribute(Attribute::required("engine_type", Type::String).description("ActiveMQ or RabbitMQ."))
+            .attribute(Attribute::required("engine_version", Type::String))
+            .attribute(Attribute::required("host_instance_type", Type::String).description("An Amazon MQ instance type, e.g. mq.m5.large."))
+            .attribute(Attribute::optional_computed("deployment_mode", Type::String).description("SINGLE_INSTANCE (default), ACTIVE_STANDBY_MULTI_AZ or CLUSTER_MULTI_AZ."))
+            .attribute(Attribute::optional_computed("storage_type", Type::String).description("ebs (default) or efs."))
+            .attribute(Attribute::computed("status", Type::String).description("Amazon MQ broker state, e.g. RUNNING."))
+            .attribute(Attribute::computed("instances", instances).description("Per instance: endpoints, console URL, address."))
+            .block(NestedBlock::list("instance", instance))
+            .block(NestedBlock::list("user", user))
+            .block(NestedBlock::single("timeouts", timeouts)),
+    )
+}
+
+pub fn validate(config: &Value) -> Diagnostics {
+    validation::broker(config)
+}
+
+pub fn plan(req: PlanRequest) -> PlanResponse {
+    let mut resp = PlanResponse::default();
+    if req.proposed_new_state.is_null() {
+        return resp; // destroy
+    }
+    resp.diagnostics = validation::broker(&req.config);
+    let mut planned = req.proposed_new_state.clone();
+    if planned.get("deployment_mode").is_null() {
+        planned.set_attr("deployment_mode", DEFAULT_MODE);
+    }
+    if planned.get("storage_type").is_null() {
+        planned.set_attr("storage_type", STORAGE_EBS);
+    }
+    if req.prior_state.is_null() {
+        for computed in ["id", "status", "instances"] {
+            planned.set_attr(computed, Value::Unknown);
+        }
+    } else {
+        resp.requires_replace = FORCE_NEW
+            .iter()
+            .filter(|attr| planned.get(attr) != req.prior_state.get(attr))
+            .map(|attr| AttributePath::root(*attr))
+            .collect();
+        if planned != req.prior_state {
+            // The broker reports its state again after the update.
+            planned.set_attr("status", Value::Unknown);
+        }
+    }
+    resp.planned_state = planned;
+    resp
+}
+
+pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
+    let mut resp = ApplyResponse::default();
+    if req.planned_state.is_null() {
+        if let Err(d) = delete(creds, &req.prior_state).await {
+            resp.diagnostics.push(d);
+            resp.new_state = req.prior_state;
+        }
+        return resp;
+    }
+    let creating = req.prior_state.is_null();
+    let id = if creating {
+        format!("b-{}", uuid::Uuid::new_v4())
+    } else {
+        req.prior_state.get("id").as_str().unwrap_or_default().to_string()
+    };
+    let op = if creating { "create" } else { "update" };
+    let timeout = timeout(&req.planned_state, op);
+    match converge(creds, &id, &req.planned_state, timeout).await {
+        Ok(statuses) => resp.new_state = state_from(&statuses, &req.planned_state),
+        Err(msg) => {
+            let verb = if creating { "creating" } else { "updating" };
+            resp.diagnostics.push(Diagnostic::error(
+                format!("{verb} FerryMQ broker ({id})"),
+                msg,
+            ));
+            // Keep what exists in state (tainted on create) so it can be destroyed or retried.
+            let mut partial = req.planned_state.clone();
+            partial.set_attr("id", id.as_str());
+            partial.set_attr("status", BrokerState::CreationFailed.as_str_name());
+            if !partial.get("instances").is_fully_known() {
+                partial.set_attr("instances", Value::List(vec![]));
+            }
+            resp.new_state = if creating { partial } else { req.prior_state };
+        }
+    }
+    resp
+}
+
+/// Applies the spec on every instance's host, then waits for each to report RUNNING.
+async fn converge(
+    creds: &Credentials,
+    id: &str,
+    planned: &Value,
+    timeout: Duration,
+) -> Result<Vec<BrokerStatus>, String> {
+    let base = spec_from(id, planned);
+    let agents = agents(creds, planned)?;
+    for (i, agent) in agents.iter().enumerate() {
+        let mut spec = base.clone();
+        spec.instance_index = i as u32;
+        apply_with_retry(agent, spec, timeout).await?;
+    }
+    let mut statuses = Vec::new();
+    for agent in &agents {
+        statuses.push(
+            agent
+                .wait_running(id, timeout)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(statuses)
+}
+
+/// An agent that is restarting is retried until the timeout; a refusal is final.
+async fn apply_with_retry(agent: &Agent, spec: BrokerSpec, timeout: Duration) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match agent.apply(spec.clone()).await {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Unavailable(m)) if std::time::Instant::now() < deadline => {
+                tracing::warn!("apply on {}: {m}; retrying", agent.address());
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(format!("agent {} refused the broker: {e}", agent.address())),
+        }
+    }
+}
+
+async fn delete(creds: &Credentials, prior: &Value) -> Result<(), Diagnostic> {
+    let id = prior.get("id").as_str().unwrap_or_default();
+    let fail = |m: String| Diagnostic::error(format!("deleting FerryMQ broker ({id})"), m);
+    for agent in agents(creds, prior).map_err(fail)? {
+        match agent.delete(id).await {
+            Ok(_) | Err(ClientError::NotFound(_)) => {}
+            Err(e) => return Err(fail(format!("agent {}: {e}", agent.address()))),
+        }
+    }
+    Ok(())
+}
+
+pub async fn read(creds: &Credentials, state: Value) -> ReadResponse {
+    let mut resp = ReadResponse::default();
+    let id = state.get("id").as_str().unwrap_or_default().to_string();
+    let agents = match agents(creds, &state) {
+        Ok(a) => a,
+        Err(m) => {
+            resp.diagnostics.push(Diagnostic::error(format!("reading FerryMQ broker ({id})"), m));
+            resp.new_state = state;
+            return resp;
+        }
+    };
+    let mut statuses = Vec::new();
+    for agent in &agents {
+        match agent.get(&id).await {
+            Ok(s) => statuses.push(s),
+            // Gone from a host: Terraform drops it from state and plans to create it again.
+            Err(ClientError::NotFound(_)) => {
+                tracing::warn!("broker {id} not found on {}; removing from state", agent.address());
+                return resp;
+            }
+            Err(e) => {
+                resp.diagnostics.push(Diagnostic::error(
+                    format!("reading FerryMQ broker ({id})"),
+                    format!("agent {}: {e}", agent.address()),
+                ));
+                resp.new_state = state;
+                return resp;
+            }
+        }
+    }
+    resp.new_state = state_from(&statuses, &state);
+    resp
+}
+
+/// `HOST/ID`: the address of one of the broker's hosts and the broker id.
+pub fn import(id: &str) -> (Vec<ImportedResource>, Diagnostics) {
+    let parsed = id
+        .rsplit_once('/')
+        .filter(|(host, broker)| !host.is_empty() && ferrymq_api::validate::broker_id(broker).is_ok());
+    let Some((host, broker)) = parsed else {
+        return (
+            vec![],
+            vec![Diagnostic::error(
+                "Invalid import id",
+                format!("import id {id:?} must be HOST/BROKER_ID, e.g. 10.0.0.11/b-1234abcd-…"),
+            )],
+        );
+    };
+    let state = Value::object([
+        ("id", Value::string(broker)),
+        (
+            "instance",
+            Value::List(vec![Value::object([
+                ("host", Value::string(host)),
+                ("volume", Value::Null),
+            ])]),
+        ),
+    ]);
+    (
+        vec![ImportedResource {
+            type_name: TYPE_NAME.into(),
+            state,
+            private: vec![],
+        }],
+        vec![],
+    )
+}
+
+fn agents(creds: &Credentials, value: &Value) -> Result<Vec<Agent>, String> {
+    value
+        .get("instance")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .map(|i| {
+            let host = i.get("host").as_str().unwrap_or_default();
+            Agent::new(host, creds).map_err(|e| format!("{e:#}"))
+        })
+        .collect()
+}
+
+fn timeout(value: &Value, op: &str) -> Duration {
+    value
+        .get("timeouts")
+        .get(op)
+        .as_str()
+        .and_then(|t| validation::parse_duration(t).ok())
+        .unwrap_or(DEFAULT_TIMEOUT)
+}
+
+fn text(value: &Value, attr: &str) -> String {
+    value.get(attr).as_str().unwrap_or_default().to_string()
+}
+
+/// The agent's spec from a planned (fully known) state.
+pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
+    let list = |attr: &str| planned.get(attr).as_list().unwrap_or_default().to_vec();
+    BrokerSpec {
+        broker_id: id.to_string(),
+        broker_name: text(planned, "broker_name"),
+        engine_type: text(planned, "engine_type"),
+        engine_version: text(planned, "engine_version"),
+        host_instance_type: text(planned, "host_instance_type"),
+        deployment_mode: text(planned, "deployment_mode"),
+        storage_type: text(planned, "storage_type"),
+        instances: list("instance")
+            .iter()
+            .map(|i| Instance {
+                host: text(i, "host"),
+                volume: text(i, "volume"),
+            })
+            .collect(),
+        instance_index: 0,
+        users: list("user")
+            .iter()
+            .map(|u| User {
+                username: text(u, "username"),
+                password: text(u, "password"),
+                console_access: u.get("console_access").as_bool().unwrap_or(false),
+                groups: vec![],
+            })
+            .collect(),
+    }
+}
+
+/// The state as the agents report the broker, keeping what only the configuration knows
+/// (passwords, timeouts, how `console_access` was written).
+pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
+    let Some(first) = statuses.first() else {
+        return prior.clone();
+    };
+    let spec = first.spec.clone().unwrap_or_default();
+    let running = first.state == BrokerState::Running as i32;
+    // The engine's users are the truth once it runs; before, the stored spec is all there is.
+    let observed: Vec<User> = if running { first.users.clone() } else { spec.users.clone() };
+    let prior_users = prior.get("user").as_list().unwrap_or_default();
+    let mut users = Vec::new();
+    for p in prior_users {
+        let name = p.get("username").as_str().unwrap_or_default();
+        let Some(o) = observed.iter().find(|o| o.username == name) else {
+            continue; // removed behind Terraform's back: the plan adds it again
+        };
+        let password = if first.users_with_password_drift.iter().any(|d| d == name) {
+            Value::Null // changed on the broker: the plan sets it again
+        } else {
+            p.get("password").clone()
+        };
+        let console = match p.get("console_access") {
+            Value::Null if !o.console_access => Value::Null,
+            _ => Value::Bool(o.console_access),
+        };
+        users.push(Value::object([
+            ("username", Value::string(name)),
+            ("password", password),
+            ("console_access", console),
+        ]));
+    }
+    for o in &observed {
+        if !prior_users.iter().any(|p| p.get("username").as_str() == Some(&o.username)) {
+            users.push(Value::object([
+                ("username", Value::string(&o.username)),
+                ("password", Value::Null),
+                ("console_access", Value::Bool(o.console_access)),
+            ]));
+        }
+    }
+    let instances = statuses
+        .iter()
+        .map(|s| {
+            Value::object([
+                ("console_url", Value::string(&s.console_url)),
+                (
+                    "endpoints",
+                    Value::List(s.endpoints.iter().map(Value::string).collect()),
+                ),
+                ("ip_address", Value::string(&s.ip_address)),
+            ])
+        })
+        .collect();
+    let status = statuses
+        .iter()
+        .map(|s| BrokerState::try_from(s.state).unwrap_or(BrokerState::Unspecified))
+        .find(|s| *s != BrokerState::Running)
+        .unwrap_or(BrokerState::Running);
+    Value::object([
+        ("id", Value::string(&spec.broker_id)),
+        ("broker_name", Value::string(&spec.broker_name)),
+        ("engine_type", Value::string(&spec.engine_type)),
+        ("engine_version", Value::string(&spec.engine_version)),
+        ("host_instance_type", Value::string(&spec.host_instance_type)),
+        ("deployment_mode", Value::string(&spec.deployment_mode)),
+        ("storage_type", Value::string(&spec.storage_type)),
+        ("status", Value::string(status.as_str_name())),
+        ("instances", Value::List(instances)),
+        (
+            "instance",
+            Value::List(
+                spec.instances
+                    .iter()
+                    .map(|i| {
+                        Value::object([
+                            ("host", Value::string(&i.host)),
+                            ("volume", Value::string(&i.volume)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("user", Value::List(users)),
+        ("timeouts", prior.get("timeouts").clone()),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn planned() -> Value {
+        Value::object([
+            ("id", Value::Unknown),
+            ("broker_name", Value::string("orders")),
+            ("engine_type", Value::string("RabbitMQ")),
+            ("engine_version", Value::string("3.10.8")),
+            ("host_instance_type", Value::string("mq.m5.large")),
+            ("deployment_mode", Value::Null),
+            ("storage_type", Value::Null),
+            ("status", Value::Unknown),
+            ("instances", Value::Unknown),
+            (
+                "instance",
+                Value::List(vec![Value::object([
+                    ("host", Value::string("10.0.0.1")),
+                    ("volume", Value::string("/dev/loop0")),
+                ])]),
+            ),
+            (
+                "user",
+                Value::List(vec![Value::object([
+                    ("username", Value::string("app")),
+                    ("password", Value::string("twelve-chars-ok")),
+                    ("console_access", Value::Null),
+                ])]),
+            ),
+            ("timeouts", Value::Null),
+        ])
+    }
+
+    fn running(spec: BrokerSpec) -> BrokerStatus {
+        BrokerStatus {
+            state: BrokerState::Running as i32,
+            endpoints: vec!["amqp://10.0.0.1:5672".into()],
+            console_url: "http://10.0.0.1:15672".into(),
+            ip_address: "10.0.0.1".into(),
+            users: spec
+                .users
+                .iter()
+                .map(|u| User {
+                    password: String::new(),
+                    ..u.clone()
+                })
+                .collect(),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn create_plans_defaults_and_unknown_computed_values() {
+        let resp = plan(PlanRequest {
+            prior_state: Value::Null,
+            proposed_new_state: planned(),
+            config: planned(),
+            prior_private: vec![],
+        });
+        assert!(resp.diagnostics.is_empty());
+        assert_eq!(resp.planned_state.get("deployment_mode").as_str(), Some("SINGLE_INSTANCE"));
+        assert_eq!(resp.planned_state.get("storage_type").as_str(), Some("ebs"));
+        assert!(resp.planned_state.get("id").is_unknown());
+    }
+
+    #[test]
+    fn state_round_trips_through_the_agent_and_plans_no_changes() {
+        let mut p = planned();
+        p.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        p.set_attr("storage_type", "ebs");
+        let spec = spec_from("b-1", &p);
+        assert_eq!(spec.users[0].password, "twelve-chars-ok");
+        let state = state_from(&[running(spec)], &p);
+        assert_eq!(state.get("id").as_str(), Some("b-1"));
+        assert_eq!(state.get("status").as_str(), Some("RUNNING"));
+        assert_eq!(state.get("user"), p.get("user"), "password and null console_access kept");
+        let again = plan(PlanRequest {
+            prior_state: state.clone(),
+            proposed_new_state: state.clone(),
+            config: p,
+            prior_private: vec![],
+        });
+        assert_eq!(again.planned_state, state);
+        assert!(again.requires_replace.is_empty());
+    }
+
+    #[test]
+    fn drift_shows_as_changed_users() {
+        let mut p = planned();
+        p.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        let spec = spec_from("b-1", &p);
+        let mut status = running(spec);
+        status.users_with_password_drift = vec!["app".into()];
+        status.users.push(User {
+            username: "intruder".into(),
+            ..Default::default()
+        });
+        let state = state_from(&[status], &p);
+        let users = state.get("user").as_list().expect("users");
+        assert!(users[0].get("password").is_null());
+        assert_eq!(users[1].get("username").as_str(), Some("intruder"));
+    }
+
+    #[test]
+    fn renaming_forces_replacement_and_user_changes_do_not() {
+        let mut prior = planned();
+        prior.set_attr("id", "b-1");
+        prior.set_attr("status", "RUNNING");
+        prior.set_attr("instances", Value::List(vec![]));
+        prior.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        prior.set_attr("storage_type", "ebs");
+        let mut renamed = prior.clone();
+        renamed.set_attr("broker_name", "other");
+        let resp = plan(PlanRequest {
+            prior_state: prior.clone(),
+            proposed_new_state: renamed.clone(),
+            config: renamed,
+            prior_private: vec![],
+        });
+        assert_eq!(resp.requires_replace, vec![AttributePath::root("broker_name")]);
+        let mut more_users = prior.clone();
+        more_users.set_attr("user", Value::List(vec![]));
+        let resp = plan(PlanRequest {
+            prior_state: prior,
+            proposed_new_state: more_users.clone(),
+            config: more_users,
+            prior_private: vec![],
+        });
+        assert!(resp.requires_replace.is_empty());
+        assert!(resp.planned_state.get("status").is_unknown());
+    }
+
+    #[test]
+    fn import_ids_name_a_host_and_a_broker() {
+        let (found, d) = import("10.0.0.1/b-1234");
+        assert!(d.is_empty());
+        assert_eq!(found[0].state.get("id").as_str(), Some("b-1234"));
+        let (found, d) = import("b-1234");
+        assert!(found.is_empty() && d[0].detail.contains("HOST/BROKER_ID"));
+    }
+}

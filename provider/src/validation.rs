@@ -1,0 +1,325 @@
+//! Plan-time checks of a `ferrymq_broker` configuration. Pure: the same validators as the agent
+//! (from `ferrymq-api`), with each message attached to its attribute path so Terraform points
+//! at the offending line. Unknown values (known only at apply) are skipped, not guessed.
+
+use crate::tfplugin::{AttributePath, Diagnostic, Diagnostics, Value};
+use ferrymq_api::catalogue::{DeploymentMode, EngineType};
+use ferrymq_api::validate;
+use std::time::Duration;
+
+pub const DEFAULT_MODE: &str = "SINGLE_INSTANCE";
+pub const STORAGE_EBS: &str = "ebs";
+pub const STORAGE_EFS: &str = "efs";
+
+fn error(path: AttributePath, summary: &str, detail: String) -> Diagnostic {
+    Diagnostic::error(summary, detail).at(path)
+}
+
+/// Every plan-time check of a broker configuration.
+pub fn broker(config: &Value) -> Diagnostics {
+    let mut d = Vec::new();
+    let mut check = |attr: &str, summary: &str, r: Result<(), String>| {
+        if let Err(m) = r {
+            d.push(error(AttributePath::root(attr), summary, m));
+        }
+    };
+    if let Some(name) = config.get("broker_name").as_str() {
+        check("broker_name", "Invalid broker_name", validate::broker_name(name));
+    }
+    let engine = config.get("engine_type").as_str().map(validate::engine_type);
+    if let Some(Err(m)) = &engine {
+        check("engine_type", "Invalid engine_type", Err(m.clone()));
+    }
+    let engine = engine.and_then(Result::ok);
+    if let (Some(e), Some(v)) = (engine, config.get("engine_version").as_str()) {
+        check("engine_version", "Unsupported engine_version", validate::engine_version(e, v));
+    }
+    if let Some(t) = config.get("host_instance_type").as_str() {
+        check(
+            "host_instance_type",
+            "Unknown host_instance_type",
+            validate::instance_type(t).map(|_| ()),
+        );
+    }
+    let mode = match config.get("deployment_mode") {
+        Value::Null => Some(DeploymentMode::SingleInstance),
+        v => v.as_str().and_then(|m| match validate::deployment_mode(m) {
+            Ok(m) => Some(m),
+            Err(msg) => {
+                check("deployment_mode", "Invalid deployment_mode", Err(msg));
+                None
+            }
+        }),
+    };
+    if let (Some(e), Some(m)) = (engine, mode) {
+        check("deployment_mode", "Unsupported deployment_mode", validate::mode_for_engine(e, m));
+    }
+    if let Some(storage) = config.get("storage_type").as_str() {
+        check("storage_type", "Invalid storage_type", storage_type(engine, storage));
+    }
+    drop(check);
+    if let (Some(m), Some(instances)) = (mode, config.get("instance").as_list()) {
+        if let Err(msg) = validate::instance_count(m, instances.len()) {
+            d.push(error(AttributePath::root("instance"), "Wrong number of instance blocks", msg));
+        }
+    }
+    if let Some(instances) = config.get("instance").as_list() {
+        d.extend(instance_blocks(instances));
+    }
+    if let Some(users) = config.get("user").as_list() {
+        d.extend(user_blocks(users));
+    }
+    if let Value::Object(_) = config.get("timeouts") {
+        for op in ["create", "update", "delete"] {
+            if let Some(text) = config.get("timeouts").get(op).as_str() {
+                if let Err(m) = parse_duration(text) {
+                    d.push(error(
+                        AttributePath::root("timeouts").attr(op),
+                        "Invalid timeout",
+                        format!("timeouts.{op} {text:?}: {m}"),
+                    ));
+                }
+            }
+        }
+    }
+    d
+}
+
+fn storage_type(engine: Option<EngineType>, storage: &str) -> Result<(), String> {
+    match storage {
+        STORAGE_EBS => Ok(()),
+        STORAGE_EFS if engine == Some(EngineType::RabbitMq) => Err(format!(
+            "storage_type {storage:?} is not offered for RabbitMQ; RabbitMQ brokers use \"ebs\""
+        )),
+        STORAGE_EFS => Err(format!(
+            "storage_type {storage:?} (shared storage) is not available in this FerryMQ release yet"
+        )),
+        other => Err(format!("storage_type {other:?} is not one of \"ebs\", \"efs\"")),
+    }
+}
+
+fn instance_blocks(instances: &[Value]) -> Diagnostics {
+    let mut d = Vec::new();
+    for (i, inst) in instances.iter().enumerate() {
+        let path = |attr: &str| AttributePath::root("instance").index(i as i64).attr(attr);
+        if let Some(host) = inst.get("host").as_str() {
+            if host.trim().is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+                d.push(error(
+                    path("host"),
+                    "Invalid instance host",
+                    format!("instance[{i}].host {host:?} is not a host address"),
+                ));
+            }
+        }
+        if let Some(volume) = inst.get("volume").as_str() {
+            if !volume.starts_with("/dev/") {
+                d.push(error(
+                    path("volume"),
+                    "Invalid instance volume",
+                    format!("instance[{i}].volume {volume:?} must be a block device path under /dev"),
+                ));
+            }
+        }
+        for (j, other) in instances.iter().enumerate().skip(i + 1) {
+            if let (Some(a), Some(b)) = (inst.get("host").as_str(), other.get("host").as_str()) {
+                if a == b {
+                    d.push(error(
+                        AttributePath::root("instance").index(j as i64).attr("host"),
+                        "Duplicate instance host",
+                        format!("instance[{j}].host {b:?} is already instance[{i}]; each instance needs its own host"),
+                    ));
+                }
+            }
+        }
+    }
+    d
+}
+
+fn user_blocks(users: &[Value]) -> Diagnostics {
+    let mut d = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let path = |attr: &str| AttributePath::root("user").index(i as i64).attr(attr);
+        if let Some(name) = user.get("username").as_str() {
+            if let Err(m) = validate::username(name) {
+                d.push(error(path("username"), "Invalid username", format!("user[{i}].{m}")));
+            }
+        }
+        if let Some(pw) = user.get("password").as_str() {
+            if let Err(m) = validate::password(pw) {
+                d.push(error(
+                    path("password"),
+                    "Invalid password",
+                    format!("user[{i}].password ({}): {m}", user_label(user)),
+                ));
+            }
+        }
+    }
+    let names: Vec<&str> = users
+        .iter()
+        .map(|u| u.get("username").as_str().unwrap_or(""))
+        .collect();
+    for (i, name) in validate::duplicate_usernames(names.iter().copied().filter(|n| !n.is_empty())) {
+        // Indices above count known names only; find the real block of the repeat.
+        let real = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.is_empty())
+            .nth(i)
+            .map(|(j, _)| j)
+            .unwrap_or(i);
+        d.push(error(
+            AttributePath::root("user").index(real as i64).attr("username"),
+            "Duplicate username",
+            format!("user[{real}].username {name:?} is given more than once"),
+        ));
+    }
+    d
+}
+
+fn user_label(user: &Value) -> String {
+    user.get("username")
+        .as_str()
+        .map(|u| format!("user {u:?}"))
+        .unwrap_or_else(|| "user".into())
+}
+
+/// Terraform timeout strings: a sequence of number+unit (`h`, `m`, `s`), such as `30m` or
+/// `1h30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let mut total = 0u64;
+    let mut number = String::new();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("expected a number before {c:?} (like \"30m\")"))?;
+        number.clear();
+        total += match c {
+            'h' => n * 3600,
+            'm' => n * 60,
+            's' => n,
+            other => return Err(format!("unknown unit {other:?}; use h, m or s")),
+        };
+    }
+    if !number.is_empty() {
+        return Err("a duration needs a unit (h, m or s), like \"30m\"".into());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(name: &str, pw: &str) -> Value {
+        Value::object([
+            ("username", Value::string(name)),
+            ("password", Value::string(pw)),
+            ("console_access", Value::Null),
+        ])
+    }
+
+    fn config() -> Value {
+        Value::object([
+            ("broker_name", Value::string("orders")),
+            ("engine_type", Value::string("RabbitMQ")),
+            ("engine_version", Value::string("3.10.8")),
+            ("host_instance_type", Value::string("mq.m5.large")),
+            ("deployment_mode", Value::string("SINGLE_INSTANCE")),
+            ("storage_type", Value::Null),
+            (
+                "instance",
+                Value::List(vec![Value::object([
+                    ("host", Value::string("10.0.0.1")),
+                    ("volume", Value::string("/dev/loop0")),
+                ])]),
+            ),
+            ("user", Value::List(vec![user("app", "twelve-chars-ok")])),
+            ("timeouts", Value::Null),
+        ])
+    }
+
+    fn paths(d: &Diagnostics) -> Vec<String> {
+        d.iter()
+            .map(|x| x.attribute.as_ref().map(|p| p.to_string()).unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn a_good_config_passes() {
+        assert!(broker(&config()).is_empty(), "{:?}", broker(&config()));
+    }
+
+    #[test]
+    fn each_bad_field_is_reported_at_its_path() {
+        let cases: Vec<(&str, Value, &str, &str)> = vec![
+            ("host_instance_type", Value::string("mq.x9.huge"), "host_instance_type", "\"mq.x9.huge\""),
+            ("engine_version", Value::string("9.9.9"), "engine_version", "\"9.9.9\""),
+            ("engine_type", Value::string("Kafka"), "engine_type", "\"Kafka\""),
+            ("deployment_mode", Value::string("CLUSTER_MULTI_AZ"), "deployment_mode", "CLUSTER_MULTI_AZ"),
+            ("storage_type", Value::string("efs"), "storage_type", "\"efs\""),
+            (
+                "user",
+                Value::List(vec![user("app", "short")]),
+                "user[0].password",
+                "at least 12",
+            ),
+            (
+                "user",
+                Value::List(vec![user("app", "has,comma-inside")]),
+                "user[0].password",
+                "','",
+            ),
+            (
+                "user",
+                Value::List(vec![user("app", "twelve-chars-ok"), user("app", "another-one-ok")]),
+                "user[1].username",
+                "\"app\"",
+            ),
+        ];
+        for (attr, value, path, needle) in cases {
+            let mut c = config();
+            c.set_attr(attr, value);
+            let d = broker(&c);
+            assert_eq!(paths(&d), vec![path.to_string()], "{attr}: {d:?}");
+            assert!(d[0].detail.contains(needle), "{attr}: {}", d[0].detail);
+        }
+    }
+
+    #[test]
+    fn instance_count_follows_the_mode() {
+        let mut c = config();
+        let one = c.get("instance").as_list().expect("list")[0].clone();
+        c.set_attr("instance", Value::List(vec![one.clone(), one]));
+        let d = broker(&c);
+        let p = paths(&d);
+        assert!(p.contains(&"instance".to_string()), "{d:?}");
+        assert!(d.iter().any(|x| x.detail.contains("exactly 1 instance block, got 2")));
+        assert!(p.contains(&"instance[1].host".to_string()), "{d:?}");
+        c.set_attr("instance", Value::List(vec![]));
+        assert!(broker(&c)[0].detail.contains("got 0"));
+    }
+
+    #[test]
+    fn unknown_values_are_not_judged() {
+        let mut c = config();
+        c.set_attr("host_instance_type", Value::Unknown);
+        c.set_attr("user", Value::Unknown);
+        c.set_attr("instance", Value::Unknown);
+        assert!(broker(&c).is_empty());
+    }
+
+    #[test]
+    fn durations_parse_like_terraform_timeouts() {
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1h30m10s"), Ok(Duration::from_secs(5410)));
+        assert!(parse_duration("30").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}
