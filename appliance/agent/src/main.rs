@@ -93,6 +93,7 @@ fn main() -> Result<()> {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             tokio::runtime::Runtime::new()?.block_on(serve(listen, state_dir, tls_dir))
         }
@@ -117,6 +118,9 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
     let kind = supervisor::Supervisor::kind(supervisor.as_ref());
     let reconciler = Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor));
+    // One pass before serving, so the first status a client reads after an agent restart is
+    // what the host runs, not "creation in progress".
+    reconciler.pass().await.context("first reconcile pass")?;
     tokio::spawn(reconciler.clone().run());
 
     tracing::info!(%listen, state_dir = %state_dir.display(), "agent serving");

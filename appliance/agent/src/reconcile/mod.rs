@@ -80,7 +80,7 @@ impl Reconciler {
         }
     }
 
-    async fn pass(&self) -> Result<()> {
+    pub async fn pass(&self) -> Result<()> {
         let _guard = self.pass_lock.lock().await;
         for spec in self.store.load_all()? {
             let status = broker::converge(&self.ctx(&spec.broker_id), &spec).await;
