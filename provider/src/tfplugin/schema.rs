@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
+use super::value::Value;
+
 /// A Terraform (cty) value type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Type {
@@ -144,12 +146,56 @@ impl Block {
         Type::Object(attributes)
     }
 
+    /// Brings a value of this block into the shape Terraform insists on:
+    /// list and set blocks are never null (no blocks is an empty
+    /// collection, and Terraform rejects a plan that says null), absent
+    /// attributes are null. Applied to every state the server returns, so
+    /// providers may leave absent blocks out. `Null`/`Unknown` objects are
+    /// returned unchanged; so is anything that is not an object.
+    pub fn normalize(&self, value: Value) -> Value {
+        let Value::Object(mut attributes) = value else {
+            return value;
+        };
+        for attribute in &self.attributes {
+            attributes
+                .entry(attribute.name.clone())
+                .or_insert(Value::Null);
+        }
+        for nested in &self.blocks {
+            let current = attributes.remove(&nested.type_name).unwrap_or(Value::Null);
+            let normalized = match (nested.nesting, current) {
+                (Nesting::List, Value::Null) => Value::List(vec![]),
+                (Nesting::Set, Value::Null) => Value::Set(vec![]),
+                (Nesting::List, Value::List(items) | Value::Set(items)) => Value::List(
+                    items
+                        .into_iter()
+                        .map(|item| nested.block.normalize(item))
+                        .collect(),
+                ),
+                (Nesting::Set, Value::List(items) | Value::Set(items)) => Value::Set(
+                    items
+                        .into_iter()
+                        .map(|item| nested.block.normalize(item))
+                        .collect(),
+                ),
+                (Nesting::Single, object) => nested.block.normalize(object),
+                (_, other) => other,
+            };
+            attributes.insert(nested.type_name.clone(), normalized);
+        }
+        Value::Object(attributes)
+    }
+
     pub fn get_attribute(&self, name: &str) -> Option<&Attribute> {
-        self.attributes.iter().find(|attribute| attribute.name == name)
+        self.attributes
+            .iter()
+            .find(|attribute| attribute.name == name)
     }
 
     pub fn get_block(&self, type_name: &str) -> Option<&NestedBlock> {
-        self.blocks.iter().find(|block| block.type_name == type_name)
+        self.blocks
+            .iter()
+            .find(|block| block.type_name == type_name)
     }
 }
 
@@ -329,6 +375,45 @@ mod tests {
                 ("window", object),
             ])
         );
+    }
+
+    #[test]
+    fn normalize_fills_blocks_and_attributes() {
+        let inner = Block::new()
+            .attribute(Attribute::required("host", Type::String))
+            .block(NestedBlock::set(
+                "tag",
+                Block::new().attribute(Attribute::required("k", Type::String)),
+            ));
+        let block = Block::new()
+            .attribute(Attribute::computed("id", Type::String))
+            .block(NestedBlock::list("instance", inner.clone()))
+            .block(NestedBlock::set("user", inner.clone()))
+            .block(NestedBlock::single("window", inner));
+        let value = Value::object([(
+            "instance",
+            Value::List(vec![Value::object([("host", "h".into())])]),
+        )]);
+        let normalized = block.normalize(value);
+        assert_eq!(
+            normalized,
+            Value::object([
+                ("id", Value::Null),
+                (
+                    "instance",
+                    Value::List(vec![Value::object([
+                        ("host", "h".into()),
+                        ("tag", Value::Set(vec![])),
+                    ])]),
+                ),
+                ("user", Value::Set(vec![])),
+                ("window", Value::Null),
+            ])
+        );
+        assert_eq!(block.normalize(Value::Null), Value::Null);
+        assert_eq!(block.normalize(Value::Unknown), Value::Unknown);
+        let unknown_list = Value::object([("instance", Value::Unknown)]);
+        assert!(block.normalize(unknown_list).get("instance").is_unknown());
     }
 
     #[test]

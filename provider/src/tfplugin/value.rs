@@ -360,17 +360,17 @@ mod tests {
     #[test]
     fn with_builds_objects() {
         let value = Value::Null.with("id", "q1").with("size", 3i64);
-        assert_eq!(value, Value::object([("id", "q1".into()), ("size", 3i64.into())]));
+        assert_eq!(
+            value,
+            Value::object([("id", "q1".into()), ("size", 3i64.into())])
+        );
         let replaced = value.with("id", "q2");
         assert_eq!(replaced.get("id").as_str(), Some("q2"));
     }
 
     #[test]
     fn knownness() {
-        let value = Value::object([
-            ("id", Value::Unknown),
-            ("name", "n".into()),
-        ]);
+        let value = Value::object([("id", Value::Unknown), ("name", "n".into())]);
         assert!(!value.is_fully_known());
         assert!(!value.is_unknown());
         assert!(value.get("id").is_unknown());
@@ -384,7 +384,10 @@ mod tests {
         let err = ValueError::new(&AttributePath::root("instance").index(0), "expected string");
         assert_eq!(err.to_string(), "instance[0]: expected string");
         let diag = err.to_diagnostic("Invalid value");
-        assert_eq!(diag.attribute, Some(AttributePath::root("instance").index(0)));
+        assert_eq!(
+            diag.attribute,
+            Some(AttributePath::root("instance").index(0))
+        );
         let root = ValueError::new(&AttributePath::empty(), "not msgpack");
         assert_eq!(root.to_diagnostic("x").attribute, None);
     }
