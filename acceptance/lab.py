@@ -56,6 +56,8 @@ AGENT_PORT = 7443
 AMQP_PORT = 5672
 CONSOLE_PORT = 15672
 
+RESULTS_FILE = Path(__file__).resolve().parent / "results" / "results.json"
+
 DEFAULT_PREFIX = "fmqt"
 DEFAULT_NET = "10.79.0"
 DEFAULT_VOLUME_MIB = 1024
@@ -86,6 +88,21 @@ def run(cmd: list, check: bool = True, timeout: float = 120, **kw) -> subprocess
             f"{cp.stdout.strip()}\n{cp.stderr.strip()}".rstrip()
         )
     return cp
+
+
+def record_result(key: str, value, path: Path = RESULTS_FILE) -> None:
+    """Merges one figure into the results file (JSON object), keeping the other keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, json.JSONDecodeError):
+        data = {}
+    data[key] = value
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -335,7 +352,7 @@ class Lab:
     def up(self, hosts: int = 1, agents: bool = True) -> float:
         """Makes the bridge, the PKI and `hosts` hosts (in parallel); returns the seconds taken."""
         if not 1 <= hosts <= 8:
-            raise LabError("hosts: 1..8 (there are only 8 loop devices)")
+            raise LabError("hosts: 1..8 (one loop device each; few exist on these machines)")
         start = time.monotonic()
         self.check_prerequisites(agents=agents)
         self.cleanup()  # leftovers of an earlier (crashed) run with this prefix
@@ -591,6 +608,18 @@ class Lab:
 # ---- Terraform -------------------------------------------------------------------------------
 
 
+def cli_config_text(bin_dir: Path) -> str:
+    """A Terraform CLI configuration that takes ferrymq/ferrymq from bin_dir (dev_overrides)."""
+    return (
+        "provider_installation {\n"
+        "  dev_overrides {\n"
+        f'    "ferrymq/ferrymq" = "{bin_dir}"\n'
+        "  }\n"
+        "  direct {}\n"
+        "}\n"
+    )
+
+
 class TerraformError(Exception):
     def __init__(self, result: "TfResult"):
         self.result = result
@@ -630,14 +659,7 @@ class Terraform:
             for f in Path(example).glob("*.tf"):
                 shutil.copy(f, self.workdir / f.name)
         self.cli_config = self.workdir / "terraform.rc"
-        self.cli_config.write_text(
-            "provider_installation {\n"
-            "  dev_overrides {\n"
-            f'    "ferrymq/ferrymq" = "{bin_dir}"\n'
-            "  }\n"
-            "  direct {}\n"
-            "}\n"
-        )
+        self.cli_config.write_text(cli_config_text(bin_dir))
         self.env = dict(os.environ)
         for k in ("TF_LOG", "TF_LOG_PATH", "TF_PLUGIN_CACHE_DIR", "TF_DATA_DIR", "TF_WORKSPACE"):
             self.env.pop(k, None)
@@ -750,8 +772,11 @@ def main(argv=None) -> int:
             print(lab.describe())
         elif args.cmd == "env":
             lab = Lab.load(args.prefix, args.dir)
-            for k, v in lab.provider_env().items():
+            rc = lab.root / "terraform.rc"
+            rc.write_text(cli_config_text(lab.bin_dir))
+            for k, v in {**lab.provider_env(), "TF_CLI_CONFIG_FILE": rc, "CHECKPOINT_DISABLE": "1"}.items():
                 print(f"export {k}={v}")
+            print(f"# then: {TERRAFORM} plan|apply|import|destroy  (never `terraform init` with dev_overrides)")
     except LabError as e:
         print(f"lab: error: {e}", file=sys.stderr)
         return 1

@@ -133,17 +133,22 @@ impl Agent {
         .map_err(|s| self.unavailable(s.into()))
     }
 
-    /// Polls until the broker is RUNNING. Fails at once on CREATION_FAILED (the agent's
-    /// message says why) and when `timeout` runs out (with the last state seen); an unreachable
-    /// agent is retried until then.
+    /// Polls until the broker is RUNNING as observed for at least `generation` of its spec
+    /// (the one just applied, not the one before). Fails at once on CREATION_FAILED (the
+    /// agent's message says why) and when `timeout` runs out (with the last state seen); an
+    /// unreachable agent is retried until then.
     pub async fn wait_running(
         &self,
         broker_id: &str,
+        generation: u64,
         timeout: Duration,
     ) -> Result<BrokerStatus, ClientError> {
         let deadline = Instant::now() + timeout;
         loop {
             let last = match self.get(broker_id).await {
+                Ok(status) if status.observed_generation < generation => {
+                    format!("waiting for the agent to take up spec generation {generation}")
+                }
                 Ok(status) if status.state == BrokerState::Running as i32 => return Ok(status),
                 Ok(status) if status.state == BrokerState::CreationFailed as i32 => {
                     return Err(ClientError::Refused(format!(

@@ -182,16 +182,17 @@ async fn converge(
 ) -> Result<Vec<BrokerStatus>, String> {
     let base = spec_from(id, planned);
     let agents = agents(creds, planned)?;
+    let mut generations = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
         let mut spec = base.clone();
         spec.instance_index = i as u32;
-        apply_with_retry(agent, spec, timeout).await?;
+        generations.push(apply_with_retry(agent, spec, timeout).await?);
     }
     let mut statuses = Vec::new();
-    for agent in &agents {
+    for (agent, generation) in agents.iter().zip(generations) {
         statuses.push(
             agent
-                .wait_running(id, timeout)
+                .wait_running(id, generation, timeout)
                 .await
                 .map_err(|e| e.to_string())?,
         );
@@ -199,16 +200,17 @@ async fn converge(
     Ok(statuses)
 }
 
-/// An agent that is restarting is retried until the timeout; a refusal is final.
+/// An agent that is restarting is retried until the timeout; a refusal is final. Returns the
+/// generation the agent stored the spec as.
 async fn apply_with_retry(
     agent: &Agent,
     spec: BrokerSpec,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let deadline = std::time::Instant::now() + timeout;
     loop {
         match agent.apply(spec.clone()).await {
-            Ok(_) => return Ok(()),
+            Ok(status) => return Ok(status.generation),
             Err(ClientError::Unavailable(m)) if std::time::Instant::now() < deadline => {
                 tracing::warn!("apply on {}: {m}; retrying", agent.address());
                 tokio::time::sleep(Duration::from_secs(2)).await;

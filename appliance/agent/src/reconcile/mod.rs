@@ -82,8 +82,11 @@ impl Reconciler {
 
     pub async fn pass(&self) -> Result<()> {
         let _guard = self.pass_lock.lock().await;
-        for spec in self.store.load_all()? {
-            let status = broker::converge(&self.ctx(&spec.broker_id), &spec).await;
+        for stored in self.store.load_all()? {
+            let ctx = self.ctx(&stored.spec.broker_id);
+            let mut status = broker::converge(&ctx, &stored.spec).await;
+            status.generation = stored.generation;
+            status.observed_generation = stored.generation;
             self.set_status(status);
         }
         Ok(())
@@ -109,37 +112,33 @@ impl Reconciler {
     }
 
     /// Stores the spec (validated, one broker per host) and wakes a pass. Returns the status
-    /// as known now: the caller polls until it is RUNNING.
+    /// as known now, with the generation stored: the caller polls until a status observed for
+    /// that generation is RUNNING.
     pub async fn apply(&self, spec: BrokerSpec) -> Result<BrokerStatus, ApplyError> {
         validate::broker_spec(&spec).map_err(ApplyError::Invalid)?;
         broker::check_instance_is_local(&spec).map_err(ApplyError::Conflict)?;
         let _guard = self.pass_lock.lock().await;
-        if let Some(other) = self
-            .store
-            .load_all()?
-            .into_iter()
-            .find(|s| s.broker_id != spec.broker_id)
-        {
+        let stored = self.store.load_all()?;
+        if let Some(other) = stored.iter().find(|s| s.spec.broker_id != spec.broker_id) {
             return Err(ApplyError::Conflict(format!(
                 "this host already runs broker {} ({}); a host runs one broker",
-                other.broker_id, other.broker_name
+                other.spec.broker_id, other.spec.broker_name
             )));
         }
-        if let Some(stored) = self
-            .store
-            .load_all()?
-            .iter()
-            .find(|s| s.broker_id == spec.broker_id)
-        {
-            broker::check_immutable(stored, &spec).map_err(ApplyError::Conflict)?;
+        let previous = stored.iter().find(|s| s.spec.broker_id == spec.broker_id);
+        if let Some(previous) = previous {
+            broker::check_immutable(&previous.spec, &spec).map_err(ApplyError::Conflict)?;
         }
-        if self.store.save(&spec)? {
-            tracing::info!(broker = %spec.broker_id, "spec stored");
+        let generation = self.store.save(&spec)?;
+        if previous.map(|p| p.generation) != Some(generation) {
+            tracing::info!(broker = %spec.broker_id, generation, "spec stored");
         }
         self.wake.notify_one();
-        Ok(self
+        let mut status = self
             .status(&spec.broker_id)
-            .unwrap_or_else(|| broker::pending_status(&spec)))
+            .unwrap_or_else(|| broker::pending_status(&spec));
+        status.generation = generation;
+        Ok(status)
     }
 
     pub fn status(&self, broker_id: &str) -> Option<BrokerStatus> {
@@ -152,6 +151,7 @@ impl Reconciler {
             .store
             .load_all()?
             .into_iter()
+            .map(|s| s.spec)
             .find(|s| s.broker_id == broker_id))
     }
 

@@ -1,7 +1,7 @@
 //! Specs as JSON files, `STATE/brokers/<id>/spec.json`, written atomically (temp file, fsync,
 //! rename) with mode 0600 because a spec carries user passwords.
 
-use super::{SpecStore, SCHEMA_VERSION};
+use super::{SpecStore, StoredSpec, SCHEMA_VERSION};
 use anyhow::{bail, Context, Result};
 use ferrymq_api::agent::BrokerSpec;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,8 @@ const SPEC_FILE: &str = "spec.json";
 #[derive(Serialize, Deserialize)]
 struct Stored {
     schema_version: u32,
-    spec: BrokerSpec,
+    #[serde(flatten)]
+    stored: StoredSpec,
 }
 
 pub struct FsStore {
@@ -35,7 +36,7 @@ impl FsStore {
 }
 
 impl SpecStore for FsStore {
-    fn load_all(&self) -> Result<Vec<BrokerSpec>> {
+    fn load_all(&self) -> Result<Vec<StoredSpec>> {
         let mut specs = Vec::new();
         let entries = match fs::read_dir(&self.brokers_dir) {
             Ok(e) => e,
@@ -49,22 +50,32 @@ impl SpecStore for FsStore {
             }
             specs.push(read_spec(&path)?);
         }
-        specs.sort_by(|a, b| a.broker_id.cmp(&b.broker_id));
+        specs.sort_by(|a, b| a.spec.broker_id.cmp(&b.spec.broker_id));
         Ok(specs)
     }
 
-    fn save(&self, spec: &BrokerSpec) -> Result<bool> {
+    fn save(&self, spec: &BrokerSpec) -> Result<u64> {
         let path = self.spec_path(&spec.broker_id);
-        if path.exists() && read_spec(&path)? == *spec {
-            return Ok(false);
+        let previous = if path.exists() {
+            Some(read_spec(&path)?)
+        } else {
+            None
+        };
+        if let Some(p) = &previous {
+            if p.spec == *spec {
+                return Ok(p.generation);
+            }
         }
         let stored = Stored {
             schema_version: SCHEMA_VERSION,
-            spec: spec.clone(),
+            stored: StoredSpec {
+                generation: previous.map_or(1, |p| p.generation + 1),
+                spec: spec.clone(),
+            },
         };
         let bytes = serde_json::to_vec_pretty(&stored)?;
         write_atomically(&path, &bytes)?;
-        Ok(true)
+        Ok(stored.stored.generation)
     }
 
     fn remove(&self, broker_id: &str) -> Result<()> {
@@ -76,7 +87,7 @@ impl SpecStore for FsStore {
     }
 }
 
-fn read_spec(path: &Path) -> Result<BrokerSpec> {
+fn read_spec(path: &Path) -> Result<StoredSpec> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let stored: Stored =
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?;
@@ -87,7 +98,7 @@ fn read_spec(path: &Path) -> Result<BrokerSpec> {
             stored.schema_version
         );
     }
-    Ok(stored.spec)
+    Ok(stored.stored)
 }
 
 /// Writes `bytes` so that a crash leaves either the old or the new file, never a torn one.
@@ -124,11 +135,18 @@ mod tests {
             broker_name: "orders".into(),
             ..Default::default()
         };
-        assert!(store.save(&spec).expect("save"));
-        assert!(!store.save(&spec).expect("save again"));
+        assert_eq!(store.save(&spec).expect("save"), 1);
+        assert_eq!(store.save(&spec).expect("save again"), 1);
+        let mut changed = spec.clone();
+        changed.broker_name = "payments".into();
+        assert_eq!(store.save(&changed).expect("save changed"), 2);
+        let loaded = FsStore::new(&dir).load_all().expect("load");
         assert_eq!(
-            FsStore::new(&dir).load_all().expect("load"),
-            vec![spec.clone()]
+            loaded,
+            vec![StoredSpec {
+                generation: 2,
+                spec: changed
+            }]
         );
         store.remove("b-1").expect("remove");
         store.remove("b-1").expect("remove twice");

@@ -13,11 +13,18 @@ use ferrymq_api::agent::BrokerSpec;
 /// The version of the stored form; a change of layout gets a migration step.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// A spec with its generation: how many times an apply changed it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredSpec {
+    pub generation: u64,
+    pub spec: BrokerSpec,
+}
+
 pub trait SpecStore: Send + Sync {
     /// Every stored spec, in broker-id order.
-    fn load_all(&self) -> Result<Vec<BrokerSpec>>;
-    /// Stores the spec; returns false when the same spec was already stored.
-    fn save(&self, spec: &BrokerSpec) -> Result<bool>;
+    fn load_all(&self) -> Result<Vec<StoredSpec>>;
+    /// Stores the spec and returns its generation; the same spec again keeps its generation.
+    fn save(&self, spec: &BrokerSpec) -> Result<u64>;
     /// Forgets the broker; a missing one is not an error.
     fn remove(&self, broker_id: &str) -> Result<()>;
 }

@@ -1,0 +1,231 @@
+"""End to end: examples/rabbitmq-single-instance on one appliance host, with the real Terraform
+1.0.3, the real agent and the real RabbitMQ.
+
+The steps run in order and share one broker; a step whose prerequisite failed fails at once,
+saying which one.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+
+import pytest
+
+import amqp
+import lab as labmod
+
+EXAMPLE = "rabbitmq-single-instance"
+ADDRESS = "ferrymq_broker.rabbitmq"
+BROKER_NAME = "acceptance-rabbitmq"
+APP = {"username": "app", "password": "app-Passw0rd-2024!", "console_access": True}
+OPS = {"username": "ops", "password": "ops-Passw0rd-2024#", "console_access": False}
+MESSAGES = 1000
+QUEUE = "acceptance.persistent"
+
+# Shared between the ordered steps of this module.
+S: dict = {}
+DONE: set = set()
+
+
+def need(*steps: str) -> None:
+    missing = [s for s in steps if s not in DONE]
+    if missing:
+        pytest.fail(f"not run: the earlier step(s) {', '.join(missing)} did not pass", pytrace=False)
+
+
+def variables(host, users) -> dict:
+    return {"broker_name": BROKER_NAME, "host": host.address, "volume": host.loop, "users": list(users)}
+
+
+def broker_resource(tf) -> dict:
+    rs = [r for r in tf.resources() if r.get("address") == ADDRESS]
+    assert len(rs) == 1, f"expected {ADDRESS} in the state, found {[r.get('address') for r in tf.resources()]}"
+    return rs[0]["values"]
+
+
+def blkid(dev: str) -> subprocess.CompletedProcess:
+    """Low-level probe of the device itself (no cache): rc 2 when no signature is found."""
+    return subprocess.run(["blkid", "-p", "-o", "export", dev], capture_output=True, text=True)
+
+
+def blkid_value(dev: str, key: str) -> str:
+    for line in blkid(dev).stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k == key:
+            return v
+    return ""
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for: {what}", pytrace=False)
+        time.sleep(interval)
+
+
+def test_01_apply_creates_running_broker(lab, host, tf_factory):
+    tf = tf_factory("single-instance", example=EXAMPLE)
+    S["tf"] = tf
+    tf.write_vars(variables(host, [APP]))
+
+    start = time.monotonic()
+    res = tf.apply()
+    out = tf.output()
+    seconds = time.monotonic() - start
+    assert out.get("status") == "RUNNING", f"status after apply: {out.get('status')!r}\n{res.output}"
+    labmod.record_result("apply_to_running_seconds", round(seconds, 2))
+    print(f"\nFIGURE apply_to_running_seconds = {seconds:.1f} (terraform apply start to status RUNNING)")
+
+    assert "Apply complete! Resources: 1 added, 0 changed, 0 destroyed." in res.output, res.output
+    assert APP["password"] not in res.output, "a password appears in the apply output"
+    assert re.fullmatch(r"b-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", out["broker_id"] or ""), out
+    assert out["amqp_endpoint"] == f"amqp://{host.address}:5672", out
+    assert out["console_url"] == f"http://{host.address}:15672", out
+    values = broker_resource(tf)
+    assert values["instances"][0]["ip_address"] == host.address, values["instances"]
+    S.update(out)
+    S["endpoints"] = values["instances"][0]["endpoints"]
+
+    # On the host: the broker's directory, its volume formatted and mounted, one engine.
+    bdir = host.brokers_dir / out["broker_id"]
+    assert bdir.is_dir(), f"no {bdir}; brokers dir holds {host.broker_dirs()}"
+    volume_mp = str(bdir / "volume")
+    mounted = [(src, mp) for src, mp in labmod.mounts() if src == host.loop]
+    assert (host.loop, volume_mp) in mounted, f"{host.loop} should be mounted at {volume_mp}; mounts of it: {mounted}"
+    probe = blkid(host.loop)
+    assert "TYPE=ext4" in probe.stdout, f"{host.loop} is not ext4: {probe.stdout}{probe.stderr}"
+    beams = host.pids_named("beam.smp")
+    assert len(beams) == 1, f"expected one beam.smp in {host.netns}, found {host.processes()}"
+    S["beam"] = beams[0]
+    DONE.add("apply")
+
+
+def test_02_publish_and_consume_1000_persistent_messages(host):
+    need("apply")
+    ep = S["amqp_endpoint"]
+    bodies = [f"ferrymq-acceptance-{i:05d}".encode() for i in range(MESSAGES)]
+    pub_secs = amqp.publish_confirmed(ep, APP["username"], APP["password"], QUEUE, bodies)
+    assert amqp.queue_depth(ep, APP["username"], APP["password"], QUEUE) == MESSAGES
+    start = time.monotonic()
+    got = amqp.consume(ep, APP["username"], APP["password"], QUEUE, MESSAGES, timeout=60)
+    con_secs = time.monotonic() - start
+    assert len(got) == MESSAGES, f"consumed {len(got)} of {MESSAGES} messages"
+    assert got == bodies, "consumed bodies differ from the published ones (or their order)"
+    assert amqp.queue_depth(ep, APP["username"], APP["password"], QUEUE) == 0
+    amqp.delete_queue(ep, APP["username"], APP["password"], QUEUE)
+    labmod.record_result("publish_confirmed_persistent_msgs_per_second", round(MESSAGES / pub_secs))
+    labmod.record_result("consume_msgs_per_second", round(MESSAGES / con_secs))
+    print(f"\npublished {MESSAGES} persistent messages with confirms in {pub_secs:.2f} s, consumed in {con_secs:.2f} s")
+
+
+def test_03_no_guest_and_no_agent_user(host):
+    need("apply")
+    tf = S["tf"]
+    err = amqp.login_error(S["amqp_endpoint"], "guest", "guest")
+    assert err, "guest/guest could log in over AMQP"
+    # RabbitMQ's management API tells "guest exists but only from localhost" apart from
+    # "no such user / wrong password": the former would mean the default user was not removed.
+    status, body = amqp.management_get(S["console_url"], "/api/whoami", "guest", "guest")
+    assert status == 401, f"guest on the console: HTTP {status} {body}"
+    assert "localhost" not in str(body.get("reason", "")), f"the default guest user still exists: {body}"
+    # The console works for a user with console_access.
+    status, body = amqp.management_get(S["console_url"], "/api/whoami", APP["username"], APP["password"])
+    assert status == 200 and body.get("name") == APP["username"], f"console login of {APP['username']}: {status} {body}"
+    # The state holds exactly the configured users: the agent's own admin user is never shown.
+    users = broker_resource(tf).get("user") or []
+    assert sorted(u["username"] for u in users) == [APP["username"]], users
+
+
+def test_04_add_user_in_place(host):
+    need("apply")
+    tf = S["tf"]
+    tf.write_vars(variables(host, [APP, OPS]))
+    plan = tf.plan()
+    assert plan.rc == 2, f"expected changes (exit 2), got {plan.rc}:\n{plan.output}"
+    assert "Plan: 0 to add, 1 to change, 0 to destroy." in plan.output, plan.output
+    assert "updated in-place" in plan.output, plan.output
+    assert OPS["password"] not in plan.output, "a password appears in the plan output"
+    res = tf.apply()
+    assert "Apply complete! Resources: 0 added, 1 changed, 0 destroyed." in res.output, res.output
+    assert tf.output()["broker_id"] == S["broker_id"], "the broker was replaced"
+    assert amqp.login_error(S["amqp_endpoint"], OPS["username"], OPS["password"]) == ""
+    assert amqp.login_error(S["amqp_endpoint"], APP["username"], APP["password"]) == ""
+    status, body = amqp.management_get(S["console_url"], "/api/whoami", OPS["username"], OPS["password"])
+    assert status == 401, f"{OPS['username']} has console_access = false but logged in to the console: {status} {body}"
+    assert host.pids_named("beam.smp") == [S["beam"]], "adding a user restarted the engine"
+    DONE.add("add_user")
+
+
+def test_05_replan_shows_no_changes():
+    need("add_user")
+    plan = S["tf"].plan()
+    assert plan.rc == 0, f"expected no changes (exit 0), got {plan.rc}:\n{plan.output}"
+    assert "No changes." in plan.output, plan.output
+
+
+def test_06_agent_killed_and_restarted_converges_without_duplicate_work(lab, host):
+    need("add_user")
+    tf = S["tf"]
+    beam = host.pids_named("beam.smp")
+    assert beam == [S["beam"]], f"engine PID changed before the test: {beam} vs {S['beam']}"
+    fs_uuid = blkid_value(host.loop, "UUID")
+    assert fs_uuid, f"no filesystem UUID on {host.loop}"
+    lab.kill_agent(host)  # SIGKILL
+    assert labmod.pid_alive(S["beam"]), "the engine died with the agent"
+    secs = lab.start_agent(host)
+    print(f"\nagent restarted, port ready in {secs:.1f} s")
+    res = tf.apply()
+    assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in res.output, res.output
+    assert tf.output()["status"] == "RUNNING"
+    assert host.pids_named("beam.smp") == [S["beam"]], \
+        f"the engine was restarted or duplicated: {host.processes()} (was {S['beam']})"
+    assert blkid_value(host.loop, "UUID") == fs_uuid, "the volume was formatted again"
+    assert (host.loop, str(host.brokers_dir / S["broker_id"] / "volume")) in labmod.mounts()
+    plan = tf.plan()
+    assert plan.rc == 0, f"expected no changes after the restart, got {plan.rc}:\n{plan.output}"
+    assert amqp.login_error(S["amqp_endpoint"], OPS["username"], OPS["password"]) == ""
+
+
+def test_07_import_by_host_and_id(host, tf_factory):
+    need("apply")
+    tf2 = tf_factory("single-instance-import", example=EXAMPLE)
+    tf2.write_vars(variables(host, [APP, OPS]))
+    import_id = f"{host.address}/{S['broker_id']}"
+    res = tf2.import_(ADDRESS, import_id)
+    assert "Import successful" in res.output, res.output
+    values = broker_resource(tf2)
+    assert values["id"] == S["broker_id"], values
+    assert values["instances"][0]["endpoints"] == S["endpoints"], values["instances"]
+    assert values["instances"][0]["console_url"] == S["console_url"], values["instances"]
+    assert host.pids_named("beam.smp") == [S["beam"]], "import touched the engine"
+    # This second state must never destroy the broker: drop it.
+    (tf2.workdir / "terraform.tfstate").unlink()
+
+
+def test_08_destroy_leaves_nothing_on_the_host(lab, host):
+    need("apply")
+    tf = S["tf"]
+    res = tf.destroy()
+    assert "Destroy complete! Resources: 1 destroyed." in res.output, res.output
+    assert tf.resources() == [], "resources left in the state after destroy"
+
+    def engine_gone():
+        left = [(p, c) for p, c, _ in host.processes() if c in ("beam.smp", "epmd", "erl_child_setup", "rabbitmq-server")]
+        return not left
+
+    wait_until(engine_gone, 15, f"no engine process (beam.smp, epmd) left in {host.netns}: {host.processes()}")
+    others = [(p, c) for p, c, _ in host.processes() if p != host.agent_pid]
+    assert others == [], f"processes left in {host.netns} besides the agent: {others}"
+    mounted = [(src, mp) for src, mp in labmod.mounts() if src == host.loop]
+    assert mounted == [], f"{host.loop} still mounted: {mounted}"
+    probe = blkid(host.loop)
+    assert probe.returncode == 2 and not probe.stdout.strip(), \
+        f"{host.loop} still carries a signature: rc {probe.returncode} {probe.stdout}{probe.stderr}"
+    assert host.broker_dirs() == [], f"broker data left on the host: {host.broker_dirs()}"
+    assert lab.agent_alive(host), "the agent died"
