@@ -3,13 +3,11 @@
 //! at the offending line. Unknown values (known only at apply) are skipped, not guessed.
 
 use crate::tfplugin::{AttributePath, Diagnostic, Diagnostics, Value};
-use ferrymq_api::catalogue::{DeploymentMode, EngineType};
+use ferrymq_api::catalogue::{DeploymentMode, StorageType};
 use ferrymq_api::validate;
 use std::time::Duration;
 
 pub const DEFAULT_MODE: &str = "SINGLE_INSTANCE";
-pub const STORAGE_EBS: &str = "ebs";
-pub const STORAGE_EFS: &str = "efs";
 
 fn error(path: AttributePath, summary: &str, detail: String) -> Diagnostic {
     Diagnostic::error(summary, detail).at(path)
@@ -18,7 +16,7 @@ fn error(path: AttributePath, summary: &str, detail: String) -> Diagnostic {
 /// Every plan-time check of a broker configuration.
 pub fn broker(config: &Value) -> Diagnostics {
     let mut d = Vec::new();
-    let mode = scalar_fields(config, &mut d);
+    let (mode, storage) = scalar_fields(config, &mut d);
     if let (Some(m), Some(instances)) = (mode, config.get("instance").as_list()) {
         if let Err(msg) = validate::instance_count(m, instances.len()) {
             d.push(error(
@@ -29,7 +27,7 @@ pub fn broker(config: &Value) -> Diagnostics {
         }
     }
     if let Some(instances) = config.get("instance").as_list() {
-        d.extend(instance_blocks(instances));
+        d.extend(instance_blocks(instances, storage));
     }
     if let Some(users) = config.get("user").as_list() {
         d.extend(user_blocks(users));
@@ -50,8 +48,12 @@ pub fn broker(config: &Value) -> Diagnostics {
     d
 }
 
-/// Checks of the single-valued attributes; returns the deployment mode (defaulted) when known.
-fn scalar_fields(config: &Value, d: &mut Diagnostics) -> Option<DeploymentMode> {
+/// Checks of the single-valued attributes; returns the deployment mode and storage type
+/// (defaulted as Amazon MQ does) when they are known and valid.
+fn scalar_fields(
+    config: &Value,
+    d: &mut Diagnostics,
+) -> (Option<DeploymentMode>, Option<StorageType>) {
     let mut check = |attr: &str, summary: &str, r: Result<(), String>| {
         if let Err(m) = r {
             d.push(error(AttributePath::root(attr), summary, m));
@@ -106,33 +108,41 @@ fn scalar_fields(config: &Value, d: &mut Diagnostics) -> Option<DeploymentMode> 
         }
         (_, m) => m,
     };
-    if let Some(storage) = config.get("storage_type").as_str() {
-        check(
-            "storage_type",
-            "Invalid storage_type",
-            storage_type(engine, storage),
-        );
-    }
-    mode
+    let storage = match (engine, mode, config.get("storage_type")) {
+        (_, _, Value::Unknown) => None,
+        (_, Some(m), Value::Null) => Some(m.default_storage()),
+        (Some(e), Some(m), v) => {
+            let given = v.as_str().unwrap_or_default();
+            match validate::storage_type(e, m, given) {
+                Ok(st) => Some(st),
+                Err(msg) => {
+                    check("storage_type", "Invalid storage_type", Err(msg));
+                    None
+                }
+            }
+        }
+        (_, _, v) => v.as_str().and_then(|s| s.parse().ok()),
+    };
+    (mode, storage)
 }
 
-fn storage_type(engine: Option<EngineType>, storage: &str) -> Result<(), String> {
-    match storage {
-        STORAGE_EBS => Ok(()),
-        STORAGE_EFS if engine == Some(EngineType::RabbitMq) => Err(format!(
-            "storage_type {storage:?} is not offered for RabbitMQ; RabbitMQ brokers use \"ebs\""
-        )),
-        STORAGE_EFS => Err(format!(
-            "storage_type {storage:?} (shared storage) is not available in this FerryMQ release yet"
-        )),
-        other => Err(format!(
-            "storage_type {other:?} is not one of \"ebs\", \"efs\""
-        )),
-    }
-}
-
-fn instance_blocks(instances: &[Value]) -> Diagnostics {
+fn instance_blocks(instances: &[Value], storage: Option<StorageType>) -> Diagnostics {
     let mut d = Vec::new();
+    if storage == Some(StorageType::Efs) {
+        let volumes: Vec<&str> = instances
+            .iter()
+            .filter_map(|i| i.get("volume").as_str())
+            .collect();
+        if volumes.len() == instances.len() {
+            if let Err(m) = validate::same_shared_volume(volumes) {
+                d.push(error(
+                    AttributePath::root("instance").index(1).attr("volume"),
+                    "Different shared volumes",
+                    m,
+                ));
+            }
+        }
+    }
     for (i, inst) in instances.iter().enumerate() {
         let path = |attr: &str| AttributePath::root("instance").index(i as i64).attr(attr);
         if let Some(host) = inst.get("host").as_str() {
@@ -144,14 +154,12 @@ fn instance_blocks(instances: &[Value]) -> Diagnostics {
                 ));
             }
         }
-        if let Some(volume) = inst.get("volume").as_str() {
-            if !volume.starts_with("/dev/") {
+        if let (Some(volume), Some(st)) = (inst.get("volume").as_str(), storage) {
+            if let Err(m) = validate::volume(st, volume) {
                 d.push(error(
                     path("volume"),
                     "Invalid instance volume",
-                    format!(
-                        "instance[{i}].volume {volume:?} must be a block device path under /dev"
-                    ),
+                    format!("instance[{i}].{m}"),
                 ));
             }
         }
@@ -197,8 +205,7 @@ fn user_blocks(users: &[Value]) -> Diagnostics {
         .iter()
         .map(|u| u.get("username").as_str().unwrap_or(""))
         .collect();
-    for (i, name) in validate::duplicate_usernames(names.iter().copied().filter(|n| !n.is_empty()))
-    {
+    for (i, name) in validate::repeated(names.iter().copied().filter(|n| !n.is_empty())) {
         // Indices above count known names only; find the real block of the repeat.
         let real = names
             .iter()
@@ -381,6 +388,47 @@ mod tests {
         assert!(p.contains(&"instance[1].host".to_string()), "{d:?}");
         c.set_attr("instance", Value::List(vec![]));
         assert!(broker(&c)[0].detail.contains("got 0"));
+    }
+
+    #[test]
+    fn active_standby_needs_two_hosts_sharing_one_store() {
+        let inst = |host: &str, volume: &str| {
+            Value::object([
+                ("host", Value::string(host)),
+                ("volume", Value::string(volume)),
+            ])
+        };
+        let mut c = config();
+        c.set_attr("engine_type", "ActiveMQ");
+        c.set_attr("engine_version", "5.17.2");
+        c.set_attr("deployment_mode", "ACTIVE_STANDBY_MULTI_AZ");
+        c.set_attr(
+            "instance",
+            Value::List(vec![
+                inst("10.0.0.1", "/srv/mq"),
+                inst("10.0.0.2", "/srv/mq"),
+            ]),
+        );
+        assert!(broker(&c).is_empty(), "{:?}", broker(&c));
+        c.set_attr("storage_type", "ebs");
+        let d = broker(&c);
+        assert_eq!(paths(&d), ["storage_type"], "{d:?}");
+        c.set_attr("storage_type", Value::Null);
+        c.set_attr(
+            "instance",
+            Value::List(vec![inst("10.0.0.1", "/srv/a"), inst("10.0.0.1", "fs1:/b")]),
+        );
+        let d = broker(&c);
+        assert_eq!(
+            paths(&d),
+            ["instance[1].volume", "instance[1].host"],
+            "{d:?}"
+        );
+        c.set_attr("instance", Value::List(vec![inst("10.0.0.1", "/dev/sdb")]));
+        let d = broker(&c);
+        assert_eq!(paths(&d), ["instance", "instance[0].volume"], "{d:?}");
+        c.set_attr("deployment_mode", "CLUSTER_MULTI_AZ");
+        assert_eq!(paths(&broker(&c)), ["deployment_mode"]);
     }
 
     #[test]

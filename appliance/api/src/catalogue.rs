@@ -85,7 +85,19 @@ impl DeploymentMode {
     /// Whether this release of the agent can run the mode. Modes Amazon MQ has but FerryMQ does
     /// not run yet are refused at plan time rather than half-built on hosts.
     pub fn available(self) -> bool {
-        matches!(self, DeploymentMode::SingleInstance)
+        matches!(
+            self,
+            DeploymentMode::SingleInstance | DeploymentMode::ActiveStandbyMultiAz
+        )
+    }
+
+    /// Amazon MQ's storage for the mode when none is given: active/standby shares one store,
+    /// everything else keeps its own block volume.
+    pub fn default_storage(self) -> StorageType {
+        match self {
+            DeploymentMode::ActiveStandbyMultiAz => StorageType::Efs,
+            _ => StorageType::Ebs,
+        }
     }
 }
 
@@ -106,6 +118,43 @@ impl FromStr for DeploymentMode {
                     "deployment_mode {s:?} is not one of SINGLE_INSTANCE, ACTIVE_STANDBY_MULTI_AZ, CLUSTER_MULTI_AZ"
                 )
             })
+    }
+}
+
+/// Where a broker keeps its messages, in Amazon MQ's words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StorageType {
+    /// A block device per instance (EBS).
+    Ebs,
+    /// A filesystem shared by the instances (EFS): an NFS export or a shared directory.
+    Efs,
+}
+
+impl StorageType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StorageType::Ebs => "ebs",
+            StorageType::Efs => "efs",
+        }
+    }
+}
+
+impl fmt::Display for StorageType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StorageType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ebs" => Ok(StorageType::Ebs),
+            "efs" => Ok(StorageType::Efs),
+            other => Err(format!(
+                "storage_type {other:?} is not one of \"ebs\", \"efs\""
+            )),
+        }
     }
 }
 
@@ -170,13 +219,23 @@ pub struct EngineVersion {
     pub protocols: &'static [&'static str],
 }
 
-/// The versions this release runs. ActiveMQ joins with its engine module.
-pub const ENGINE_VERSIONS: &[EngineVersion] = &[EngineVersion {
-    engine: EngineType::RabbitMq,
-    version: "3.10.8",
-    source: "Debian 12 rabbitmq-server 3.10.8",
-    protocols: &["amqp"],
-}];
+/// The versions this release runs.
+pub const ENGINE_VERSIONS: &[EngineVersion] = &[
+    EngineVersion {
+        engine: EngineType::ActiveMq,
+        version: "5.17.2",
+        // Debian's package carries no AMQP transport (activemq-amqp, proton-j) and no web
+        // console: those are missing for this version, not hidden.
+        source: "Debian 12 activemq 5.17.2",
+        protocols: &["openwire", "stomp", "mqtt"],
+    },
+    EngineVersion {
+        engine: EngineType::RabbitMq,
+        version: "3.10.8",
+        source: "Debian 12 rabbitmq-server 3.10.8",
+        protocols: &["amqp"],
+    },
+];
 
 /// Versions of one engine, oldest first.
 pub fn engine_versions(engine: EngineType) -> impl Iterator<Item = &'static EngineVersion> {
@@ -229,8 +288,13 @@ mod tests {
     }
 
     #[test]
-    fn rabbitmq_3_10_8_is_offered() {
+    fn rabbitmq_3_10_8_and_activemq_5_17_2_are_offered() {
         assert!(engine_version(EngineType::RabbitMq, "3.10.8").is_some());
+        let amq = engine_version(EngineType::ActiveMq, "5.17.2").expect("activemq");
+        assert!(
+            !amq.protocols.contains(&"amqp"),
+            "Debian's 5.17.2 has no AMQP transport"
+        );
         assert!(engine_version(EngineType::RabbitMq, "9.9.9").is_none());
     }
 }

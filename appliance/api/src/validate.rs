@@ -5,7 +5,7 @@
 //! the same spec with the same words if something else sends it.
 
 use crate::agent::BrokerSpec;
-use crate::catalogue::{self, DeploymentMode, EngineType};
+use crate::catalogue::{self, DeploymentMode, EngineType, StorageType};
 use std::collections::HashMap;
 
 /// A refused field: where (`user[1].password`) and why.
@@ -121,6 +121,50 @@ pub fn instance_count(mode: DeploymentMode, count: usize) -> Result<(), String> 
     ))
 }
 
+/// Amazon MQ's storage rules: RabbitMQ keeps block volumes; active/standby needs the shared
+/// store its lock lives on.
+pub fn storage_type(
+    engine: EngineType,
+    mode: DeploymentMode,
+    storage: &str,
+) -> Result<StorageType, String> {
+    let storage: StorageType = storage.parse()?;
+    match (engine, mode, storage) {
+        (EngineType::RabbitMq, _, StorageType::Efs) => Err(format!(
+            "storage_type \"{storage}\" is not offered for RabbitMQ; RabbitMQ brokers use \"ebs\""
+        )),
+        (_, DeploymentMode::ActiveStandbyMultiAz, StorageType::Ebs) => Err(format!(
+            "storage_type \"{storage}\" cannot serve {mode}: both instances must share one store; use \"efs\""
+        )),
+        _ => Ok(storage),
+    }
+}
+
+/// What an instance's `volume` must name: a block device for EBS; for EFS an NFS export
+/// (`server:/export`) or an absolute directory shared by the hosts.
+pub fn volume(storage: StorageType, volume: &str) -> Result<(), String> {
+    match storage {
+        StorageType::Ebs if volume.starts_with("/dev/") => Ok(()),
+        StorageType::Ebs => Err(format!(
+            "volume {volume:?} must be a block device under /dev for storage_type \"ebs\""
+        )),
+        StorageType::Efs if volume.starts_with("/dev/") => Err(format!(
+            "volume {volume:?} is a device; storage_type \"efs\" takes an NFS export (server:/export) or a shared directory"
+        )),
+        StorageType::Efs
+            if volume.starts_with('/')
+                || volume
+                    .split_once(":/")
+                    .is_some_and(|(server, _)| !server.is_empty() && !server.contains('/')) =>
+        {
+            Ok(())
+        }
+        StorageType::Efs => Err(format!(
+            "volume {volume:?} must be an NFS export (server:/export) or an absolute directory for storage_type \"efs\""
+        )),
+    }
+}
+
 /// Usernames as RabbitMQ and ActiveMQ both accept them, and as Amazon MQ restricts them.
 pub fn username(name: &str) -> Result<(), String> {
     if name.len() < 2 || name.len() > 100 {
@@ -170,8 +214,22 @@ pub fn password(password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The index and name of every username that repeats an earlier one.
-pub fn duplicate_usernames<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, &'a str)> {
+/// The instances of a broker on shared storage must all name the same filesystem.
+pub fn same_shared_volume<'a>(volumes: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
+    let mut volumes = volumes.into_iter();
+    let Some(first) = volumes.next() else {
+        return Ok(());
+    };
+    match volumes.find(|v| *v != first) {
+        Some(other) => Err(format!(
+            "instances name different shared volumes ({first:?} and {other:?}); with storage_type \"efs\" every instance uses the same one"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The index and value of every entry that repeats an earlier one (usernames, hosts).
+pub fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, &'a str)> {
     let mut seen = HashMap::new();
     let mut dups = Vec::new();
     for (i, name) in names.into_iter().enumerate() {
@@ -203,6 +261,22 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
             check("engine_version", engine_version(e, &spec.engine_version));
             if let Ok(m) = mode {
                 check("deployment_mode", mode_for_engine(e, m));
+                match storage_type(e, m, &spec.storage_type) {
+                    Ok(st) => {
+                        for (i, inst) in spec.instances.iter().enumerate() {
+                            check(&format!("instance[{i}].volume"), volume(st, &inst.volume));
+                        }
+                        if st == StorageType::Efs {
+                            check(
+                                "instance",
+                                same_shared_volume(
+                                    spec.instances.iter().map(|i| i.volume.as_str()),
+                                ),
+                            );
+                        }
+                    }
+                    Err(msg) => check("storage_type", Err(msg)),
+                }
             }
         }
         Err(m) => check("engine_type", Err(m)),
@@ -210,6 +284,14 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
     match mode {
         Ok(m) => check("instance", instance_count(m, spec.instances.len())),
         Err(msg) => check("deployment_mode", Err(msg)),
+    }
+    for (i, host) in repeated(spec.instances.iter().map(|i| i.host.as_str())) {
+        check(
+            &format!("instance[{i}].host"),
+            Err(format!(
+                "host {host:?} is already an earlier instance; each instance needs its own host"
+            )),
+        );
     }
     if spec.instance_index as usize >= spec.instances.len() {
         check(
@@ -225,7 +307,7 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
         check(&format!("user[{i}].username"), username(&u.username));
         check(&format!("user[{i}].password"), password(&u.password));
     }
-    for (i, name) in duplicate_usernames(spec.users.iter().map(|u| u.username.as_str())) {
+    for (i, name) in repeated(spec.users.iter().map(|u| u.username.as_str())) {
         check(
             &format!("user[{i}].username"),
             Err(format!("username {name:?} is given more than once")),
@@ -280,10 +362,7 @@ mod tests {
         assert!(e.contains("exactly 1 instance block, got 2"), "{e}");
         assert!(mode_for_engine(EngineType::ActiveMq, DeploymentMode::ClusterMultiAz).is_err());
         assert!(mode_for_engine(EngineType::RabbitMq, DeploymentMode::SingleInstance).is_ok());
-        assert_eq!(
-            duplicate_usernames(["a", "b", "a", "a"]),
-            vec![(2, "a"), (3, "a")]
-        );
+        assert_eq!(repeated(["a", "b", "a", "a"]), vec![(2, "a"), (3, "a")]);
         let e = instance_type("mq.x9.huge").unwrap_err();
         assert!(
             e.contains("\"mq.x9.huge\"") && e.contains("mq.m5.large"),

@@ -10,8 +10,9 @@ use crate::tfplugin::{
     ApplyRequest, ApplyResponse, Attribute, AttributePath, Block, Diagnostic, Diagnostics,
     ImportedResource, NestedBlock, PlanRequest, PlanResponse, ReadResponse, Schema, Type, Value,
 };
-use crate::validation::{self, DEFAULT_MODE, STORAGE_EBS};
+use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Instance, User};
+use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
 
 pub const TYPE_NAME: &str = "ferrymq_broker";
@@ -57,6 +58,7 @@ pub fn schema() -> Schema {
         ("console_url", Type::String),
         ("endpoints", Type::list(Type::String)),
         ("ip_address", Type::String),
+        ("role", Type::String),
     ]));
     Schema::new(
         Block::new()
@@ -86,9 +88,13 @@ pub fn schema() -> Schema {
                     .description("Amazon MQ broker state, e.g. RUNNING."),
             )
             .attribute(
-                Attribute::computed("instances", instances)
-                    .description("Per instance: endpoints, console URL, address."),
+                Attribute::computed("instances", instances).description(
+                    "Per instance: endpoints, console URL, address, role (active/standby, read live).",
+                ),
             )
+            .attribute(Attribute::computed("failover_url", Type::String).description(
+                "failover:(…) URL over every instance's OpenWire endpoint, for ActiveMQ clients; empty for RabbitMQ.",
+            ))
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("timeouts", timeouts)),
@@ -110,10 +116,16 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         planned.set_attr("deployment_mode", DEFAULT_MODE);
     }
     if planned.get("storage_type").is_null() {
-        planned.set_attr("storage_type", STORAGE_EBS);
+        if let Some(mode) = planned
+            .get("deployment_mode")
+            .as_str()
+            .and_then(|m| m.parse::<DeploymentMode>().ok())
+        {
+            planned.set_attr("storage_type", mode.default_storage().as_str());
+        }
     }
     if req.prior_state.is_null() {
-        for computed in ["id", "status", "instances"] {
+        for computed in ["id", "status", "instances", "failover_url"] {
             planned.set_attr(computed, Value::Unknown);
         }
     } else {
@@ -421,9 +433,20 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                     Value::List(s.endpoints.iter().map(Value::string).collect()),
                 ),
                 ("ip_address", Value::string(&s.ip_address)),
+                ("role", Value::string(&s.role)),
             ])
         })
         .collect();
+    let openwire: Vec<&str> = statuses
+        .iter()
+        .filter_map(|s| s.endpoints.iter().find(|e| e.starts_with("tcp://")))
+        .map(String::as_str)
+        .collect();
+    let failover_url = if openwire.is_empty() {
+        String::new()
+    } else {
+        format!("failover:({})", openwire.join(","))
+    };
     let status = statuses
         .iter()
         .map(|s| BrokerState::try_from(s.state).unwrap_or(BrokerState::Unspecified))
@@ -442,6 +465,7 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
         ("storage_type", Value::string(&spec.storage_type)),
         ("status", Value::string(status.as_str_name())),
         ("instances", Value::List(instances)),
+        ("failover_url", Value::string(failover_url)),
         (
             "instance",
             Value::List(

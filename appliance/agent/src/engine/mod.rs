@@ -4,12 +4,38 @@
 //! know how processes are supervised or where its volume came from: the reconciler hands it a
 //! data directory and runs the units it describes.
 
+pub mod activemq;
 pub mod rabbitmq;
 
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
+use ferrymq_api::catalogue::InstanceType;
+use std::net::IpAddr;
 use std::path::PathBuf;
+
+/// Where and as what one instance of a broker runs on this host: everything an engine needs
+/// to render its configuration, decided by the reconciler from the spec.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub broker_id: String,
+    /// This host's address: listeners bind to it.
+    pub address: IpAddr,
+    /// Addresses of every instance of the broker, in spec order (this one included).
+    pub peers: Vec<IpAddr>,
+    pub instance_index: usize,
+    /// Configuration, credentials and console log: on the host's state directory.
+    pub config_dir: PathBuf,
+    /// Message store and engine logs: on the broker's volume (block or shared).
+    pub data_dir: PathBuf,
+    pub instance_type: &'static InstanceType,
+    /// The spec's users, passwords included.
+    pub users: Vec<User>,
+    /// The agent's own engine credential, generated once per broker.
+    pub agent_password: String,
+    /// A secret shared by a broker's instances (the Erlang cookie for RabbitMQ).
+    pub cookie: String,
+}
 
 /// A configuration file as the engine wants it on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,12 +44,17 @@ pub struct RenderedFile {
     pub contents: String,
     /// Secrets (cookies, credentials) are written 0600 and owned by the engine's user.
     pub secret: bool,
+    /// Whether a change takes a restart of the engine; files the engine re-reads by itself
+    /// (ActiveMQ's JAAS user files) change without one.
+    pub restart_on_change: bool,
 }
 
 /// Whether the engine serves clients now, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     Serving,
+    /// Healthy and waiting to take over (ActiveMQ's standby, blocked on the store's lock).
+    Standby,
     NotServing(String),
 }
 

@@ -3,12 +3,12 @@
 
 use super::secrets;
 use crate::engine::rabbitmq::RabbitMq;
-use crate::engine::{Engine, Health, RenderedFile};
-use crate::storage::block;
+use crate::engine::{Engine, Health, Placement, RenderedFile};
+use crate::storage::{block, shared};
 use crate::supervisor::{Supervisor, UnitState};
 use anyhow::{Context as _, Result};
 use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Volume};
-use ferrymq_api::catalogue::EngineType;
+use ferrymq_api::catalogue::{self, EngineType};
 use nix::unistd::{chown, User};
 use std::fs;
 use std::net::IpAddr;
@@ -16,6 +16,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// `storage_type` of brokers on shared storage (Amazon MQ's EFS).
+const STORAGE_SHARED: &str = "efs";
+pub const ROLE_ACTIVE: &str = "active";
+pub const ROLE_STANDBY: &str = "standby";
 
 /// How long an engine gets to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -100,20 +105,35 @@ pub fn check_immutable(stored: &BrokerSpec, new: &BrokerSpec) -> Result<(), Stri
     Ok(())
 }
 
-fn engine_for(ctx: &Context, spec: &BrokerSpec) -> Result<Box<dyn Engine>> {
+/// The engine of the spec, placed on this host with its data under `data_root`.
+fn engine_for(ctx: &Context, spec: &BrokerSpec, data_root: &Path) -> Result<Box<dyn Engine>> {
     let address = instance_address(spec).map_err(anyhow::Error::msg)?;
     let secrets = secrets::load_or_create(&ctx.broker_dir.join("secrets.json"))?;
     let engine: EngineType = spec.engine_type.parse().map_err(anyhow::Error::msg)?;
+    let instance_type = catalogue::instance_type(&spec.host_instance_type)
+        .with_context(|| format!("unknown instance type {:?}", spec.host_instance_type))?;
+    let peers = (0..spec.instances.len())
+        .map(|i| {
+            let mut s = spec.clone();
+            s.instance_index = i as u32;
+            instance_address(&s).map_err(anyhow::Error::msg)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let placement = Placement {
+        broker_id: spec.broker_id.clone(),
+        address,
+        peers,
+        instance_index: spec.instance_index as usize,
+        config_dir: ctx.config_dir(),
+        data_dir: data_root.join(engine.as_str().to_ascii_lowercase()),
+        instance_type,
+        users: spec.users.clone(),
+        agent_password: secrets.agent_password,
+        cookie: secrets.cookie,
+    };
     match engine {
-        EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(
-            &spec.broker_id,
-            address,
-            ctx.config_dir(),
-            ctx.volume_dir().join("rabbitmq"),
-            secrets.agent_password,
-            secrets.cookie,
-        )?)),
-        EngineType::ActiveMq => anyhow::bail!("this agent does not run ActiveMQ yet"),
+        EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(placement)?)),
+        EngineType::ActiveMq => Ok(Box::new(crate::engine::activemq::ActiveMq::new(placement)?)),
     }
 }
 
@@ -190,23 +210,30 @@ async fn converge_steps(
         .get(spec.instance_index as usize)
         .ok_or_else(|| Failure::Permanent("instance_index outside instances".into()))?;
     let volume_dir = ctx.volume_dir();
-    let volume = tokio::task::block_in_place(|| {
-        block::prepare(&instance.volume, &spec.broker_id, &volume_dir)
-    })
-    .map_err(|e| match e {
-        block::VolumeError::Tool { .. } => Failure::Transient(e.into()),
-        other => Failure::Permanent(other.to_string()),
-    })?;
-    if let Ok((size, used)) = block::usage(&volume.mount_point) {
+    let data_root = if spec.storage_type == STORAGE_SHARED {
+        tokio::task::block_in_place(|| {
+            shared::prepare(&instance.volume, &spec.broker_id, &volume_dir)
+        })?
+    } else {
+        tokio::task::block_in_place(|| {
+            block::prepare(&instance.volume, &spec.broker_id, &volume_dir)
+        })
+        .map_err(|e| match e {
+            block::VolumeError::Tool { .. } => Failure::Transient(e.into()),
+            other => Failure::Permanent(other.to_string()),
+        })?
+    };
+    if let Ok((size, used)) = block::usage(&data_root) {
         status.volume = Some(Volume {
-            device: volume.device.clone(),
-            mount_point: volume.mount_point.display().to_string(),
+            device: instance.volume.clone(),
+            mount_point: data_root.display().to_string(),
             size_bytes: size,
             used_bytes: used,
         });
     }
 
-    let engine = engine_for(ctx, spec).map_err(|e| Failure::Permanent(format!("{e:#}")))?;
+    let engine =
+        engine_for(ctx, spec, &data_root).map_err(|e| Failure::Permanent(format!("{e:#}")))?;
     status.endpoints = engine.endpoints();
     status.console_url = engine.console_url();
     let owner = User::from_name(engine.system_user())
@@ -224,7 +251,7 @@ async fn converge_steps(
     }
     let mut changed = false;
     for file in engine.render()? {
-        changed |= write_if_changed(&file, &owner)?;
+        changed |= write_if_changed(&file, &owner)? && file.restart_on_change;
     }
 
     let supervisor = &ctx.supervisor;
@@ -245,14 +272,17 @@ async fn converge_steps(
     }
 
     match engine.health().await {
-        Health::Serving => {}
+        Health::Serving => {
+            status.role = ROLE_ACTIVE.into();
+            if engine.sync_users(&spec.users).await? {
+                tracing::info!(broker = %spec.broker_id, "users converged");
+            }
+        }
+        Health::Standby => status.role = ROLE_STANDBY.into(),
         Health::NotServing(why) => {
             status.message = format!("engine starting: {why}");
             return Ok(false);
         }
-    }
-    if engine.sync_users(&spec.users).await? {
-        tracing::info!(broker = %spec.broker_id, "users converged");
     }
     let observed = engine.observed_users(&spec.users).await?;
     status.users = observed.users;
@@ -276,7 +306,7 @@ fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
 /// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
 pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     let instance = spec.instances.get(spec.instance_index as usize);
-    match engine_for(ctx, spec) {
+    match engine_for(ctx, spec, &ctx.volume_dir()) {
         Ok(engine) => {
             for unit in engine.units().into_iter().rev() {
                 let sup = ctx.supervisor.clone();
@@ -293,7 +323,11 @@ pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     if let Some(instance) = instance {
         let volume_dir = ctx.volume_dir();
         tokio::task::block_in_place(|| {
-            block::release(&instance.volume, &spec.broker_id, Path::new(&volume_dir))
+            if spec.storage_type == STORAGE_SHARED {
+                shared::release(&instance.volume, &spec.broker_id, &volume_dir)
+            } else {
+                block::release(&instance.volume, &spec.broker_id, &volume_dir)
+            }
         })?;
     }
     Ok(())

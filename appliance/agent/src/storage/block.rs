@@ -58,16 +58,9 @@ pub fn label_for(broker_id: &str) -> String {
     format!("fmq-{}", &hex::encode(digest)[..12])
 }
 
-/// A prepared, mounted volume.
-#[derive(Debug, Clone)]
-pub struct Volume {
-    pub device: String,
-    pub mount_point: PathBuf,
-}
-
 /// Makes `device` the broker's volume mounted at `mount_point`: formats it if blank, reuses it
-/// if it carries the broker's label, refuses it otherwise. Idempotent.
-pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Volume, VolumeError> {
+/// if it carries the broker's label, refuses it otherwise. Idempotent. Returns the mount point.
+pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<PathBuf, VolumeError> {
     let tool = |source: anyhow::Error| VolumeError::Tool {
         device: device.to_string(),
         source,
@@ -104,10 +97,7 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Volu
         .map_err(tool)?;
         tracing::info!(device, mount_point = %mount_point.display(), "mounted volume");
     }
-    Ok(Volume {
-        device: device.to_string(),
-        mount_point: mount_point.to_path_buf(),
-    })
+    Ok(mount_point.to_path_buf())
 }
 
 /// Unmounts the volume and wipes the filesystem FerryMQ made on it, so the broker's data is
@@ -173,7 +163,7 @@ fn parse_blkid(export: &str) -> Probe {
     p
 }
 
-fn is_mounted(mount_point: &Path) -> Result<bool> {
+pub fn is_mounted(mount_point: &Path) -> Result<bool> {
     let Ok(canonical) = fs::canonicalize(mount_point) else {
         return Ok(false);
     };

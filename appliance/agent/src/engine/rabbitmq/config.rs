@@ -11,10 +11,12 @@ pub const ENV: &str = "rabbitmq-env.conf";
 const COOKIE: &str = ".erlang.cookie";
 
 pub fn render(node: &RabbitMq) -> Vec<RenderedFile> {
+    let p = &node.placement;
     let file = |name: &str, contents: String, secret: bool| RenderedFile {
-        path: node.config_dir.join(name),
+        path: p.config_dir.join(name),
         contents,
         secret,
+        restart_on_change: true,
     };
     vec![
         file(CONF, rabbitmq_conf(node), true),
@@ -24,12 +26,13 @@ pub fn render(node: &RabbitMq) -> Vec<RenderedFile> {
             "# Managed by FerryMQ: settings come from the environment.\n".into(),
             false,
         ),
-        file(COOKIE, node.cookie.clone(), true),
+        file(COOKIE, p.cookie.clone(), true),
     ]
 }
 
 fn rabbitmq_conf(node: &RabbitMq) -> String {
-    let address = node.address;
+    let p = &node.placement;
+    let address = p.address;
     // The default user is created only when the node first boots with an empty database:
     // making it the agent's own user means `guest` never exists on a FerryMQ broker.
     format!(
@@ -47,10 +50,10 @@ fn rabbitmq_conf(node: &RabbitMq) -> String {
          loopback_users = none\n\
          log.console = false\n\
          log.file.level = info\n",
-        id = node.broker_id,
+        id = p.broker_id,
         amqp = super::socket(address, AMQP_PORT),
         ip = address,
-        pass = node.agent_password,
+        pass = p.agent_password,
     )
 }
 
@@ -60,14 +63,19 @@ mod tests {
 
     #[test]
     fn conf_binds_the_host_address_and_replaces_guest() {
-        let node = RabbitMq::new(
-            "b-1",
-            "10.9.8.7".parse().expect("ip"),
-            "/state/b-1/engine".into(),
-            "/state/b-1/volume/rabbitmq".into(),
-            "s3cret-agent-pass".into(),
-            "COOKIE".into(),
-        )
+        let address = "10.9.8.7".parse().expect("ip");
+        let node = RabbitMq::new(crate::engine::Placement {
+            broker_id: "b-1".into(),
+            address,
+            peers: vec![address],
+            instance_index: 0,
+            config_dir: "/state/b-1/engine".into(),
+            data_dir: "/state/b-1/volume/rabbitmq".into(),
+            instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
+            users: vec![],
+            agent_password: "s3cret-agent-pass".into(),
+            cookie: "COOKIE".into(),
+        })
         .expect("node");
         let files = render(&node);
         let conf = &files[0];

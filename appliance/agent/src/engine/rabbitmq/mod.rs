@@ -5,7 +5,7 @@ mod config;
 mod management;
 mod probe;
 
-use super::{Engine, Health, ObservedUsers, RenderedFile};
+use super::{Engine, Health, ObservedUsers, Placement, RenderedFile};
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
@@ -21,53 +21,33 @@ const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
 
 /// One RabbitMQ node of one broker on this host.
 pub struct RabbitMq {
-    pub broker_id: String,
-    pub address: IpAddr,
-    /// Configuration, cookie and console log: on the host's state directory.
-    pub config_dir: PathBuf,
-    /// Message store and logs: on the broker's volume.
-    pub data_dir: PathBuf,
-    /// The agent's own engine credential and the Erlang cookie, generated once per broker.
-    pub agent_password: String,
-    pub cookie: String,
+    pub placement: Placement,
     management: Management,
 }
 
 impl RabbitMq {
-    pub fn new(
-        broker_id: &str,
-        address: IpAddr,
-        config_dir: PathBuf,
-        data_dir: PathBuf,
-        agent_password: String,
-        cookie: String,
-    ) -> Result<Self> {
+    pub fn new(placement: Placement) -> Result<Self> {
         let management = Management::new(
-            format!("http://{}/api", socket(address, CONSOLE_PORT)),
+            format!("http://{}/api", socket(placement.address, CONSOLE_PORT)),
             AGENT_USER,
-            &agent_password,
+            &placement.agent_password,
         )?;
         Ok(RabbitMq {
-            broker_id: broker_id.to_string(),
-            address,
-            config_dir,
-            data_dir,
-            agent_password,
-            cookie,
+            placement,
             management,
         })
     }
 
     fn node_name(&self) -> String {
-        format!("rabbit@{}", self.address)
+        format!("rabbit@{}", self.placement.address)
     }
 
     fn mnesia_dir(&self) -> PathBuf {
-        self.data_dir.join("mnesia")
+        self.placement.data_dir.join("mnesia")
     }
 
     fn log_dir(&self) -> PathBuf {
-        self.data_dir.join("log")
+        self.placement.data_dir.join("log")
     }
 }
 
@@ -86,7 +66,7 @@ impl Engine for RabbitMq {
         let d = |p: &PathBuf| p.display().to_string();
         let env = vec![
             ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
-            ("HOME".into(), d(&self.config_dir)),
+            ("HOME".into(), d(&self.placement.config_dir)),
             ("LANG".into(), "C.UTF-8".into()),
             ("RABBITMQ_NODENAME".into(), self.node_name()),
             ("RABBITMQ_USE_LONGNAME".into(), "true".into()),
@@ -94,33 +74,33 @@ impl Engine for RabbitMq {
             ("RABBITMQ_LOG_BASE".into(), d(&self.log_dir())),
             (
                 "RABBITMQ_CONFIG_FILE".into(),
-                d(&self.config_dir.join(config::CONF)),
+                d(&self.placement.config_dir.join(config::CONF)),
             ),
             (
                 "RABBITMQ_ENABLED_PLUGINS_FILE".into(),
-                d(&self.config_dir.join(config::PLUGINS)),
+                d(&self.placement.config_dir.join(config::PLUGINS)),
             ),
             (
                 "RABBITMQ_CONF_ENV_FILE".into(),
-                d(&self.config_dir.join(config::ENV)),
+                d(&self.placement.config_dir.join(config::ENV)),
             ),
             (
                 "RABBITMQ_ADVANCED_CONFIG_FILE".into(),
-                d(&self.config_dir.join("advanced.config")),
+                d(&self.placement.config_dir.join("advanced.config")),
             ),
             (
                 "RABBITMQ_PID_FILE".into(),
-                d(&self.config_dir.join("rabbitmq.pid")),
+                d(&self.placement.config_dir.join("rabbitmq.pid")),
             ),
         ];
         vec![UnitSpec {
-            name: format!("{}-rabbitmq", self.broker_id),
+            name: format!("{}-rabbitmq", self.placement.broker_id),
             program: SERVER.into(),
             args: vec![],
             env,
             user: Some(self.system_user().into()),
-            working_dir: self.config_dir.clone(),
-            console_log: self.config_dir.join("console.log"),
+            working_dir: self.placement.config_dir.clone(),
+            console_log: self.placement.config_dir.join("console.log"),
         }]
     }
 
@@ -129,15 +109,19 @@ impl Engine for RabbitMq {
     }
 
     fn data_dirs(&self) -> Vec<PathBuf> {
-        vec![self.data_dir.clone(), self.mnesia_dir(), self.log_dir()]
+        vec![
+            self.placement.data_dir.clone(),
+            self.mnesia_dir(),
+            self.log_dir(),
+        ]
     }
 
     async fn health(&self) -> Health {
-        match probe::amqp(self.address, AMQP_PORT).await {
+        match probe::amqp(self.placement.address, AMQP_PORT).await {
             Ok(()) => Health::Serving,
             Err(e) => Health::NotServing(format!(
                 "AMQP on {}: {e:#}",
-                socket(self.address, AMQP_PORT)
+                socket(self.placement.address, AMQP_PORT)
             )),
         }
     }
@@ -151,11 +135,14 @@ impl Engine for RabbitMq {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        vec![format!("amqp://{}", socket(self.address, AMQP_PORT))]
+        vec![format!(
+            "amqp://{}",
+            socket(self.placement.address, AMQP_PORT)
+        )]
     }
 
     fn console_url(&self) -> String {
-        format!("http://{}", socket(self.address, CONSOLE_PORT))
+        format!("http://{}", socket(self.placement.address, CONSOLE_PORT))
     }
 
     async fn after_stop(&self) -> Result<()> {
