@@ -78,7 +78,7 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Path
     let found = probe(device).map_err(tool)?;
     if found.is_blank() {
         tracing::info!(device, %label, "formatting blank volume");
-        run(Command::new("mkfs.ext4").args(["-q", "-L", &label, "-m", "0", device]))
+        super::run(Command::new("mkfs.ext4").args(["-q", "-L", &label, "-m", "0", device]))
             .map_err(tool)?;
     } else if !(found.fs_type.as_deref() == Some("ext4") && found.label.as_deref() == Some(&label))
     {
@@ -91,7 +91,7 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Path
         .with_context(|| format!("creating {}", mount_point.display()))
         .map_err(tool)?;
     if !is_mounted(mount_point).map_err(tool)? {
-        run(Command::new("mount")
+        super::run(Command::new("mount")
             .args(["-t", "ext4", "-o", "noatime", device])
             .arg(mount_point))
         .map_err(tool)?;
@@ -104,12 +104,12 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Path
 /// gone and the device is blank again. A device with someone else's label is left alone.
 pub fn release(device: &str, broker_id: &str, mount_point: &Path) -> Result<()> {
     if is_mounted(mount_point)? {
-        run(Command::new("umount").arg(mount_point))?;
+        super::run(Command::new("umount").arg(mount_point))?;
     }
     if fs::metadata(device).is_ok() {
         let found = probe(device)?;
         if found.label.as_deref() == Some(label_for(broker_id).as_str()) {
-            run(Command::new("wipefs").args(["-a", "-q", device]))?;
+            super::run(Command::new("wipefs").args(["-a", "-q", device]))?;
             tracing::info!(device, "wiped volume");
         }
     }
@@ -199,20 +199,6 @@ fn unescape_mountinfo(s: &str) -> String {
     out
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        anyhow::bail!(
-            "{:?} failed ({}): {}",
-            cmd.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -4,3 +4,23 @@
 
 pub mod block;
 pub mod shared;
+
+use anyhow::{bail, Context, Result};
+use std::process::Command;
+
+/// Runs a storage tool (mkfs, mount, wipefs, …) and turns a failure into an error that carries
+/// its stderr, which is what tells an operator what is wrong with a device.
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}): {}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

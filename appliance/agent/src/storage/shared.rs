@@ -54,7 +54,7 @@ pub fn prepare(volume: &str, broker_id: &str, mount_point: &Path) -> Result<Path
             fs::create_dir_all(mount_point)
                 .with_context(|| format!("creating {}", mount_point.display()))?;
             if !super::block::is_mounted(mount_point)? {
-                run(Command::new("mount")
+                super::run(Command::new("mount")
                     .args(["-t", "nfs4", "-o", NFS_OPTIONS, &source])
                     .arg(mount_point))?;
                 tracing::info!(%source, mount_point = %mount_point.display(), "mounted shared volume");
@@ -79,7 +79,7 @@ pub fn release(volume: &str, broker_id: &str, mount_point: &Path) -> Result<()> 
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
     }
     if super::block::is_mounted(mount_point)? {
-        run(Command::new("umount").arg(mount_point))?;
+        super::run(Command::new("umount").arg(mount_point))?;
     }
     if mount_point.exists() {
         let _ = fs::remove_dir(mount_point);
@@ -87,20 +87,6 @@ pub fn release(volume: &str, broker_id: &str, mount_point: &Path) -> Result<()> 
     Ok(())
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("running {:?}", cmd.get_program()))?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed ({}): {}",
-            cmd.get_program(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {
