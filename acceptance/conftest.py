@@ -1,7 +1,10 @@
 """Fixtures of the FerryMQ acceptance tests.
 
 The session-scoped ``lab`` fixture makes the appliance hosts (network namespaces with a loop
-device and an agent each, see lab.py) once, and always tears them down, also when a test fails.
+device and an agent each, see lab.py) once, in parallel, and always tears them down, also when a
+test fails. The tests share them and leave each host as they found it (destroy leaves no broker),
+so one lab serves the whole run: host 1 for the single-instance brokers, hosts 2 and 3 for
+ActiveMQ active/standby (``host_pair``) on a shared directory of the lab.
 Nothing is skipped silently: missing prerequisites stop the run with a message saying what to do.
 """
 
@@ -21,10 +24,13 @@ import lab as labmod  # noqa: E402
 
 REPO = labmod.REPO
 EXAMPLES = REPO / "examples"
-ACCEPTANCE_WORK = labmod.WORK / "acceptance"
 LAB_PREFIX = os.environ.get("FERRYMQ_LAB_PREFIX", "fmqt")
+# Terraform working directories; a lab of another prefix (a second run beside this one) gets its own.
+ACCEPTANCE_WORK = labmod.WORK / ("acceptance" if LAB_PREFIX == "fmqt" else f"acceptance-{LAB_PREFIX}")
 LAB_NET = os.environ.get("FERRYMQ_LAB_NET", "10.79.0")
-LAB_HOSTS = int(os.environ.get("FERRYMQ_LAB_HOSTS", "1"))
+# Host 1: the single-instance brokers (RabbitMQ, ActiveMQ, one after the other); hosts 2 and 3:
+# ActiveMQ active/standby. Each host costs a loop device (only /dev/loop0-7 exist here).
+LAB_HOSTS = int(os.environ.get("FERRYMQ_LAB_HOSTS", "3"))
 
 
 def _prerequisite_problems() -> list[str]:
@@ -44,11 +50,20 @@ def _prerequisite_problems() -> list[str]:
     except ImportError:
         problems.append(f"the Python package pika is missing in {sys.executable} "
                         "(run `bash scripts/setup-host`, then use /opt/ferrymq/venv/bin/python -m pytest)")
+    try:
+        import stomp  # noqa: F401
+    except ImportError:
+        problems.append(f"the Python package stomp.py is missing in {sys.executable} "
+                        "(run `bash scripts/setup-host`, then use /opt/ferrymq/venv/bin/python -m pytest)")
     for tool in ("ip", "losetup", "nsenter", "blkid", "umount", "truncate"):
         if not shutil.which(tool):
             problems.append(f"command {tool!r} missing (run `bash scripts/setup-host`)")
     if not Path("/usr/lib/rabbitmq/bin/rabbitmq-server").exists():
         problems.append("RabbitMQ missing (run `bash scripts/setup-host`)")
+    if not Path("/usr/share/activemq/bin/activemq.jar").exists():
+        problems.append("ActiveMQ missing: no /usr/share/activemq/bin/activemq.jar (run `bash scripts/setup-host`)")
+    if not shutil.which("java"):
+        problems.append("java missing (openjdk-17-jre-headless; run `bash scripts/setup-host`)")
     return problems
 
 
@@ -91,6 +106,15 @@ def host(lab):
     return lab.hosts[0]
 
 
+@pytest.fixture(scope="session")
+def host_pair(lab):
+    """Two other appliance hosts, for active/standby (hosts 2 and 3 of the lab)."""
+    if len(lab.hosts) < 3:
+        pytest.fail(f"active/standby needs a lab of 3 hosts, this one has {len(lab.hosts)} "
+                    f"(FERRYMQ_LAB_HOSTS={LAB_HOSTS})", pytrace=False)
+    return lab.hosts[1], lab.hosts[2]
+
+
 @pytest.fixture
 def tf_factory(lab):
     """Makes a Terraform runner in a fresh working directory under .work/acceptance/."""
@@ -114,6 +138,20 @@ def pytest_runtest_makereport(item, call):
         if the_lab is not None:
             for h in the_lab.hosts:
                 report.sections.append((f"agent log {h.name} ({h.log_path})", h.agent_log_tail(80)))
+                for log in _engine_logs(h):
+                    report.sections.append((f"engine log {h.name} ({log})", labmod.tail(log, 40)))
+
+
+def _engine_logs(h, limit: int = 4) -> list[Path]:
+    """The engines' own text logs under the host's broker directories (not KahaDB's journals)."""
+    out = []
+    for b in h.broker_dirs():
+        try:
+            logs = sorted(b.rglob("*.log"), key=lambda p: p.stat().st_mtime, reverse=True)
+        except OSError:
+            continue
+        out += [p for p in logs if "kahadb" not in p.parts and not p.name.startswith("db-") and p.is_file()]
+    return out[:limit]
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -9,7 +9,10 @@ The one place that makes appliance hosts, for the acceptance tests and for the d
   blank "EBS" disk), a server certificate, and a ``ferrymq-agent`` started with
   ``nsenter --net`` (not ``ip netns exec``: the agent's mounts must live in the root mount
   namespace, visible to us and surviving an agent restart);
-* one deployment PKI (``ferrymq-agent pki init``) whose client certificate Terraform's provider uses.
+* one deployment PKI (``ferrymq-agent pki init``) whose client certificate Terraform's provider uses;
+* on request, shared directories (``lab.shared_dir(name)``): one directory every host sees, the
+  acceptance stand-in for an NFS export (Amazon MQ's EFS) of ActiveMQ active/standby. The hosts
+  share the machine's filesystem and mount namespace, and this kernel has no NFS client.
 
 Teardown kills every process in the lab's namespaces, unmounts everything under the lab
 directory, detaches the lab's loop devices, deletes the namespaces, the links and the files. It
@@ -55,6 +58,11 @@ PROVIDER_BIN = "terraform-provider-ferrymq"
 AGENT_PORT = 7443
 AMQP_PORT = 5672
 CONSOLE_PORT = 15672
+# ActiveMQ's listeners, on Amazon MQ's port numbers.
+OPENWIRE_PORT = 61617
+STOMP_PORT = 61614
+MQTT_PORT = 8883
+ACTIVEMQ_JAR = "activemq.jar"
 
 RESULTS_FILE = Path(__file__).resolve().parent / "results" / "results.json"
 
@@ -64,6 +72,7 @@ DEFAULT_VOLUME_MIB = 1024
 AGENT_READY_TIMEOUT = 60.0
 
 _PREFIX_RE = re.compile(r"^fmq[a-z0-9]{0,6}$")
+_SHARED_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
 _NET_RE = re.compile(r"^10\.79\.\d{1,3}$")
 _loop_lock = threading.Lock()
 _netns_lock = threading.Lock()
@@ -233,6 +242,21 @@ class Host:
     def pids_named(self, comm: str) -> list[int]:
         return [p for p, c, _ in self.processes() if c == comm]
 
+    def activemq_pids(self) -> list[int]:
+        """The ActiveMQ brokers in the host's namespace: ``java`` processes running activemq.jar."""
+        return [p for p, c, cmd in self.processes() if c == "java" and ACTIVEMQ_JAR in cmd]
+
+    def java_pids(self) -> list[int]:
+        return self.pids_named("java")
+
+    def port_open(self, port: int, timeout: float = 1.0) -> bool:
+        """True if the host's address accepts a TCP connection on port (from the root namespace)."""
+        try:
+            with socket.create_connection((self.address, port), timeout=timeout):
+                return True
+        except OSError:
+            return False
+
     def agent_log_tail(self, lines: int = 60) -> str:
         return tail(self.log_path, lines)
 
@@ -274,6 +298,31 @@ class Lab:
     @property
     def state_file(self) -> Path:
         return self.root / "lab.json"
+
+    @property
+    def shared_root(self) -> Path:
+        return self.root / "shared"
+
+    def shared_dir(self, name: str) -> Path:
+        """A directory that every host of the lab sees at the same absolute path: what an NFS
+        export mounted on each host would be (Amazon MQ's EFS for ActiveMQ active/standby).
+
+        The hosts are network namespaces sharing the machine's filesystem (and this kernel has no
+        NFS client), so a plain directory under the lab directory is shared by construction. It
+        is empty and root-owned (0755) when made, like a fresh export; it goes with the lab at
+        teardown. Idempotent: the same name gives the same directory."""
+        if not _SHARED_NAME_RE.match(name):
+            raise LabError(f"shared directory name {name!r}: must match {_SHARED_NAME_RE.pattern}")
+        if not self.root.is_dir():
+            raise LabError(f"the lab {self.prefix} is not up (no {self.root})")
+        d = self.shared_root / name
+        d.mkdir(parents=True, exist_ok=True)
+        for p in (self.shared_root, d):
+            os.chmod(p, 0o755)
+        return d
+
+    def shared_dirs(self) -> list[Path]:
+        return sorted(self.shared_root.iterdir()) if self.shared_root.is_dir() else []
 
     @property
     def agent_bin(self) -> Path:
@@ -592,6 +641,8 @@ class Lab:
         root = str(self.root)
         out += [f"loop {d} -> {b}" for d, b in loop_devices() if b.startswith(root + "/")]
         out += [f"mount {mp}" for _, mp in mounts() if mp.startswith(root + "/")]
+        out += [f"netns process {p} {proc_comm(p)}" for n in self._our_namespaces() for p in netns_pids(n)
+                if pid_alive(p)]
         if self.root.exists():
             out.append(f"dir {self.root}")
         return out

@@ -176,8 +176,14 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
             let mut partial = req.planned_state.clone();
             partial.set_attr("id", id.as_str());
             partial.set_attr("status", BrokerState::CreationFailed.as_str_name());
-            if !partial.get("instances").is_fully_known() {
-                partial.set_attr("instances", Value::List(vec![]));
+            // State must be fully known: what the failed apply never learned is left empty.
+            for (attr, empty) in [
+                ("instances", Value::List(vec![])),
+                ("failover_url", Value::string("")),
+            ] {
+                if !partial.get(attr).is_fully_known() {
+                    partial.set_attr(attr, empty);
+                }
             }
             resp.new_state = if creating { partial } else { req.prior_state };
         }

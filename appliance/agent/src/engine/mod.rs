@@ -21,9 +21,6 @@ pub struct Placement {
     pub broker_id: String,
     /// This host's address: listeners bind to it.
     pub address: IpAddr,
-    /// Addresses of every instance of the broker, in spec order (this one included).
-    pub peers: Vec<IpAddr>,
-    pub instance_index: usize,
     /// Configuration, credentials and console log: on the host's state directory.
     pub config_dir: PathBuf,
     /// Message store and engine logs: on the broker's volume (block or shared).

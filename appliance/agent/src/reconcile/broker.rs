@@ -112,18 +112,9 @@ fn engine_for(ctx: &Context, spec: &BrokerSpec, data_root: &Path) -> Result<Box<
     let engine: EngineType = spec.engine_type.parse().map_err(anyhow::Error::msg)?;
     let instance_type = catalogue::instance_type(&spec.host_instance_type)
         .with_context(|| format!("unknown instance type {:?}", spec.host_instance_type))?;
-    let peers = (0..spec.instances.len())
-        .map(|i| {
-            let mut s = spec.clone();
-            s.instance_index = i as u32;
-            instance_address(&s).map_err(anyhow::Error::msg)
-        })
-        .collect::<Result<Vec<_>>>()?;
     let placement = Placement {
         broker_id: spec.broker_id.clone(),
         address,
-        peers,
-        instance_index: spec.instance_index as usize,
         config_dir: ctx.config_dir(),
         data_dir: data_root.join(engine.as_str().to_ascii_lowercase()),
         instance_type,

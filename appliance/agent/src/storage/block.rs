@@ -91,9 +91,11 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Path
         .with_context(|| format!("creating {}", mount_point.display()))
         .map_err(tool)?;
     if !is_mounted(mount_point).map_err(tool)? {
-        super::run(Command::new("mount")
-            .args(["-t", "ext4", "-o", "noatime", device])
-            .arg(mount_point))
+        super::run(
+            Command::new("mount")
+                .args(["-t", "ext4", "-o", "noatime", device])
+                .arg(mount_point),
+        )
         .map_err(tool)?;
         tracing::info!(device, mount_point = %mount_point.display(), "mounted volume");
     }
@@ -198,7 +200,6 @@ fn unescape_mountinfo(s: &str) -> String {
     }
     out
 }
-
 
 #[cfg(test)]
 mod tests {

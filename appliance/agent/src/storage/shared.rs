@@ -54,9 +54,11 @@ pub fn prepare(volume: &str, broker_id: &str, mount_point: &Path) -> Result<Path
             fs::create_dir_all(mount_point)
                 .with_context(|| format!("creating {}", mount_point.display()))?;
             if !super::block::is_mounted(mount_point)? {
-                super::run(Command::new("mount")
-                    .args(["-t", "nfs4", "-o", NFS_OPTIONS, &source])
-                    .arg(mount_point))?;
+                super::run(
+                    Command::new("mount")
+                        .args(["-t", "nfs4", "-o", NFS_OPTIONS, &source])
+                        .arg(mount_point),
+                )?;
                 tracing::info!(%source, mount_point = %mount_point.display(), "mounted shared volume");
             }
             mount_point.to_path_buf()
@@ -86,7 +88,6 @@ pub fn release(volume: &str, broker_id: &str, mount_point: &Path) -> Result<()> 
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

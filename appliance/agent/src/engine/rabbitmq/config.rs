@@ -67,8 +67,6 @@ mod tests {
         let node = RabbitMq::new(crate::engine::Placement {
             broker_id: "b-1".into(),
             address,
-            peers: vec![address],
-            instance_index: 0,
             config_dir: "/state/b-1/engine".into(),
             data_dir: "/state/b-1/volume/rabbitmq".into(),
             instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),

@@ -1,0 +1,82 @@
+"""Small helpers shared by the ActiveMQ acceptance tests: ordered steps, waiting, probes."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+
+class Steps:
+    """Ordered steps of one test module sharing one broker: a step whose prerequisite failed
+    fails at once, saying which one."""
+
+    def __init__(self):
+        self.done: set = set()
+        self.s: dict = {}
+
+    def need(self, *steps: str) -> None:
+        missing = [s for s in steps if s not in self.done]
+        if missing:
+            pytest.fail(f"not run: the earlier step(s) {', '.join(missing)} did not pass", pytrace=False)
+
+    def ok(self, step: str) -> None:
+        self.done.add(step)
+
+
+def wait_until(pred, timeout: float, what, interval: float = 0.2):
+    """Polls pred() until it returns something true (returned) or fails the test after timeout;
+    `what` is a string or a callable giving the message (evaluated only on failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            msg = what() if callable(what) else what
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for: {msg}", pytrace=False)
+        time.sleep(interval)
+
+
+def blkid(dev: str) -> subprocess.CompletedProcess:
+    """Low-level probe of the device itself (no cache): rc 2 when no signature is found."""
+    return subprocess.run(["blkid", "-p", "-o", "export", dev], capture_output=True, text=True)
+
+
+def proc_uid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    return -1
+
+
+def boottime() -> float:
+    """Seconds since boot (the clock of /proc/PID/stat's start times)."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def proc_started(pid: int) -> float:
+    """When the process started, in boottime() seconds."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    start_ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    return start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def uid_of(user: str) -> int:
+    return pwd.getpwnam(user).pw_uid
+
+
+def endpoint(endpoints: list, scheme: str) -> str:
+    """The first endpoint of a scheme (``stomp``, ``tcp``, ...) in an instance's endpoints, or ''."""
+    return next((e for e in endpoints if e.startswith(scheme + "://")), "")
+
+
+def files_under(root: Path, pattern: str) -> list[Path]:
+    try:
+        return sorted(root.rglob(pattern))
+    except OSError:
+        return []

@@ -1,0 +1,537 @@
+//! Renders `activemq.xml` (with quick-xml), the JAAS login configuration, the user files and
+//! the logging configuration from the placement.
+
+use super::{uri_host, users, ActiveMq, MQTT_PORT, OPENWIRE_PORT, STOMP_PORT};
+use crate::engine::RenderedFile;
+use anyhow::{Context, Result};
+use quick_xml::events::{BytesDecl, BytesText, Event};
+use quick_xml::Writer;
+use std::io;
+
+pub const XML: &str = "activemq.xml";
+pub const LOGIN_CONFIG: &str = "login.config";
+pub const LOG4J: &str = "log4j.properties";
+pub const LOG: &str = "activemq.log";
+/// The JAAS application name the broker's authentication plugin logs in with.
+const JAAS_APP: &str = "activemq";
+
+/// Group of every user, and group of the users with `console_access`.
+pub const GROUP_USERS: &str = "users";
+pub const GROUP_ADMINS: &str = "admins";
+
+const BEANS_NS: &str = "http://www.springframework.org/schema/beans";
+const CORE_NS: &str = "http://activemq.apache.org/schema/core";
+const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// Both schemas resolve from the jars (`META-INF/spring.schemas`), never from the network.
+const SCHEMA_LOCATION: &str = "http://www.springframework.org/schema/beans \
+     http://www.springframework.org/schema/beans/spring-beans.xsd \
+     http://activemq.apache.org/schema/core \
+     http://activemq.apache.org/schema/core/activemq-core.xsd";
+
+/// ActiveMQ's own default frame limit (100 MiB), against a client announcing a huge frame.
+const MAX_FRAME_SIZE: u64 = 104_857_600;
+/// Fixed store and temp limits until they follow the volume's size.
+const STORE_LIMIT: &str = "1 gb";
+const TEMP_LIMIT: &str = "1 gb";
+/// Non-persistent messages may use this share of the heap before producers are slowed.
+const MEMORY_PERCENT_OF_HEAP: u32 = 70;
+
+pub fn render(amq: &ActiveMq) -> Result<Vec<RenderedFile>> {
+    let p = &amq.placement;
+    users::check_names(&p.users)?;
+    let file = |name: &str, contents: String, secret: bool, restart_on_change: bool| RenderedFile {
+        path: p.config_dir.join(name),
+        contents,
+        secret,
+        restart_on_change,
+    };
+    Ok(vec![
+        file(
+            XML,
+            activemq_xml(amq).context("rendering activemq.xml")?,
+            false,
+            true,
+        ),
+        file(LOGIN_CONFIG, login_config(), false, true),
+        file(LOG4J, log4j_properties(amq), false, true),
+        // JAAS re-reads both on the next login after they change: no restart.
+        file(users::USERS, users::users_properties(p), true, false),
+        file(users::GROUPS, users::groups_properties(p), true, false),
+    ])
+}
+
+/// Amazon MQ's quota of connections per wire-level protocol: 300 on `mq.*.micro`, 2,000 on
+/// the larger types.
+fn max_connections(instance_type: &str) -> u32 {
+    if instance_type.ends_with(".micro") {
+        300
+    } else {
+        2000
+    }
+}
+
+fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
+    let p = &amq.placement;
+    let data = p.data_dir.display().to_string();
+    let kahadb = amq.kahadb_dir().display().to_string();
+    let host = uri_host(p.address);
+    let limit = max_connections(p.instance_type.name);
+    let connector = |scheme: &str, port: u16| {
+        format!(
+            "{scheme}://{host}:{port}?maximumConnections={limit}&wireFormat.maxFrameSize={MAX_FRAME_SIZE}"
+        )
+    };
+    let connectors = [
+        ("openwire", connector("tcp", OPENWIRE_PORT)),
+        ("stomp", connector("stomp", STOMP_PORT)),
+        ("mqtt", connector("mqtt", MQTT_PORT)),
+    ];
+    let everyone = format!("{GROUP_ADMINS},{GROUP_USERS}");
+    let acl = [
+        ("read", everyone.as_str()),
+        ("write", everyone.as_str()),
+        ("admin", everyone.as_str()),
+    ];
+
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    w.write_event(Event::Comment(BytesText::from_escaped(format!(
+        " Managed by FerryMQ for broker {}; changes here are overwritten. ",
+        sanitize_comment(&p.broker_id)
+    ))))?;
+    w.create_element("beans")
+        .with_attributes([
+            ("xmlns", BEANS_NS),
+            ("xmlns:xsi", XSI_NS),
+            ("xsi:schemaLocation", SCHEMA_LOCATION),
+        ])
+        .write_inner_content(|w| {
+            w.create_element("broker")
+                .with_attributes([
+                    ("xmlns", CORE_NS),
+                    ("brokerName", p.broker_id.as_str()),
+                    ("dataDirectory", data.as_str()),
+                    ("persistent", "true"),
+                    ("useJmx", "false"),
+                    ("schedulerSupport", "false"),
+                ])
+                .write_inner_content(|w| {
+                    // The store's lock decides which of two instances on shared storage is
+                    // active; the other polls for it every second and opens no port meanwhile.
+                    w.create_element("persistenceAdapter")
+                        .write_inner_content(|w| {
+                            w.create_element("kahaDB")
+                                .with_attributes([
+                                    ("directory", kahadb.as_str()),
+                                    ("lockKeepAlivePeriod", "2000"),
+                                ])
+                                .write_inner_content(|w| {
+                                    w.create_element("locker").write_inner_content(|w| {
+                                        w.create_element("shared-file-locker")
+                                            .with_attribute(("lockAcquireSleepInterval", "1000"))
+                                            .write_empty()?;
+                                        Ok(())
+                                    })?;
+                                    Ok(())
+                                })?;
+                            Ok(())
+                        })?;
+                    w.create_element("plugins").write_inner_content(|w| {
+                        w.create_element("jaasAuthenticationPlugin")
+                            .with_attribute(("configuration", JAAS_APP))
+                            .write_empty()?;
+                        authorization(w, &acl)
+                    })?;
+                    w.create_element("systemUsage").write_inner_content(|w| {
+                        w.create_element("systemUsage").write_inner_content(|w| {
+                            let percent = MEMORY_PERCENT_OF_HEAP.to_string();
+                            usage(w, "memoryUsage", ("percentOfJvmHeap", &percent))?;
+                            usage(w, "storeUsage", ("limit", STORE_LIMIT))?;
+                            usage(w, "tempUsage", ("limit", TEMP_LIMIT))
+                        })?;
+                        Ok(())
+                    })?;
+                    w.create_element("transportConnectors")
+                        .write_inner_content(|w| {
+                            for (name, uri) in &connectors {
+                                w.create_element("transportConnector")
+                                    .with_attributes([("name", *name), ("uri", uri.as_str())])
+                                    .write_empty()?;
+                            }
+                            Ok(())
+                        })?;
+                    Ok(())
+                })?;
+            Ok(())
+        })?;
+    let mut xml = String::from_utf8(w.into_inner()).map_err(io::Error::other)?;
+    xml.push('\n');
+    Ok(xml)
+}
+
+/// Every authenticated user reads, writes and creates (`admin`) any queue or topic, the
+/// advisory topics included (JMS clients subscribe to them), and temporary destinations.
+///
+/// `admins` cannot be given more than `users` here: ActiveMQ's authorization map grants the
+/// union of every matching entry (and a wildcard subscription gets the union of every entry
+/// under it), so an entry cannot narrow what `queue=">"` grants. `admins` is listed so that
+/// configurations which narrow the `users` entries keep working for console users.
+fn authorization<W: io::Write>(w: &mut Writer<W>, acl: &[(&str, &str); 3]) -> io::Result<()> {
+    w.create_element("authorizationPlugin")
+        .write_inner_content(|w| {
+            w.create_element("map").write_inner_content(|w| {
+                w.create_element("authorizationMap")
+                    .write_inner_content(|w| {
+                        w.create_element("authorizationEntries")
+                            .write_inner_content(|w| {
+                                for (kind, pattern) in [
+                                    ("queue", ">"),
+                                    ("topic", ">"),
+                                    ("topic", "ActiveMQ.Advisory.>"),
+                                ] {
+                                    w.create_element("authorizationEntry")
+                                        .with_attribute((kind, pattern))
+                                        .with_attributes(acl.iter().copied())
+                                        .write_empty()?;
+                                }
+                                Ok(())
+                            })?;
+                        w.create_element("tempDestinationAuthorizationEntry")
+                            .write_inner_content(|w| {
+                                w.create_element("tempDestinationAuthorizationEntry")
+                                    .with_attributes(acl.iter().copied())
+                                    .write_empty()?;
+                                Ok(())
+                            })?;
+                        Ok(())
+                    })?;
+                Ok(())
+            })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+/// `<memoryUsage><memoryUsage limit=…/></memoryUsage>`: xbean's property-then-bean nesting.
+fn usage<W: io::Write>(w: &mut Writer<W>, name: &str, attr: (&str, &str)) -> io::Result<()> {
+    w.create_element(name).write_inner_content(|w| {
+        w.create_element(name).with_attribute(attr).write_empty()?;
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// `--` may not appear in an XML comment.
+fn sanitize_comment(s: &str) -> String {
+    let mut s = s.to_string();
+    while s.contains("--") {
+        s = s.replace("--", "- -");
+    }
+    s
+}
+
+fn login_config() -> String {
+    // Relative names: PropertiesLoginModule resolves them against this file's directory
+    // (an absolute path would be appended to that directory, not used as is).
+    format!(
+        "// Managed by FerryMQ; changes here are overwritten.\n\
+         {JAAS_APP} {{\n    \
+             org.apache.activemq.jaas.PropertiesLoginModule required\n        \
+                 org.apache.activemq.jaas.properties.user=\"{}\"\n        \
+                 org.apache.activemq.jaas.properties.group=\"{}\"\n        \
+                 reload=true;\n\
+         }};\n",
+        users::USERS,
+        users::GROUPS
+    )
+}
+
+/// log4j 1.2 (the backend of Debian's package): everything to stdout (the journal, or
+/// `console.log` under the direct supervisor: the history across restarts), and this run's log
+/// to `activemq.log`, truncated at start, which the agent reads to tell a standby from a
+/// broker that is stuck.
+fn log4j_properties(amq: &ActiveMq) -> String {
+    let log = users::escape_value(&amq.log_file().display().to_string());
+    format!(
+        "# Managed by FerryMQ; changes here are overwritten.\n\
+         log4j.rootLogger=INFO, console, logfile\n\
+         log4j.logger.org.apache.activemq.spring=WARN\n\
+         log4j.logger.org.springframework=WARN\n\
+         log4j.logger.org.apache.xbean=WARN\n\
+         log4j.appender.console=org.apache.log4j.ConsoleAppender\n\
+         log4j.appender.console.layout=org.apache.log4j.PatternLayout\n\
+         log4j.appender.console.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n\n\
+         log4j.appender.logfile=org.apache.log4j.RollingFileAppender\n\
+         log4j.appender.logfile.File={log}\n\
+         log4j.appender.logfile.Append=false\n\
+         log4j.appender.logfile.MaxFileSize=10MB\n\
+         log4j.appender.logfile.MaxBackupIndex=1\n\
+         log4j.appender.logfile.layout=org.apache.log4j.PatternLayout\n\
+         log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::placement;
+    use super::*;
+    use quick_xml::events::BytesStart;
+    use quick_xml::{Reader, XmlVersion};
+    use std::collections::BTreeMap;
+
+    /// An element of the rendered XML: its path from the root and its attributes.
+    #[derive(Debug)]
+    struct Element {
+        path: String,
+        attrs: BTreeMap<String, String>,
+    }
+
+    fn parse(xml: &str) -> Vec<Element> {
+        let mut reader = Reader::from_str(xml);
+        let mut stack: Vec<String> = vec![];
+        let mut out = vec![];
+        let record = |stack: &[String], e: &BytesStart, out: &mut Vec<Element>| {
+            let name = String::from_utf8(e.name().as_ref().to_vec()).expect("utf8");
+            let attrs = e
+                .attributes()
+                .map(|a| {
+                    let a = a.expect("attribute");
+                    (
+                        String::from_utf8(a.key.as_ref().to_vec()).expect("utf8"),
+                        a.normalized_value(XmlVersion::Explicit1_0)
+                            .expect("value")
+                            .into_owned(),
+                    )
+                })
+                .collect();
+            let mut path = stack.join("/");
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(&name);
+            out.push(Element { path, attrs });
+            name
+        };
+        loop {
+            match reader.read_event().expect("well-formed XML") {
+                Event::Start(e) => {
+                    let name = record(&stack, &e, &mut out);
+                    stack.push(name);
+                }
+                Event::Empty(e) => {
+                    record(&stack, &e, &mut out);
+                }
+                Event::End(_) => {
+                    stack.pop();
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        assert!(stack.is_empty(), "unbalanced XML");
+        out
+    }
+
+    fn find<'a>(elements: &'a [Element], path: &str) -> Vec<&'a Element> {
+        elements.iter().filter(|e| e.path == path).collect()
+    }
+
+    fn one<'a>(elements: &'a [Element], path: &str) -> &'a Element {
+        let found = find(elements, path);
+        assert_eq!(found.len(), 1, "{path}: {found:?}");
+        found[0]
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const BROKER: &str = "beans/broker";
+
+    #[test]
+    fn broker_names_paths_and_switches() {
+        let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
+        let xml = activemq_xml(&amq).expect("xml");
+        assert!(xml.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- Managed by FerryMQ for broker b-1;"
+        ));
+        let el = parse(&xml);
+        assert_eq!(
+            one(&el, "beans").attrs["xsi:schemaLocation"],
+            SCHEMA_LOCATION
+        );
+        assert_eq!(
+            one(&el, BROKER).attrs,
+            attrs(&[
+                ("xmlns", CORE_NS),
+                ("brokerName", "b-1"),
+                ("dataDirectory", "/state/b-1/volume/activemq"),
+                ("persistent", "true"),
+                ("useJmx", "false"),
+                ("schedulerSupport", "false"),
+            ])
+        );
+        assert_eq!(
+            one(&el, "beans/broker/persistenceAdapter/kahaDB").attrs,
+            attrs(&[
+                ("directory", "/state/b-1/volume/activemq/kahadb"),
+                ("lockKeepAlivePeriod", "2000"),
+            ])
+        );
+        assert_eq!(
+            one(
+                &el,
+                "beans/broker/persistenceAdapter/kahaDB/locker/shared-file-locker"
+            )
+            .attrs,
+            attrs(&[("lockAcquireSleepInterval", "1000")])
+        );
+        assert_eq!(
+            one(
+                &el,
+                "beans/broker/systemUsage/systemUsage/storeUsage/storeUsage"
+            )
+            .attrs["limit"],
+            "1 gb"
+        );
+        assert!(!xml.contains("admin:admin") && !xml.contains("password"));
+    }
+
+    #[test]
+    fn connectors_bind_the_host_on_amazon_mq_ports() {
+        let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
+        let el = parse(&activemq_xml(&amq).expect("xml"));
+        let connectors: Vec<(String, String)> =
+            find(&el, "beans/broker/transportConnectors/transportConnector")
+                .into_iter()
+                .map(|e| (e.attrs["name"].clone(), e.attrs["uri"].clone()))
+                .collect();
+        let q = "maximumConnections=2000&wireFormat.maxFrameSize=104857600";
+        assert_eq!(
+            connectors,
+            [
+                ("openwire".into(), format!("tcp://10.9.8.7:61617?{q}")),
+                ("stomp".into(), format!("stomp://10.9.8.7:61614?{q}")),
+                ("mqtt".into(), format!("mqtt://10.9.8.7:8883?{q}")),
+            ]
+        );
+        // Connectors Debian's package cannot start would stop the broker.
+        let xml = activemq_xml(&amq).expect("xml");
+        assert!(!xml.contains("amqp://") && !xml.contains("ws://"));
+
+        let micro = ActiveMq::new(placement("mq.t3.micro")).expect("engine");
+        let el = parse(&activemq_xml(&micro).expect("xml"));
+        for c in find(&el, "beans/broker/transportConnectors/transportConnector") {
+            assert!(c.attrs["uri"].contains("maximumConnections=300&"));
+        }
+    }
+
+    #[test]
+    fn ipv6_connectors_are_bracketed() {
+        let mut p = placement("mq.m5.large");
+        p.address = "fd00::7".parse().expect("ip");
+        let amq = ActiveMq::new(p).expect("engine");
+        let el = parse(&activemq_xml(&amq).expect("xml"));
+        let first = find(&el, "beans/broker/transportConnectors/transportConnector")[0];
+        assert!(first.attrs["uri"].starts_with("tcp://[fd00::7]:61617?"));
+    }
+
+    #[test]
+    fn jaas_and_authorization_map() {
+        let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
+        let el = parse(&activemq_xml(&amq).expect("xml"));
+        assert_eq!(
+            one(&el, "beans/broker/plugins/jaasAuthenticationPlugin").attrs,
+            attrs(&[("configuration", "activemq")])
+        );
+        let map = "beans/broker/plugins/authorizationPlugin/map/authorizationMap";
+        let entries: Vec<_> = find(
+            &el,
+            &format!("{map}/authorizationEntries/authorizationEntry"),
+        )
+        .into_iter()
+        .map(|e| e.attrs.clone())
+        .collect();
+        let all = [
+            ("read", "admins,users"),
+            ("write", "admins,users"),
+            ("admin", "admins,users"),
+        ];
+        let entry = |kind: &str, pattern: &str| {
+            let mut a = attrs(&all);
+            a.insert(kind.into(), pattern.into());
+            a
+        };
+        assert_eq!(
+            entries,
+            [
+                entry("queue", ">"),
+                entry("topic", ">"),
+                entry("topic", "ActiveMQ.Advisory.>"),
+            ]
+        );
+        assert_eq!(
+            one(
+                &el,
+                &format!(
+                    "{map}/tempDestinationAuthorizationEntry/tempDestinationAuthorizationEntry"
+                )
+            )
+            .attrs,
+            attrs(&all)
+        );
+    }
+
+    #[test]
+    fn odd_names_are_escaped_not_injected() {
+        let mut p = placement("mq.m5.large");
+        p.broker_id = "b-<x>&\"---".into();
+        p.data_dir = "/data/a&b\"<c>".into();
+        let amq = ActiveMq::new(p).expect("engine");
+        let xml = activemq_xml(&amq).expect("xml");
+        let el = parse(&xml);
+        let broker = one(&el, BROKER);
+        assert_eq!(broker.attrs["brokerName"], "b-<x>&\"---");
+        assert_eq!(broker.attrs["dataDirectory"], "/data/a&b\"<c>");
+    }
+
+    #[test]
+    fn files_secrets_and_restarts() {
+        let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
+        let files = render(&amq).expect("render");
+        let summary: Vec<(String, bool, bool)> = files
+            .iter()
+            .map(|f| (f.path.display().to_string(), f.secret, f.restart_on_change))
+            .collect();
+        let s = |p: &str, secret, restart| (format!("/state/b-1/engine/{p}"), secret, restart);
+        assert_eq!(
+            summary,
+            [
+                s("activemq.xml", false, true),
+                s("login.config", false, true),
+                s("log4j.properties", false, true),
+                s("users.properties", true, false),
+                s("groups.properties", true, false),
+            ]
+        );
+        assert_eq!(
+            files[1].contents,
+            "// Managed by FerryMQ; changes here are overwritten.\n\
+             activemq {\n    \
+                 org.apache.activemq.jaas.PropertiesLoginModule required\n        \
+                     org.apache.activemq.jaas.properties.user=\"users.properties\"\n        \
+                     org.apache.activemq.jaas.properties.group=\"groups.properties\"\n        \
+                     reload=true;\n\
+             };\n"
+        );
+        let log4j = &files[2].contents;
+        assert!(log4j.contains("log4j.appender.logfile.File=/state/b-1/engine/activemq.log\n"));
+        assert!(log4j.contains("log4j.appender.logfile.Append=false\n"));
+        for f in &files {
+            assert!(!f.contents.contains("admin=admin") && !f.contents.contains("admin:admin"));
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! ActiveMQ Classic, run from Debian's `activemq` 5.17.2 package with every path, listener and
+//! credential set by FerryMQ (Debian's `/etc/activemq` and `/usr/bin/activemq` are not used).
+//!
+//! One instance serves alone (SINGLE_INSTANCE, its KahaDB on the broker's block volume) or as
+//! one of two that share a KahaDB directory (ACTIVE_STANDBY_MULTI_AZ on shared storage): the
+//! instance that holds KahaDB's file lock opens its connectors, the other waits for the lock
+//! without opening any port. The engine does not know which storage it is on.
+//!
+//! What Debian's package cannot do, and so FerryMQ does not offer for this bundle:
+//! - AMQP: no `activemq-amqp` (nor proton-j) is packaged; an `amqp://` connector stops the broker.
+//! - WebSocket: the server side of `ws://` lives in `activemq-http` (with Jetty), which Debian
+//!   does not package; `activemq-client` only has the client-side `transport/ws` classes, and a
+//!   `ws://` connector stops the broker with "Transport scheme NOT recognized: [ws]".
+//! - The web console (`activemq-web-console`, Jetty) is not packaged either.
+
+mod config;
+mod probe;
+mod users;
+
+use super::{Engine, Health, ObservedUsers, Placement, RenderedFile};
+use crate::supervisor::UnitSpec;
+use anyhow::Result;
+use ferrymq_api::agent::User;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// Amazon MQ's port numbers (there with TLS; plain TCP here until TLS comes).
+pub const OPENWIRE_PORT: u16 = 61617;
+pub const STOMP_PORT: u16 = 61614;
+pub const MQTT_PORT: u16 = 8883;
+
+const HOME: &str = "/usr/share/activemq";
+const JVM_DIR: &str = "/usr/lib/jvm";
+/// The JRE the package is built for; `/usr/bin/java` (the alternatives' choice, which may be
+/// another major version) only when it is missing.
+const JAVA_MAJOR_PREFIX: &str = "java-17-openjdk-";
+const FALLBACK_JAVA: &str = "/usr/bin/java";
+/// What ActiveMQ 5.17 needs opened on Java 17 (reflection into these packages).
+const ADD_OPENS: &[&str] = &[
+    "java.base/java.lang=ALL-UNNAMED",
+    "java.base/java.util=ALL-UNNAMED",
+    "java.base/java.util.concurrent=ALL-UNNAMED",
+    "java.base/java.net=ALL-UNNAMED",
+];
+
+/// One ActiveMQ broker instance of one broker on this host.
+pub struct ActiveMq {
+    pub placement: Placement,
+}
+
+impl ActiveMq {
+    /// Never fails on the spec's content (users are checked when rendering), so that a broker
+    /// can always be stopped.
+    pub fn new(placement: Placement) -> Result<Self> {
+        Ok(ActiveMq { placement })
+    }
+
+    fn kahadb_dir(&self) -> PathBuf {
+        self.placement.data_dir.join("kahadb")
+    }
+
+    fn config_file(&self, name: &str) -> PathBuf {
+        self.placement.config_dir.join(name)
+    }
+
+    /// The broker's own log of this run (`log4j.properties` truncates it at start).
+    fn log_file(&self) -> PathBuf {
+        self.config_file(config::LOG)
+    }
+
+    /// Half the instance type's memory, as the JVM's maximum heap.
+    fn heap_mib(&self) -> u64 {
+        (self.placement.instance_type.memory_mib / 2).max(64)
+    }
+
+    fn socket(&self, port: u16) -> String {
+        SocketAddr::new(self.placement.address, port).to_string()
+    }
+}
+
+/// The Java 17 runtime: `/usr/lib/jvm/java-17-openjdk-<arch>/bin/java` when installed.
+fn java() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(JVM_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(JAVA_MAJOR_PREFIX)
+        })
+        .map(|e| e.path().join("bin/java"))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| PathBuf::from(FALLBACK_JAVA))
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[tonic::async_trait]
+impl Engine for ActiveMq {
+    fn render(&self) -> Result<Vec<RenderedFile>> {
+        config::render(self)
+    }
+
+    fn units(&self) -> Vec<UnitSpec> {
+        let p = &self.placement;
+        let conf = display(&p.config_dir);
+        let mut args = vec![
+            "-Xms64m".to_string(),
+            format!("-Xmx{}m", self.heap_mib()),
+            // A broker out of heap is half alive and, as the active one, keeps the store's lock:
+            // better to exit and be restarted (the standby takes over meanwhile).
+            "-XX:+ExitOnOutOfMemoryError".into(),
+        ];
+        for open in ADD_OPENS {
+            args.push("--add-opens".into());
+            args.push((*open).into());
+        }
+        args.extend([
+            format!("-Dactivemq.home={HOME}"),
+            format!("-Dactivemq.base={conf}"),
+            format!("-Dactivemq.conf={conf}"),
+            format!("-Dactivemq.data={}", display(&p.data_dir)),
+            format!(
+                "-Djava.security.auth.login.config={}",
+                display(&self.config_file(config::LOGIN_CONFIG))
+            ),
+            // Debian's package logs through slf4j-log4j12 and log4j 1.2.17 (not log4j2, whatever
+            // its example log4j2.properties suggests): log4j 1.2 reads this property.
+            format!(
+                "-Dlog4j.configuration=file:{}",
+                display(&self.config_file(config::LOG4J))
+            ),
+            "-jar".into(),
+            format!("{HOME}/bin/activemq.jar"),
+            "start".into(),
+            format!("xbean:file:{}", display(&self.config_file(config::XML))),
+        ]);
+        let env = vec![
+            ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("HOME".into(), conf),
+            ("LANG".into(), "C.UTF-8".into()),
+        ];
+        vec![UnitSpec {
+            name: format!("{}-activemq", p.broker_id),
+            program: java(),
+            args,
+            env,
+            user: Some(self.system_user().into()),
+            working_dir: p.config_dir.clone(),
+            console_log: p.config_dir.join("console.log"),
+        }]
+    }
+
+    fn system_user(&self) -> &'static str {
+        "activemq"
+    }
+
+    fn data_dirs(&self) -> Vec<PathBuf> {
+        vec![self.placement.data_dir.clone(), self.kahadb_dir()]
+    }
+
+    async fn health(&self) -> Health {
+        let address = self.placement.address;
+        match probe::openwire(address, OPENWIRE_PORT).await {
+            Ok(()) => Health::Serving,
+            Err(e) => {
+                let log = self.log_file();
+                let standby = tokio::task::spawn_blocking(move || probe::waits_for_lock(&log))
+                    .await
+                    .unwrap_or(false);
+                if standby {
+                    Health::Standby
+                } else {
+                    Health::NotServing(format!("OpenWire on {}: {e:#}", self.socket(OPENWIRE_PORT)))
+                }
+            }
+        }
+    }
+
+    /// Users are files that JAAS re-reads by itself (`reload=true`): `render` has written them.
+    async fn sync_users(&self, _desired: &[User]) -> Result<bool> {
+        Ok(false)
+    }
+
+    async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers> {
+        let users = self.config_file(users::USERS);
+        let groups = self.config_file(users::GROUPS);
+        let desired = desired.to_vec();
+        tokio::task::spawn_blocking(move || users::observe(&users, &groups, &desired)).await?
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        vec![
+            format!("tcp://{}", self.socket(OPENWIRE_PORT)),
+            format!("stomp://{}", self.socket(STOMP_PORT)),
+            format!("mqtt://{}", self.socket(MQTT_PORT)),
+        ]
+    }
+
+    /// Empty: Debian's `activemq` package has no web console (no `activemq-web-console`, no
+    /// Jetty in the broker's class path), so there is no URL to give.
+    fn console_url(&self) -> String {
+        String::new()
+    }
+
+    async fn after_stop(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `address` as the engine's configuration wants it: IPv6 in brackets.
+fn uri_host(address: IpAddr) -> String {
+    match address {
+        IpAddr::V4(a) => a.to_string(),
+        IpAddr::V6(a) => format!("[{a}]"),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ferrymq_api::catalogue::instance_type;
+
+    pub fn user(name: &str, password: &str, console: bool, groups: &[&str]) -> User {
+        User {
+            username: name.into(),
+            password: password.into(),
+            console_access: console,
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    pub fn placement(kind: &str) -> Placement {
+        let address = "10.9.8.7".parse().expect("ip");
+        Placement {
+            broker_id: "b-1".into(),
+            address,
+            config_dir: "/state/b-1/engine".into(),
+            data_dir: "/state/b-1/volume/activemq".into(),
+            instance_type: instance_type(kind).expect("type"),
+            users: vec![
+                user("admin-user", "admin-password-1", true, &[]),
+                user("app", "app-password-12", false, &["orders"]),
+            ],
+            agent_password: "agent-secret".into(),
+            cookie: "COOKIE".into(),
+        }
+    }
+
+    #[test]
+    fn unit_runs_the_jar_with_the_heap_of_the_type() {
+        let amq = ActiveMq::new(placement("mq.t3.micro")).expect("engine");
+        let units = amq.units();
+        assert_eq!(units.len(), 1);
+        let u = &units[0];
+        assert_eq!(u.name, "b-1-activemq");
+        assert_eq!(u.user.as_deref(), Some("activemq"));
+        assert!(u.program.ends_with("bin/java"));
+        assert_eq!(u.args[..2], ["-Xms64m", "-Xmx512m"]);
+        let joined = u.args.join(" ");
+        for want in [
+            "--add-opens java.base/java.lang=ALL-UNNAMED",
+            "--add-opens java.base/java.net=ALL-UNNAMED",
+            "-Dactivemq.home=/usr/share/activemq",
+            "-Dactivemq.base=/state/b-1/engine",
+            "-Dactivemq.conf=/state/b-1/engine",
+            "-Dactivemq.data=/state/b-1/volume/activemq",
+            "-Djava.security.auth.login.config=/state/b-1/engine/login.config",
+            "-Dlog4j.configuration=file:/state/b-1/engine/log4j.properties",
+        ] {
+            assert!(joined.contains(want), "{want} missing from {joined}");
+        }
+        assert!(joined.ends_with(
+            "-jar /usr/share/activemq/bin/activemq.jar start xbean:file:/state/b-1/engine/activemq.xml"
+        ));
+        let env: Vec<_> = u.env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(env, ["PATH", "HOME", "LANG"]);
+        assert_eq!(u.working_dir, Path::new("/state/b-1/engine"));
+        assert_eq!(u.console_log, Path::new("/state/b-1/engine/console.log"));
+
+        let large = ActiveMq::new(placement("mq.m5.large")).expect("engine");
+        assert_eq!(large.units()[0].args[1], "-Xmx4096m");
+    }
+
+    #[test]
+    fn endpoints_openwire_first_and_no_console() {
+        let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
+        assert_eq!(
+            amq.endpoints(),
+            [
+                "tcp://10.9.8.7:61617",
+                "stomp://10.9.8.7:61614",
+                "mqtt://10.9.8.7:8883"
+            ]
+        );
+        assert_eq!(amq.console_url(), "");
+        assert_eq!(amq.system_user(), "activemq");
+        assert_eq!(
+            amq.data_dirs(),
+            [
+                PathBuf::from("/state/b-1/volume/activemq"),
+                PathBuf::from("/state/b-1/volume/activemq/kahadb")
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(uri_host("fd00::1".parse().expect("ip")), "[fd00::1]");
+        assert_eq!(uri_host("10.0.0.1".parse().expect("ip")), "10.0.0.1");
+    }
+}

@@ -1,0 +1,55 @@
+# An ActiveMQ active/standby broker on two FerryMQ appliance hosts sharing one filesystem: the
+# FerryMQ counterpart of an aws_mq_broker with engine_type = "ActiveMQ" and
+# deployment_mode = "ACTIVE_STANDBY_MULTI_AZ" (storage_type = "efs").
+#
+# Both brokers keep their KahaDB store in one directory of the shared filesystem. The one that
+# holds its file lock is active and opens its listeners; the other waits as the standby and takes
+# over within seconds when the active dies. Clients use the failover_url (OpenWire) or list both
+# instances' endpoints.
+
+terraform {
+  required_providers {
+    ferrymq = {
+      source = "ferrymq/ferrymq"
+    }
+  }
+}
+
+# The deployment CA and the client certificate come from FERRYMQ_CA_CERT, FERRYMQ_CLIENT_CERT and
+# FERRYMQ_CLIENT_KEY (PEM text or file paths).
+provider "ferrymq" {}
+
+resource "ferrymq_broker" "activemq" {
+  broker_name        = var.broker_name
+  engine_type        = "ActiveMQ"
+  engine_version     = "5.17.2"
+  host_instance_type = var.host_instance_type
+  deployment_mode    = "ACTIVE_STANDBY_MULTI_AZ"
+  storage_type       = "efs"
+
+  # Two hosts, ideally in different failure domains (Amazon MQ: two availability zones). Each
+  # names the same shared filesystem (Amazon MQ: the EFS file system): an NFS export
+  # "server:/export" that the agent mounts (NFSv4.1), or a directory already shared by both hosts.
+  dynamic "instance" {
+    for_each = var.hosts
+    content {
+      host   = instance.value
+      volume = var.shared_volume
+    }
+  }
+
+  dynamic "user" {
+    for_each = var.users
+    content {
+      username       = user.value.username
+      password       = user.value.password
+      console_access = user.value.console_access
+    }
+  }
+
+  timeouts {
+    create = "10m"
+    update = "10m"
+    delete = "10m"
+  }
+}

@@ -1,0 +1,33 @@
+output "broker_id" {
+  value = ferrymq_broker.activemq.id
+}
+
+# RUNNING when the active broker serves and the other instance is a healthy standby.
+output "status" {
+  value = ferrymq_broker.activemq.status
+}
+
+# failover:(tcp://HOST1:61617,tcp://HOST2:61617): the URL for JMS/OpenWire clients; they follow
+# the active broker by themselves.
+output "failover_url" {
+  value = ferrymq_broker.activemq.failover_url
+}
+
+# Per instance (-1, -2): address, role ("active" or "standby", read live at refresh), endpoints
+# (OpenWire first, then STOMP and MQTT) and console URL (empty: Debian's 5.17.2 has no web console).
+output "instances" {
+  value = ferrymq_broker.activemq.instances
+}
+
+output "roles" {
+  value = { for i in ferrymq_broker.activemq.instances : i.ip_address => i.role }
+}
+
+# Each instance's STOMP endpoint, for STOMP clients that take a list of brokers.
+output "stomp_endpoints" {
+  value = flatten([for i in ferrymq_broker.activemq.instances : [for e in i.endpoints : e if length(regexall("^stomp://", e)) > 0]])
+}
+
+output "openwire_endpoints" {
+  value = [for i in ferrymq_broker.activemq.instances : i.endpoints[0]]
+}

@@ -1,0 +1,47 @@
+# A single-instance ActiveMQ broker on one FerryMQ appliance host: the FerryMQ counterpart of an
+# aws_mq_broker with engine_type = "ActiveMQ" and deployment_mode = "SINGLE_INSTANCE".
+
+terraform {
+  required_providers {
+    ferrymq = {
+      source = "ferrymq/ferrymq"
+    }
+  }
+}
+
+# The deployment CA and the client certificate come from FERRYMQ_CA_CERT, FERRYMQ_CLIENT_CERT and
+# FERRYMQ_CLIENT_KEY (PEM text or file paths). Set ca_cert / client_cert / client_key here instead
+# if you prefer.
+provider "ferrymq" {}
+
+resource "ferrymq_broker" "activemq" {
+  broker_name        = var.broker_name
+  engine_type        = "ActiveMQ"
+  engine_version     = "5.17.2"
+  host_instance_type = var.host_instance_type
+  deployment_mode    = "SINGLE_INSTANCE"
+  storage_type       = "ebs"
+
+  # The appliance host (its agent listens on HOST:7443) and the blank block device that becomes
+  # the broker's volume (the EBS volume of Amazon MQ). FerryMQ formats it only when it is blank.
+  instance {
+    host   = var.host
+    volume = var.volume
+  }
+
+  # ActiveMQ's simple authentication plugin; users change in place, without a broker restart.
+  dynamic "user" {
+    for_each = var.users
+    content {
+      username       = user.value.username
+      password       = user.value.password
+      console_access = user.value.console_access
+    }
+  }
+
+  timeouts {
+    create = "10m"
+    update = "10m"
+    delete = "10m"
+  }
+}

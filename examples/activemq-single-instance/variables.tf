@@ -1,0 +1,32 @@
+variable "broker_name" {
+  description = "Name of the broker (as aws_mq_broker.broker_name)."
+  type        = string
+  default     = "example-activemq"
+}
+
+variable "host_instance_type" {
+  description = "Amazon MQ instance type the host's limits and the JVM heap are set to (mq.t3.micro, mq.m5.large, ...)."
+  type        = string
+  default     = "mq.m5.large"
+}
+
+variable "host" {
+  description = "Address of the FerryMQ appliance host that runs the broker."
+  type        = string
+}
+
+variable "volume" {
+  description = "Blank block device on that host for the broker's data (KahaDB), e.g. /dev/sdb."
+  type        = string
+}
+
+variable "users" {
+  description = "Broker users. Passwords: at least 12 characters, no ',', ':' or '='."
+  type = list(object({
+    username       = string
+    password       = string
+    console_access = bool
+  }))
+  # Not marked sensitive here: Terraform 1.0 refuses sensitive values as a dynamic block's
+  # for_each. The provider marks each user's password sensitive, so plans never show it.
+}
