@@ -26,6 +26,9 @@ pub struct Placement {
     /// Message store and engine logs: on the broker's volume (block or shared).
     pub data_dir: PathBuf,
     pub instance_type: &'static InstanceType,
+    /// Size of the filesystem the data directory is on, in bytes (0 when unknown): engines
+    /// derive their disk limits from it so a full volume stops producers, not the broker.
+    pub volume_bytes: u64,
     /// The spec's users, passwords included.
     pub users: Vec<User>,
     /// The agent's own engine credential, generated once per broker.

@@ -106,7 +106,12 @@ pub fn check_immutable(stored: &BrokerSpec, new: &BrokerSpec) -> Result<(), Stri
 }
 
 /// The engine of the spec, placed on this host with its data under `data_root`.
-fn engine_for(ctx: &Context, spec: &BrokerSpec, data_root: &Path) -> Result<Box<dyn Engine>> {
+fn engine_for(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    data_root: &Path,
+    volume_bytes: u64,
+) -> Result<Box<dyn Engine>> {
     let address = instance_address(spec).map_err(anyhow::Error::msg)?;
     let secrets = secrets::load_or_create(&ctx.broker_dir.join("secrets.json"))?;
     let engine: EngineType = spec.engine_type.parse().map_err(anyhow::Error::msg)?;
@@ -118,6 +123,7 @@ fn engine_for(ctx: &Context, spec: &BrokerSpec, data_root: &Path) -> Result<Box<
         config_dir: ctx.config_dir(),
         data_dir: data_root.join(engine.as_str().to_ascii_lowercase()),
         instance_type,
+        volume_bytes,
         users: spec.users.clone(),
         agent_password: secrets.agent_password,
         cookie: secrets.cookie,
@@ -223,8 +229,9 @@ async fn converge_steps(
         });
     }
 
-    let engine =
-        engine_for(ctx, spec, &data_root).map_err(|e| Failure::Permanent(format!("{e:#}")))?;
+    let volume_bytes = status.volume.as_ref().map_or(0, |v| v.size_bytes);
+    let engine = engine_for(ctx, spec, &data_root, volume_bytes)
+        .map_err(|e| Failure::Permanent(format!("{e:#}")))?;
     status.endpoints = engine.endpoints();
     status.console_url = engine.console_url();
     let owner = User::from_name(engine.system_user())
@@ -297,7 +304,7 @@ fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
 /// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
 pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     let instance = spec.instances.get(spec.instance_index as usize);
-    match engine_for(ctx, spec, &ctx.volume_dir()) {
+    match engine_for(ctx, spec, &ctx.volume_dir(), 0) {
         Ok(engine) => {
             for unit in engine.units().into_iter().rev() {
                 let sup = ctx.supervisor.clone();

@@ -246,6 +246,7 @@ pub(crate) mod tests {
             config_dir: "/state/b-1/engine".into(),
             data_dir: "/state/b-1/volume/activemq".into(),
             instance_type: instance_type(kind).expect("type"),
+            volume_bytes: 0,
             users: vec![
                 user("admin-user", "admin-password-1", true, &[]),
                 user("app", "app-password-12", false, &["orders"]),

@@ -70,6 +70,7 @@ mod tests {
             config_dir: "/state/b-1/engine".into(),
             data_dir: "/state/b-1/volume/rabbitmq".into(),
             instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
+            volume_bytes: 0,
             users: vec![],
             agent_password: "s3cret-agent-pass".into(),
             cookie: "COOKIE".into(),
