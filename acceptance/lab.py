@@ -536,6 +536,51 @@ class Lab:
     def agent_alive(self, h: Host) -> bool:
         return bool(h.agent_pid) and pid_alive(h.agent_pid)
 
+    # ---- extra volumes (storage tests) -------------------------------------------------------
+
+    def add_volume(self, h: Host, name: str, mib: int) -> str:
+        """Another blank disk for h: a sparse file ``<host dir>/volume-<name>.img`` of `mib` MiB on
+        a loop device of its own; returns the device. ``remove_volume`` detaches it (the lab's
+        teardown does too: the file is under the lab directory)."""
+        if not _SHARED_NAME_RE.match(name):
+            raise LabError(f"volume name {name!r}: must match {_SHARED_NAME_RE.pattern}")
+        path = Path(h.dir) / f"volume-{name}.img"
+        if path.exists():
+            raise LabError(f"{path} exists already (remove_volume it first)")
+        run(["truncate", "-s", f"{mib}M", path])
+        try:
+            return self._attach_loop(str(path))
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+
+    @staticmethod
+    def volume_file(device: str) -> Path:
+        """The backing file of a loop device."""
+        for d, back in loop_devices():
+            if d == device:
+                return Path(back)
+        raise LabError(f"{device} is not an attached loop device")
+
+    def grow_volume(self, device: str, mib: int) -> None:
+        """Grows a loop device's backing file to `mib` MiB and tells the kernel (``losetup -c``):
+        what growing a cloud volume or a SAN LUN looks like to the host."""
+        path = self.volume_file(device)
+        root = str(self.root.resolve())
+        if not str(path).startswith(root + "/"):
+            raise LabError(f"{device} is backed by {path}, not a file of this lab")
+        run(["truncate", "-s", f"{mib}M", path])
+        run(["losetup", "-c", device])
+
+    def remove_volume(self, device: str) -> None:
+        """Detaches a volume made by add_volume and deletes its file (unmounted by then)."""
+        path = self.volume_file(device)
+        root = str(self.root.resolve())
+        if not str(path).startswith(root + "/"):
+            raise LabError(f"{device} is backed by {path}, not a file of this lab")
+        run(["losetup", "-d", device])
+        path.unlink(missing_ok=True)
+
     # ---- down --------------------------------------------------------------------------------
 
     def down(self) -> None:

@@ -16,18 +16,18 @@ output "failover_url" {
 # Per instance (-1, -2): address, role ("active" or "standby", read live at refresh), endpoints
 # (OpenWire first, then STOMP and MQTT) and console URL (empty: Debian's 5.17.2 has no web console).
 output "instances" {
-  value = ferrymq_broker.activemq.instances
+  value = try(ferrymq_broker.activemq.instances, null)
 }
 
 output "roles" {
-  value = { for i in ferrymq_broker.activemq.instances : i.ip_address => i.role }
+  value = try({ for i in ferrymq_broker.activemq.instances : i.ip_address => i.role }, null)
 }
 
 # Each instance's STOMP endpoint, for STOMP clients that take a list of brokers.
 output "stomp_endpoints" {
-  value = flatten([for i in ferrymq_broker.activemq.instances : [for e in i.endpoints : e if length(regexall("^stomp://", e)) > 0]])
+  value = try(flatten([for i in ferrymq_broker.activemq.instances : [for e in i.endpoints : e if length(regexall("^stomp://", e)) > 0]]), null)
 }
 
 output "openwire_endpoints" {
-  value = [for i in ferrymq_broker.activemq.instances : i.endpoints[0]]
+  value = try([for i in ferrymq_broker.activemq.instances : i.endpoints[0]], null)
 }

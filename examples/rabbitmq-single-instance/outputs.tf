@@ -3,11 +3,11 @@ output "broker_id" {
 }
 
 output "amqp_endpoint" {
-  value = ferrymq_broker.rabbitmq.instances[0].endpoints[0]
+  value = try(ferrymq_broker.rabbitmq.instances[0].endpoints[0], null)
 }
 
 output "console_url" {
-  value = ferrymq_broker.rabbitmq.instances[0].console_url
+  value = try(ferrymq_broker.rabbitmq.instances[0].console_url, null)
 }
 
 output "status" {

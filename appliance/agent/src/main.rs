@@ -6,6 +6,7 @@ mod engine;
 mod host;
 mod pki;
 mod reconcile;
+mod sizing;
 mod storage;
 mod store;
 mod supervisor;

@@ -165,41 +165,92 @@ pub struct InstanceType {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub engines: &'static [EngineType],
+    pub quotas: Quotas,
+}
+
+impl InstanceType {
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_mib * 1024 * 1024
+    }
+}
+
+/// Amazon MQ's per-type quotas, as its documentation gives them (single-instance brokers).
+///
+/// Sources (read 2026-11):
+/// * RabbitMQ: "Amazon MQ for RabbitMQ sizing guidelines", table "Sizing guidelines for single
+///   instance deployment" (connections, channels, queues, consumers per channel, shovels), which
+///   are per node; the "Quotas in Amazon MQ" page refers to that table for connections per node.
+///   Amazon MQ documents channels per *node*, not per connection: no per-connection figure is
+///   published, so none is invented here (the sizing module derives RabbitMQ's `channel_max`).
+/// * ActiveMQ: "Quotas in Amazon MQ" (for ActiveMQ): wire-level connections per protocol, 300 on
+///   `mq.*.micro` and 2,000 on `mq.*.*large` types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    pub rabbitmq_connections_per_node: u32,
+    pub rabbitmq_channels_per_node: u32,
+    pub rabbitmq_queues: u32,
+    pub rabbitmq_consumers_per_channel: u32,
+    pub rabbitmq_shovels: u32,
+    /// ActiveMQ `maximumConnections` of each transport connector.
+    pub activemq_connections_per_protocol: u32,
+}
+
+const fn quotas(
+    connections: u32,
+    channels: u32,
+    queues: u32,
+    shovels: u32,
+    activemq_connections: u32,
+) -> Quotas {
+    Quotas {
+        rabbitmq_connections_per_node: connections,
+        rabbitmq_channels_per_node: channels,
+        rabbitmq_queues: queues,
+        rabbitmq_consumers_per_channel: 1_000,
+        rabbitmq_shovels: shovels,
+        activemq_connections_per_protocol: activemq_connections,
+    }
 }
 
 const BOTH: &[EngineType] = &[EngineType::ActiveMq, EngineType::RabbitMq];
 
-/// Amazon MQ's current instance types with their EC2 sizes (vCPU, memory).
+/// Amazon MQ's current instance types with their EC2 sizes (vCPU, memory) and quotas
+/// (`quotas(connections, channels, queues, shovels, ActiveMQ connections per protocol)`).
 pub const INSTANCE_TYPES: &[InstanceType] = &[
     InstanceType {
         name: "mq.t3.micro",
         vcpus: 2,
         memory_mib: 1024,
         engines: BOTH,
+        quotas: quotas(500, 1_500, 2_500, 150, 300),
     },
     InstanceType {
         name: "mq.m5.large",
         vcpus: 2,
         memory_mib: 8 * 1024,
         engines: BOTH,
+        quotas: quotas(5_000, 15_000, 30_000, 250, 2_000),
     },
     InstanceType {
         name: "mq.m5.xlarge",
         vcpus: 4,
         memory_mib: 16 * 1024,
         engines: BOTH,
+        quotas: quotas(10_000, 30_000, 60_000, 500, 2_000),
     },
     InstanceType {
         name: "mq.m5.2xlarge",
         vcpus: 8,
         memory_mib: 32 * 1024,
         engines: BOTH,
+        quotas: quotas(20_000, 60_000, 120_000, 1_000, 2_000),
     },
     InstanceType {
         name: "mq.m5.4xlarge",
         vcpus: 16,
         memory_mib: 64 * 1024,
         engines: BOTH,
+        quotas: quotas(40_000, 120_000, 240_000, 2_000, 2_000),
     },
 ];
 
@@ -285,6 +336,44 @@ mod tests {
         assert!(m5.windows(2).all(|w| w[0].vcpus < w[1].vcpus));
         assert_eq!(instance_type("mq.m5.large").map(|t| t.vcpus), Some(2));
         assert!(instance_type("mq.x9.huge").is_none());
+    }
+
+    #[test]
+    fn quotas_are_amazon_mqs_and_grow_with_the_type() {
+        let q = |n: &str| instance_type(n).expect(n).quotas;
+        let micro = q("mq.t3.micro");
+        assert_eq!(
+            (
+                micro.rabbitmq_connections_per_node,
+                micro.rabbitmq_channels_per_node,
+                micro.rabbitmq_queues,
+                micro.rabbitmq_shovels,
+                micro.activemq_connections_per_protocol
+            ),
+            (500, 1_500, 2_500, 150, 300)
+        );
+        let large = q("mq.m5.large");
+        assert_eq!(large.rabbitmq_connections_per_node, 5_000);
+        assert_eq!(large.activemq_connections_per_protocol, 2_000);
+        assert_eq!(q("mq.m5.4xlarge").rabbitmq_queues, 240_000);
+        for w in INSTANCE_TYPES.windows(2) {
+            let (a, b) = (w[0].quotas, w[1].quotas);
+            assert!(a.rabbitmq_connections_per_node < b.rabbitmq_connections_per_node);
+            assert!(a.rabbitmq_channels_per_node < b.rabbitmq_channels_per_node);
+            assert!(a.rabbitmq_queues < b.rabbitmq_queues);
+            assert!(a.rabbitmq_shovels < b.rabbitmq_shovels);
+            assert!(a.activemq_connections_per_protocol <= b.activemq_connections_per_protocol);
+        }
+        for t in INSTANCE_TYPES {
+            let micro = t.name.ends_with(".micro");
+            assert_eq!(
+                t.quotas.activemq_connections_per_protocol,
+                if micro { 300 } else { 2_000 },
+                "{}",
+                t.name
+            );
+            assert_eq!(t.memory_bytes(), t.memory_mib << 20);
+        }
     }
 
     #[test]

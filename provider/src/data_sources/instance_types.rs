@@ -22,6 +22,13 @@ pub fn schema() -> Schema {
                     ("vcpus", Type::Number),
                     ("memory_mib", Type::Number),
                     ("engine_types", Type::list(Type::String)),
+                    // Amazon MQ's per-type quotas (single-instance brokers).
+                    ("rabbitmq_connections_per_node", Type::Number),
+                    ("rabbitmq_channels_per_node", Type::Number),
+                    ("rabbitmq_queues", Type::Number),
+                    ("rabbitmq_consumers_per_channel", Type::Number),
+                    ("rabbitmq_shovels", Type::Number),
+                    ("activemq_connections_per_protocol", Type::Number),
                 ])),
             )),
     )
@@ -60,6 +67,24 @@ pub fn read(config: Value) -> (Value, Diagnostics) {
                             .collect(),
                     ),
                 ),
+                (
+                    "rabbitmq_connections_per_node",
+                    Value::from(t.quotas.rabbitmq_connections_per_node),
+                ),
+                (
+                    "rabbitmq_channels_per_node",
+                    Value::from(t.quotas.rabbitmq_channels_per_node),
+                ),
+                ("rabbitmq_queues", Value::from(t.quotas.rabbitmq_queues)),
+                (
+                    "rabbitmq_consumers_per_channel",
+                    Value::from(t.quotas.rabbitmq_consumers_per_channel),
+                ),
+                ("rabbitmq_shovels", Value::from(t.quotas.rabbitmq_shovels)),
+                (
+                    "activemq_connections_per_protocol",
+                    Value::from(t.quotas.activemq_connections_per_protocol),
+                ),
             ])
         })
         .collect();
@@ -86,6 +111,23 @@ mod tests {
             .map(|t| t.get("name").as_str().unwrap_or_default().to_string())
             .collect();
         assert!(names.contains(&"mq.m5.large".to_string()));
+        let micro = all
+            .get("instance_types")
+            .as_list()
+            .expect("list")
+            .iter()
+            .find(|t| t.get("name").as_str() == Some("mq.t3.micro"))
+            .expect("micro")
+            .clone();
+        assert_eq!(
+            micro.get("rabbitmq_connections_per_node"),
+            &Value::from(500u32)
+        );
+        assert_eq!(micro.get("rabbitmq_shovels"), &Value::from(150u32));
+        assert_eq!(
+            micro.get("activemq_connections_per_protocol"),
+            &Value::from(300u32)
+        );
         let (_, d) = read(Value::object([("engine_type", Value::string("Kafka"))]));
         assert!(d[0].detail.contains("\"Kafka\""));
     }

@@ -202,6 +202,7 @@ async fn converge_steps(
     spec: &BrokerSpec,
     status: &mut BrokerStatus,
 ) -> Result<bool, Failure> {
+    check_host_fits(spec).map_err(Failure::Permanent)?;
     let instance = spec
         .instances
         .get(spec.instance_index as usize)
@@ -286,6 +287,16 @@ async fn converge_steps(
     status.users = observed.users;
     status.users_with_password_drift = observed.password_drift;
     Ok(true)
+}
+
+/// Refuses, before anything is prepared or started, a host with fewer CPUs or less memory than
+/// the spec's instance type (an unknown type is refused later, with the engine).
+fn check_host_fits(spec: &BrokerSpec) -> Result<(), String> {
+    let Some(instance_type) = catalogue::instance_type(&spec.host_instance_type) else {
+        return Ok(());
+    };
+    let (cpus, memory_bytes) = crate::sizing::host_capacity();
+    crate::sizing::check_host_fits(instance_type, cpus, memory_bytes)
 }
 
 /// Writes a rendered file when its contents differ; returns whether it did.

@@ -91,6 +91,8 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Path
         .with_context(|| format!("creating {}", mount_point.display()))
         .map_err(tool)?;
     if !is_mounted(mount_point).map_err(tool)? {
+        // Not in use: a grown device is grown offline before mounting (after a reboot, say).
+        grow_offline(device).map_err(tool)?;
         super::run(
             Command::new("mount")
                 .args(["-t", "ext4", "-o", "noatime", device])
@@ -98,8 +100,117 @@ pub fn prepare(device: &str, broker_id: &str, mount_point: &Path) -> Result<Path
         )
         .map_err(tool)?;
         tracing::info!(device, mount_point = %mount_point.display(), "mounted volume");
+    } else if let Err(e) = grow(device) {
+        // The broker keeps running on the size it has; the next pass tries again, and the
+        // next mount grows it offline.
+        tracing::warn!(device, "cannot grow the volume online: {e:#}");
     }
     Ok(mount_point.to_path_buf())
+}
+
+/// The device may exceed its filesystem by this much before the filesystem is grown: ext4
+/// cannot use a trailing remainder smaller than one block group's metadata, and `resize2fs`
+/// leaves it unused, so a smaller gap would be "grown" again on every pass.
+pub const GROW_THRESHOLD_BYTES: u64 = 16 << 20;
+
+/// Whether a filesystem of `fs_bytes` on a device of `device_bytes` should be grown.
+pub fn needs_growing(device_bytes: u64, fs_bytes: u64) -> bool {
+    device_bytes > fs_bytes.saturating_add(GROW_THRESHOLD_BYTES)
+}
+
+/// Grows the (mounted) ext4 filesystem on `device` to the device's size when the device has
+/// grown (a bigger LUN or cloud volume, a loop file enlarged then `losetup -c`): ext4 grows
+/// online, the broker keeps running. Idempotent: does nothing when the sizes already match.
+/// Returns whether it grew the filesystem.
+pub fn grow(device: &str) -> Result<bool> {
+    let device_bytes = device_size(device)?;
+    let fs_bytes = ext4_size(device)?;
+    if !needs_growing(device_bytes, fs_bytes) {
+        return Ok(false);
+    }
+    tracing::info!(
+        device,
+        device_bytes,
+        fs_bytes,
+        "device has grown; growing the filesystem"
+    );
+    super::run(Command::new("resize2fs").arg(device)).map_err(|e| {
+        if format!("{e:#}").contains("Permission denied") {
+            e.context(
+                "online resizing needs CAP_SYS_RESOURCE, which the agent lacks; \
+                 the volume is grown when it is next mounted",
+            )
+        } else {
+            e
+        }
+    })?;
+    let now = ext4_size(device)?;
+    tracing::info!(device, fs_bytes = now, "filesystem grown");
+    Ok(now > fs_bytes)
+}
+
+/// [`grow`] for an unmounted filesystem: `resize2fs` wants a freshly checked one offline, so
+/// `e2fsck -f -p` runs first (exit 1: errors corrected, fine).
+fn grow_offline(device: &str) -> Result<bool> {
+    if !needs_growing(device_size(device)?, ext4_size(device)?) {
+        return Ok(false);
+    }
+    let out = Command::new("e2fsck")
+        .args(["-f", "-p", device])
+        .output()
+        .context("running e2fsck")?;
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        anyhow::bail!(
+            "e2fsck -f -p {device} failed ({}) before growing it: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    grow(device)
+}
+
+/// Size of a block device in bytes, as the kernel sees it now.
+pub fn device_size(device: &str) -> Result<u64> {
+    let out = Command::new("blockdev")
+        .args(["--getsize64", device])
+        .output()
+        .context("running blockdev")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "blockdev --getsize64 {device} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("blockdev --getsize64 {device} printed {text:?}"))
+}
+
+/// Size of the ext4 filesystem on `device` (block count × block size, from its superblock).
+fn ext4_size(device: &str) -> Result<u64> {
+    let out = Command::new("dumpe2fs")
+        .args(["-h", device])
+        .output()
+        .context("running dumpe2fs")?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "dumpe2fs -h {device} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    parse_superblock_size(&String::from_utf8_lossy(&out.stdout))
+        .with_context(|| format!("no block count or block size in dumpe2fs -h {device}"))
+}
+
+fn parse_superblock_size(dumpe2fs: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        dumpe2fs
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    Some(field("Block count")? * field("Block size")?)
 }
 
 /// Unmounts the volume and wipes the filesystem FerryMQ made on it, so the broker's data is
@@ -222,6 +333,26 @@ mod tests {
         assert!(!t.is_blank());
         assert_eq!(t.describe(), "a gpt partition table");
         assert!(Probe::default().is_blank());
+    }
+
+    #[test]
+    fn superblock_size_is_blocks_times_block_size() {
+        let out = "Filesystem volume name:   fmq-0123456789ab\n\
+                   Block count:              262144\n\
+                   Reserved block count:     0\n\
+                   Block size:               1024\n";
+        assert_eq!(parse_superblock_size(out), Some(256 << 20));
+        assert_eq!(parse_superblock_size("Block size: 4096\n"), None);
+    }
+
+    #[test]
+    fn grows_only_past_the_threshold() {
+        let gib = 1u64 << 30;
+        assert!(!needs_growing(gib, gib));
+        assert!(!needs_growing(gib + GROW_THRESHOLD_BYTES, gib));
+        assert!(needs_growing(2 * gib, gib));
+        // A device smaller than its filesystem (never shrunk by FerryMQ) is not "grown".
+        assert!(!needs_growing(gib, 2 * gib));
     }
 
     #[test]

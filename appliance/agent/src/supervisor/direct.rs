@@ -5,6 +5,7 @@
 //! twice. A group is alive while any non-zombie process is in it: engine launch scripts exit
 //! or exec while the real broker process lives on in the group.
 
+use super::cgroup::{self, Layout};
 use super::{Supervisor, UnitSpec, UnitState};
 use crate::store::write_atomically;
 use anyhow::{bail, Context, Result};
@@ -25,12 +26,49 @@ struct UnitRecord {
 
 pub struct DirectSupervisor {
     units_dir: PathBuf,
+    /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
+    cgroup_root: PathBuf,
 }
 
 impl DirectSupervisor {
     pub fn new(units_dir: impl Into<PathBuf>) -> Self {
         DirectSupervisor {
             units_dir: units_dir.into(),
+            cgroup_root: cgroup::ROOT.into(),
+        }
+    }
+
+    /// Creates the unit's cgroup with its limits and returns the launcher that joins it, or
+    /// `None` (with a warning: the engine's own limits still hold) when cgroups are unusable.
+    fn cgroup_launcher(&self, unit: &UnitSpec, user: Option<(u32, u32)>) -> Option<String> {
+        let limits = unit.limits.as_ref()?;
+        let Some(layout) = Layout::detect(&self.cgroup_root) else {
+            tracing::warn!(unit = %unit.name, "no cgroup hierarchy with the cpu and memory controllers; relying on the engine's own limits");
+            return None;
+        };
+        if user.is_some() && !Path::new(cgroup::SETPRIV).exists() {
+            tracing::warn!(unit = %unit.name, "{} is missing; not placing the unit in a cgroup", cgroup::SETPRIV);
+            return None;
+        }
+        match layout.prepare(&unit.name, limits) {
+            Ok(procs) => {
+                tracing::info!(unit = %unit.name, cpus = limits.cpus, memory_bytes = limits.memory_bytes, "cgroup limits set");
+                Some(cgroup::launcher_script(&procs, user))
+            }
+            Err(e) => {
+                tracing::warn!(unit = %unit.name, "cannot set up the unit's cgroup ({e}); relying on the engine's own limits");
+                let _ = layout.remove(&unit.name);
+                None
+            }
+        }
+    }
+
+    /// Removes the unit's cgroups once its processes are gone.
+    fn remove_cgroup(&self, name: &str) {
+        if let Some(layout) = Layout::detect(&self.cgroup_root) {
+            if let Err(e) = layout.remove(name) {
+                tracing::warn!(unit = name, "{e}");
+            }
         }
     }
 
@@ -56,7 +94,25 @@ impl DirectSupervisor {
             .append(true)
             .open(&unit.console_log)
             .with_context(|| format!("opening {}", unit.console_log.display()))?;
-        let mut cmd = Command::new(&unit.program);
+        let user = match &unit.user {
+            Some(name) => {
+                let user = User::from_name(name)
+                    .with_context(|| format!("looking up user {name}"))?
+                    .with_context(|| format!("user {name} does not exist on this host"))?;
+                Some((user.uid.as_raw(), user.gid.as_raw()))
+            }
+            None => None,
+        };
+        let launcher = self.cgroup_launcher(unit, user);
+        let mut cmd = match &launcher {
+            // `sh -c SCRIPT PROGRAM ARGS…`: the script joins the cgroups, then execs PROGRAM.
+            Some(script) => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c").arg(script).arg(&unit.program);
+                cmd
+            }
+            None => Command::new(&unit.program),
+        };
         cmd.args(&unit.args)
             .env_clear()
             .envs(unit.env.iter().map(|(k, v)| (k, v)))
@@ -65,11 +121,8 @@ impl DirectSupervisor {
             .stdout(log.try_clone()?)
             .stderr(log)
             .process_group(0);
-        if let Some(name) = &unit.user {
-            let user = User::from_name(name)
-                .with_context(|| format!("looking up user {name}"))?
-                .with_context(|| format!("user {name} does not exist on this host"))?;
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        if let (Some((uid, gid)), None) = (user, &launcher) {
+            cmd.uid(uid).gid(gid);
         }
         let mut child = cmd
             .spawn()
@@ -104,6 +157,7 @@ impl Supervisor for DirectSupervisor {
             return Ok(());
         };
         if record.pgid <= 0 || !group_alive(record.pgid) {
+            self.remove_cgroup(name);
             return Ok(());
         }
         let pgid = Pid::from_raw(record.pgid);
@@ -112,6 +166,7 @@ impl Supervisor for DirectSupervisor {
         while Instant::now() < deadline {
             if !group_alive(record.pgid) {
                 tracing::info!(unit = name, "stopped");
+                self.remove_cgroup(name);
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -128,6 +183,7 @@ impl Supervisor for DirectSupervisor {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        self.remove_cgroup(name);
         Ok(())
     }
 
@@ -143,6 +199,7 @@ impl Supervisor for DirectSupervisor {
     }
 
     fn forget(&self, name: &str) -> Result<()> {
+        self.remove_cgroup(name);
         match fs::remove_file(self.record_path(name)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -225,6 +282,7 @@ mod tests {
             user: None,
             working_dir: dir.clone(),
             console_log: dir.join("console.log"),
+            limits: None,
         };
         let sup = DirectSupervisor::new(dir.join("units"));
         assert!(sup.ensure_running(&unit).expect("start"));
@@ -240,6 +298,72 @@ mod tests {
         again.stop("sleeper", Duration::from_secs(5)).expect("stop");
         assert_eq!(again.state("sleeper").expect("state"), UnitState::Stopped);
         again.forget("sleeper").expect("forget");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// The real placement on this machine's cgroups: root only, skipped (saying so) otherwise.
+    #[test]
+    fn a_limited_unit_runs_in_its_cgroup_which_is_removed_after_stop() {
+        if !nix::unistd::geteuid().is_root() || Layout::detect(Path::new(cgroup::ROOT)).is_none() {
+            eprintln!("SKIPPED: needs root and a cgroup hierarchy with cpu and memory");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("ferrymq-sup-cg-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let name = format!("test-{}-limited", std::process::id());
+        let unit = UnitSpec {
+            name: name.clone(),
+            program: "/bin/sleep".into(),
+            args: vec!["60".into()],
+            env: vec![],
+            user: Some("nobody".into()),
+            working_dir: dir.clone(),
+            console_log: dir.join("console.log"),
+            limits: Some(super::super::ResourceLimits {
+                cpus: 1,
+                memory_bytes: 256 << 20,
+            }),
+        };
+        let sup = DirectSupervisor::new(dir.join("units"));
+        assert!(sup.ensure_running(&unit).expect("start"));
+        let UnitState::Running { pid } = sup.state(&name).expect("state") else {
+            panic!("not running");
+        };
+        // The launcher execs the program in place: same pid, now sleep, as nobody.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while fs::read_to_string(format!("/proc/{pid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            != "sleep"
+        {
+            assert!(
+                Instant::now() < deadline,
+                "launcher did not exec the program"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        let layout = Layout::detect(Path::new(cgroup::ROOT)).expect("layout");
+        let expected = format!("/ferrymq/{name}");
+        assert!(cgroups.lines().any(|l| l.ends_with(&expected)), "{cgroups}");
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let nobody = User::from_name("nobody").expect("lookup").expect("nobody");
+        assert!(
+            status.lines().any(|l| l.starts_with("Uid:")
+                && l.split_whitespace().nth(1) == Some(&nobody.uid.to_string())),
+            "{status}"
+        );
+        for (file, value) in layout.limit_files(&name, unit.limits.as_ref().expect("limits")) {
+            if let Ok(read) = fs::read_to_string(&file) {
+                assert_eq!(read.trim(), value, "{}", file.display());
+            }
+        }
+        sup.stop(&name, Duration::from_secs(5)).expect("stop");
+        for d in layout.dirs(&name) {
+            assert!(!d.exists(), "{} left behind", d.display());
+        }
+        sup.forget(&name).expect("forget");
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -2,6 +2,7 @@
 //! for hosts where systemd is not PID 1, as on the acceptance hosts) and, with the appliance
 //! image, systemd units. The supervisor knows processes, not engines.
 
+mod cgroup;
 mod direct;
 
 pub use direct::DirectSupervisor;
@@ -24,6 +25,15 @@ pub struct UnitSpec {
     pub working_dir: PathBuf,
     /// Where stdout and stderr go where there is no journal.
     pub console_log: PathBuf,
+    /// CPU and memory the unit may use (a cgroup, or a systemd slice); `None`: unlimited.
+    pub limits: Option<ResourceLimits>,
+}
+
+/// The resources of an instance type, as the supervisor enforces them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceLimits {
+    pub cpus: u32,
+    pub memory_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -30,9 +30,39 @@ const SCHEMA_LOCATION: &str = "http://www.springframework.org/schema/beans \
 
 /// ActiveMQ's own default frame limit (100 MiB), against a client announcing a huge frame.
 const MAX_FRAME_SIZE: u64 = 104_857_600;
-/// Fixed store and temp limits until they follow the volume's size.
-const STORE_LIMIT: &str = "1 gb";
-const TEMP_LIMIT: &str = "1 gb";
+/// Store and temp limits when the volume's size is unknown (ActiveMQ's own examples' figures).
+const STORE_LIMIT_UNKNOWN_VOLUME: &str = "1 gb";
+const TEMP_LIMIT_UNKNOWN_VOLUME: &str = "1 gb";
+/// Kept out of the store limit: two KahaDB journal files (32 MiB each by default). KahaDB
+/// writes whole journal files and preallocates the next one, and its index and redo file sit
+/// beside them, so the disk holds more than the usage ActiveMQ counts against the limit.
+const STORE_HEADROOM: u64 = 64 << 20;
+
+/// `storeUsage` and `tempUsage` limits in bytes for a volume of `volume_bytes` (None when
+/// the size is unknown). When the store reaches its limit ActiveMQ's producer flow control
+/// blocks persistent producers (or fails their sends with `sendFailIfNoSpace`) instead of
+/// writing past what the disk holds; consuming frees journal space and producers resume.
+///
+/// - store (persistent messages, KahaDB): 80 % of the volume minus [`STORE_HEADROOM`], but at
+///   least a quarter of the volume (on a tiny volume the headroom would eat it all);
+/// - temp (non-persistent messages spooled off the heap, on the same volume): 10 %.
+///
+/// Together at most 90 % of the volume: the rest is for the filesystem's own use, the
+/// broker's log and the journal file being preallocated.
+pub fn disk_limits(volume_bytes: u64) -> Option<(u64, u64)> {
+    if volume_bytes == 0 {
+        return None;
+    }
+    let store = (volume_bytes / 10 * 8)
+        .saturating_sub(STORE_HEADROOM)
+        .max(volume_bytes / 4);
+    Some((store, volume_bytes / 10))
+}
+
+/// A byte count as ActiveMQ's limit attributes take it, rounded down to whole MiB (its `mb`).
+fn mib(bytes: u64) -> String {
+    format!("{} mb", bytes >> 20)
+}
 /// Non-persistent messages may use this share of the heap before producers are slowed.
 const MEMORY_PERCENT_OF_HEAP: u32 = 70;
 
@@ -60,22 +90,13 @@ pub fn render(amq: &ActiveMq) -> Result<Vec<RenderedFile>> {
     ])
 }
 
-/// Amazon MQ's quota of connections per wire-level protocol: 300 on `mq.*.micro`, 2,000 on
-/// the larger types.
-fn max_connections(instance_type: &str) -> u32 {
-    if instance_type.ends_with(".micro") {
-        300
-    } else {
-        2000
-    }
-}
-
 fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
     let p = &amq.placement;
     let data = p.data_dir.display().to_string();
     let kahadb = amq.kahadb_dir().display().to_string();
     let host = uri_host(p.address);
-    let limit = max_connections(p.instance_type.name);
+    // Amazon MQ's quota of connections per wire-level protocol for the type (see `sizing`).
+    let limit = crate::sizing::activemq_max_connections(p.instance_type);
     let connector = |scheme: &str, port: u16| {
         format!(
             "{scheme}://{host}:{port}?maximumConnections={limit}&wireFormat.maxFrameSize={MAX_FRAME_SIZE}"
@@ -146,8 +167,15 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
                         w.create_element("systemUsage").write_inner_content(|w| {
                             let percent = MEMORY_PERCENT_OF_HEAP.to_string();
                             usage(w, "memoryUsage", ("percentOfJvmHeap", &percent))?;
-                            usage(w, "storeUsage", ("limit", STORE_LIMIT))?;
-                            usage(w, "tempUsage", ("limit", TEMP_LIMIT))
+                            let (store, temp) = match disk_limits(p.volume_bytes) {
+                                Some((store, temp)) => (mib(store), mib(temp)),
+                                None => (
+                                    STORE_LIMIT_UNKNOWN_VOLUME.into(),
+                                    TEMP_LIMIT_UNKNOWN_VOLUME.into(),
+                                ),
+                            };
+                            usage(w, "storeUsage", ("limit", &store))?;
+                            usage(w, "tempUsage", ("limit", &temp))
                         })?;
                         Ok(())
                     })?;
@@ -398,6 +426,40 @@ mod tests {
             "1 gb"
         );
         assert!(!xml.contains("admin:admin") && !xml.contains("password"));
+    }
+
+    #[test]
+    fn disk_limits_follow_the_volume() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        assert_eq!(disk_limits(0), None);
+        // 10 GiB: store 8 GiB - 64 MiB, temp 1 GiB.
+        let (store, temp) = disk_limits(10 * GIB).expect("limits");
+        assert_eq!(store, 8 * GIB - 64 * MIB);
+        assert_eq!(temp, GIB);
+        // 512 MiB: 409.6 - 64 MiB.
+        let (store, temp) = disk_limits(512 * MIB).expect("limits");
+        assert_eq!(store >> 20, 345);
+        assert_eq!(temp >> 20, 51);
+        // 64 MiB: the headroom would leave nothing; a quarter of the volume instead.
+        assert_eq!(disk_limits(64 * MIB).expect("limits").0, 16 * MIB);
+        for v in [64 * MIB, 256 * MIB, 3 * GIB, 5000 * GIB] {
+            let (store, temp) = disk_limits(v).expect("limits");
+            assert!(store + temp <= v / 10 * 9, "{v}: {store} + {temp}");
+        }
+        let mut p = placement("mq.m5.large");
+        p.volume_bytes = 512 * MIB;
+        let el = parse(&activemq_xml(&ActiveMq::new(p).expect("engine")).expect("xml"));
+        let limit = |name: &str| {
+            one(
+                &el,
+                &format!("beans/broker/systemUsage/systemUsage/{name}/{name}"),
+            )
+            .attrs["limit"]
+                .clone()
+        };
+        assert_eq!(limit("storeUsage"), "345 mb");
+        assert_eq!(limit("tempUsage"), "51 mb");
     }
 
     #[test]

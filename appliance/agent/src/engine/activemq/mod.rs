@@ -68,9 +68,9 @@ impl ActiveMq {
         self.config_file(config::LOG)
     }
 
-    /// Half the instance type's memory, as the JVM's maximum heap.
+    /// The JVM's maximum heap for the instance type (see `sizing`).
     fn heap_mib(&self) -> u64 {
-        (self.placement.instance_type.memory_mib / 2).max(64)
+        crate::sizing::activemq_heap_mib(self.placement.instance_type)
     }
 
     fn socket(&self, port: u16) -> String {
@@ -156,6 +156,7 @@ impl Engine for ActiveMq {
             user: Some(self.system_user().into()),
             working_dir: p.config_dir.clone(),
             console_log: p.config_dir.join("console.log"),
+            limits: Some(crate::sizing::resource_limits(p.instance_type)),
         }]
     }
 

@@ -33,6 +33,8 @@ pub fn render(node: &RabbitMq) -> Vec<RenderedFile> {
 fn rabbitmq_conf(node: &RabbitMq) -> String {
     let p = &node.placement;
     let address = p.address;
+    // Memory alarm, connection and channel limits of the instance type (see `sizing`).
+    let limits = crate::sizing::rabbitmq(p.instance_type);
     // The default user is created only when the node first boots with an empty database:
     // making it the agent's own user means `guest` never exists on a FerryMQ broker.
     format!(
@@ -49,12 +51,40 @@ fn rabbitmq_conf(node: &RabbitMq) -> String {
          default_permissions.write = .*\n\
          loopback_users = none\n\
          log.console = false\n\
-         log.file.level = info\n",
+         log.file.level = info\n\
+         total_memory_available_override_value = {memory}\n\
+         vm_memory_high_watermark.absolute = {watermark}\n\
+         connection_max = {connection_max}\n\
+         channel_max = {channel_max}\n\
+         disk_free_limit.absolute = {disk_free}\n",
         id = p.broker_id,
         amqp = super::socket(address, AMQP_PORT),
         ip = address,
         pass = p.agent_password,
+        memory = p.instance_type.memory_bytes(),
+        watermark = limits.memory_high_watermark_bytes,
+        connection_max = limits.connection_max,
+        channel_max = limits.channel_max,
+        disk_free = disk_free_limit(p.volume_bytes),
     )
+}
+
+/// RabbitMQ's own default free-disk floor (50 MB), kept as the minimum.
+const DISK_FREE_MIN: u64 = 50_000_000;
+/// Above this, keeping 10 % free wastes space for nothing: the alarm only has to fire before
+/// the node's writes (message store, queue indexes, Mnesia) can fill the disk.
+const DISK_FREE_MAX: u64 = 5 << 30;
+
+/// `disk_free_limit.absolute` in bytes: the free space below which RabbitMQ raises its disk
+/// alarm and blocks every publishing connection (`connection.blocked`) until space is freed.
+///
+/// Keep 10 % of the volume free, at least RabbitMQ's default of 50 MB (so a small volume
+/// still has room for the writes in flight when the alarm fires, and for Mnesia and the logs
+/// while blocked) and at most 5 GiB (so a large volume is not left 10 % empty). An unknown
+/// volume size (0) gets the 50 MB floor. The alarm is checked against the filesystem the node's
+/// data directory is on: the broker's volume.
+pub fn disk_free_limit(volume_bytes: u64) -> u64 {
+    (volume_bytes / 10).clamp(DISK_FREE_MIN, DISK_FREE_MAX)
 }
 
 #[cfg(test)]
@@ -96,10 +126,28 @@ mod tests {
             default_permissions.write = .*\n\
             loopback_users = none\n\
             log.console = false\n\
-            log.file.level = info\n";
+            log.file.level = info\n\
+            total_memory_available_override_value = 8589934592\n\
+            vm_memory_high_watermark.absolute = 3435973836\n\
+            connection_max = 5000\n\
+            channel_max = 2047\n\
+            disk_free_limit.absolute = 50000000\n";
         assert_eq!(conf.contents, expected);
         assert!(!conf.contents.contains("guest"));
         assert_eq!(files[1].contents, "[rabbitmq_management].\n");
         assert!(files[3].secret && files[3].path.ends_with(".erlang.cookie"));
+    }
+
+    #[test]
+    fn disk_free_limit_keeps_a_tenth_of_the_volume_within_bounds() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        // Unknown size and small volumes: RabbitMQ's 50 MB default.
+        assert_eq!(disk_free_limit(0), 50_000_000);
+        assert_eq!(disk_free_limit(384 * MIB), 50_000_000);
+        // 10 % in between.
+        assert_eq!(disk_free_limit(20 * GIB), 2 * GIB);
+        // At most 5 GiB on a large volume.
+        assert_eq!(disk_free_limit(1024 * GIB), 5 * GIB);
     }
 }

@@ -101,6 +101,7 @@ impl Engine for RabbitMq {
             user: Some(self.system_user().into()),
             working_dir: self.placement.config_dir.clone(),
             console_log: self.placement.config_dir.join("console.log"),
+            limits: Some(crate::sizing::resource_limits(self.placement.instance_type)),
         }]
     }
 

@@ -1,0 +1,200 @@
+"""Instance-size selection end to end: a RabbitMQ broker on one appliance host with the real
+Terraform 1.0.3 and the real agent.
+
+- `mq.m5.xlarge` (4 vCPU) on a host with fewer CPUs: apply fails naming both figures, nothing runs;
+- `mq.m5.large`: RUNNING, the engine in a cgroup limited to 8 GiB / 2 CPUs, RabbitMQ's memory
+  watermark and connection_max from the type;
+- `mq.t3.micro` in place ("1 to change"): the limits follow, persisted messages survive;
+- destroy removes the broker and its cgroups.
+
+The steps run in order and share one broker; a step whose prerequisite failed fails at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import amqp
+
+EXAMPLE = "rabbitmq-single-instance"
+BROKER_NAME = "acceptance-sizing"
+APP = {"username": "app", "password": "app-Passw0rd-2024!", "console_access": True}
+QUEUE = "sizing.persistent"
+MESSAGES = 200
+GIB = 1 << 30
+CGROUP = Path("/sys/fs/cgroup")
+RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+
+S: dict = {}
+DONE: set = set()
+
+
+def need(*steps: str) -> None:
+    missing = [s for s in steps if s not in DONE]
+    if missing:
+        pytest.fail(f"not run: the earlier step(s) {', '.join(missing)} did not pass", pytrace=False)
+
+
+def variables(host, instance_type: str) -> dict:
+    return {"broker_name": BROKER_NAME, "host": host.address, "volume": host.loop, "users": [APP],
+            "host_instance_type": instance_type}
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.3):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for: {what}", pytrace=False)
+        time.sleep(interval)
+
+
+def one_beam(host) -> int:
+    beams = wait_until(lambda: host.pids_named("beam.smp"), 60, f"one beam.smp in {host.netns}")
+    assert len(beams) == 1, f"expected one beam.smp in {host.netns}, found {host.processes()}"
+    return beams[0]
+
+
+def cgroup_dirs(pid: int) -> dict[str, Path]:
+    """controller -> the process's cgroup directory (cgroup v1 hierarchies, or v2 as "unified")."""
+    dirs = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            for base in (CGROUP / "unified", CGROUP):
+                if (base / "cgroup.controllers").exists():
+                    dirs["unified"] = base / path.lstrip("/")
+                    break
+        for c in controllers.split(","):
+            if c in ("cpu", "memory"):
+                dirs[c] = CGROUP / c / path.lstrip("/")
+    return dirs
+
+
+def limits_of(pid: int) -> tuple[int, int, str]:
+    """(memory limit bytes, cpu quota µs per 100 ms period, cgroup path) of the process."""
+    dirs = cgroup_dirs(pid)
+    if "memory" in dirs and (dirs["memory"] / "memory.limit_in_bytes").exists():
+        mem = int((dirs["memory"] / "memory.limit_in_bytes").read_text())
+        quota = int((dirs["cpu"] / "cpu.cfs_quota_us").read_text())
+        period = int((dirs["cpu"] / "cpu.cfs_period_us").read_text())
+        return mem, quota * 100_000 // period, str(dirs["memory"])
+    d = dirs["unified"]
+    mem = int((d / "memory.max").read_text())
+    quota, period = (d / "cpu.max").read_text().split()
+    return mem, int(quota) * 100_000 // int(period), str(d)
+
+
+def unit_cgroup_dirs(broker_id: str) -> list[Path]:
+    unit = f"{broker_id}-rabbitmq"
+    return [p for p in (CGROUP / "memory" / "ferrymq" / unit, CGROUP / "cpu" / "ferrymq" / unit,
+                        CGROUP / "unified" / "ferrymq" / unit, CGROUP / "ferrymq" / unit) if p.exists()]
+
+
+def node_mem_limit(console_url: str) -> int:
+    """The node's memory alarm limit; the management plugin has it after its first stats tick."""
+    def read():
+        code, nodes = amqp.management_get(console_url, "/api/nodes", APP["username"], APP["password"])
+        assert code == 200, f"GET /api/nodes: {code} {nodes}"
+        return nodes[0].get("mem_limit")
+    return int(wait_until(read, 60, "mem_limit in GET /api/nodes", interval=1))
+
+
+def rabbit_env(host, broker_id: str, key: str) -> str:
+    """`application:get_env(rabbit, KEY)` from the running node, through rabbitmqctl eval."""
+    engine_dir = host.brokers_dir / broker_id / "engine"
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(engine_dir), "LANG": "C.UTF-8",
+           "RABBITMQ_USE_LONGNAME": "true"}
+    cmd = ["nsenter", f"--net=/run/netns/{host.netns}", RABBITMQCTL, "-n", f"rabbit@{host.address}",
+           "eval", f"application:get_env(rabbit, {key})."]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, f"rabbitmqctl eval failed: {res.stdout}{res.stderr}"
+    return res.stdout.strip()
+
+
+def flat(text: str) -> str:
+    """Terraform wraps diagnostics: compare with whitespace collapsed."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_01_too_large_a_type_is_refused_with_both_figures(lab, host, tf_factory):
+    cpus = os.cpu_count() or 1
+    if cpus >= 4:
+        pytest.skip(f"this machine has {cpus} CPUs: mq.m5.xlarge (4 vCPU) fits")
+    tf = tf_factory("sizing", example=EXAMPLE)
+    S["tf"] = tf
+    tf.write_vars(variables(host, "mq.m5.xlarge"))
+    res = tf.apply(check=False)
+    out = flat(res.output)
+    assert res.rc != 0, f"apply of mq.m5.xlarge on a {cpus}-CPU host succeeded:\n{res.output}"
+    want = re.compile(rf"host has {cpus} CPUs? and [0-9.]+ GiB memory; mq\.m5\.xlarge needs 4 CPUs and 16 GiB")
+    assert want.search(out), f"no refusal naming both figures in:\n{res.output}"
+    assert host.pids_named("beam.smp") == [], f"an engine runs after the refusal: {host.processes()}"
+    for d in host.broker_dirs():
+        assert unit_cgroup_dirs(d.name) == [], f"cgroups made for a refused broker: {unit_cgroup_dirs(d.name)}"
+    DONE.add("refused")
+
+
+def test_02_m5_large_runs_in_an_8_gib_cgroup_with_the_types_limits(lab, host, tf_factory):
+    tf = S.get("tf") or tf_factory("sizing", example=EXAMPLE)
+    S["tf"] = tf
+    tf.write_vars(variables(host, "mq.m5.large"))
+    res = tf.apply()
+    out = tf.output()
+    assert out.get("status") == "RUNNING", f"status: {out.get('status')!r}\n{res.output}"
+    S.update(out)
+    beam = one_beam(host)
+    mem, quota, path = limits_of(beam)
+    assert path.endswith(f"/ferrymq/{out['broker_id']}-rabbitmq"), f"beam.smp {beam} is in {path}"
+    assert mem == 8 * GIB, f"memory limit {mem} != 8 GiB"
+    assert quota == 200_000, f"cpu quota {quota} µs per 100 ms != 2 CPUs"
+    assert node_mem_limit(out["console_url"]) == 8 * GIB * 2 // 5
+    assert rabbit_env(host, out["broker_id"], "connection_max") == "{ok,5000}"
+    assert rabbit_env(host, out["broker_id"], "channel_max") == "{ok,2047}"
+    S["beam"] = beam
+    bodies = [f"sizing-{i:04d}".encode() for i in range(MESSAGES)]
+    amqp.publish_confirmed(out["amqp_endpoint"], APP["username"], APP["password"], QUEUE, bodies)
+    S["bodies"] = bodies
+    DONE.add("large")
+
+
+def test_03_resize_to_t3_micro_is_in_place_and_the_limits_follow(host):
+    need("large")
+    tf = S["tf"]
+    tf.write_vars(variables(host, "mq.t3.micro"))
+    plan = tf.plan()
+    assert "1 to change, 0 to destroy" in plan.output, plan.output
+    assert "must be replaced" not in plan.output, plan.output
+    res = tf.apply()
+    out = tf.output()
+    assert out.get("status") == "RUNNING", f"status: {out.get('status')!r}\n{res.output}"
+    assert out["broker_id"] == S["broker_id"]
+    beam = one_beam(host)
+    assert beam != S["beam"], "the engine was not restarted with the new type's configuration"
+    mem, quota, _ = limits_of(beam)
+    assert mem == 1 * GIB, f"memory limit {mem} != 1 GiB"
+    assert quota == 200_000, f"cpu quota {quota} != 2 CPUs"
+    assert node_mem_limit(out["console_url"]) == GIB * 2 // 5
+    assert rabbit_env(host, out["broker_id"], "connection_max") == "{ok,500}"
+    assert rabbit_env(host, out["broker_id"], "channel_max") == "{ok,1500}"
+    ep = out["amqp_endpoint"]
+    got = amqp.consume(ep, APP["username"], APP["password"], QUEUE, MESSAGES, timeout=60)
+    assert got == S["bodies"], f"got {len(got)} of {MESSAGES} persisted messages back after the resize"
+    DONE.add("resized")
+
+
+def test_04_destroy_removes_the_broker_and_its_cgroups(host):
+    need("large")
+    tf = S["tf"]
+    tf.destroy()
+    wait_until(lambda: not host.pids_named("beam.smp"), 60, "no beam.smp after destroy")
+    assert unit_cgroup_dirs(S["broker_id"]) == [], f"cgroups left: {unit_cgroup_dirs(S['broker_id'])}"
+    assert host.broker_dirs() == [], f"broker dirs left: {host.broker_dirs()}"
