@@ -114,6 +114,26 @@ def test_foreign_filesystem_is_refused_untouched(lab, host, tf_factory):
         lab.remove_volume(dev)
 
 
+def test_encryption_is_refused_where_the_kernel_has_no_dm_crypt(lab, host, tf_factory):
+    """The acceptance hosts' kernel has no device-mapper: asking for encryption at rest must fail
+    with that reason and leave the blank device blank (never plain data instead)."""
+    dev = lab.add_volume(host, "encrypted", 64)
+    try:
+        tf = tf_factory("storage-encryption", example=EXAMPLE)
+        tf.write_vars({**variables(host, dev, "acceptance-encrypted"),
+                       "encryption_key_file": "/etc/ferrymq/keys/acceptance.key"})
+        res = tf.apply(check=False)
+        gone = tf.destroy(check=False)
+        assert res.rc == 1, f"expected the apply to fail, got exit {res.rc}:\n{res.output}"
+        out = flat(res.output)
+        assert "device-mapper" in out and "refusing to store data unencrypted" in out, res.output
+        assert blkid(dev).returncode == 2, f"{dev} was written to: {blkid(dev).stdout}"
+        assert gone.rc == 0 and "Destroy complete!" in gone.output, gone.output
+        assert host.broker_dirs() == [], f"broker state left on the host: {host.broker_dirs()}"
+    finally:
+        lab.remove_volume(dev)
+
+
 # ---- RabbitMQ on a small volume: grow, then disk full ----------------------------------------------
 
 

@@ -37,6 +37,15 @@ resource "ferrymq_broker" "rabbitmq" {
     }
   }
 
+  # Encryption at rest of the volume (Amazon MQ's encryption_options), only when a key is given.
+  # Hosts whose kernel lacks dm-crypt refuse it rather than store data unencrypted.
+  dynamic "encryption_options" {
+    for_each = var.encryption_key_file == null ? [] : [var.encryption_key_file]
+    content {
+      key_file = encryption_options.value
+    }
+  }
+
   timeouts {
     create = "10m"
     update = "10m"

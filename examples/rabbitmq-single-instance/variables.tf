@@ -30,3 +30,9 @@ variable "users" {
   # Not marked sensitive here: Terraform 1.0 refuses sensitive values as a dynamic block's
   # for_each. The provider marks each user's password sensitive, so plans never show it.
 }
+
+variable "encryption_key_file" {
+  description = "Path, on the host, of a key file to encrypt the volume with (LUKS2); null for none."
+  type        = string
+  default     = null
+}

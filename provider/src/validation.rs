@@ -32,6 +32,18 @@ pub fn broker(config: &Value) -> Diagnostics {
     if let Some(users) = config.get("user").as_list() {
         d.extend(user_blocks(users));
     }
+    if let (Some(key_file), Some(st)) = (
+        config.get("encryption_options").get("key_file").as_str(),
+        storage,
+    ) {
+        if let Err(m) = validate::encryption_key_file(st.as_str(), key_file) {
+            d.push(error(
+                AttributePath::root("encryption_options").attr("key_file"),
+                "Invalid encryption_options",
+                m,
+            ));
+        }
+    }
     if let Value::Object(_) = config.get("timeouts") {
         for op in ["create", "update", "delete"] {
             if let Some(text) = config.get("timeouts").get(op).as_str() {

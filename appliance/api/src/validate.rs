@@ -165,6 +165,22 @@ pub fn volume(storage: StorageType, volume: &str) -> Result<(), String> {
     }
 }
 
+/// Encryption at rest covers the broker's own block volume; a shared filesystem is encrypted
+/// (or not) by its server, as EFS is.
+pub fn encryption_key_file(storage: &str, key_file: &str) -> Result<(), String> {
+    if storage == StorageType::Efs.as_str() {
+        return Err(
+            "encryption_options applies to storage_type \"ebs\" volumes; a shared (efs) filesystem is encrypted by its server".into(),
+        );
+    }
+    if !key_file.starts_with('/') {
+        return Err(format!(
+            "key_file {key_file:?} must be an absolute path of a key file on each host"
+        ));
+    }
+    Ok(())
+}
+
 /// Usernames as RabbitMQ and ActiveMQ both accept them, and as Amazon MQ restricts them.
 pub fn username(name: &str) -> Result<(), String> {
     if name.len() < 2 || name.len() > 100 {
@@ -285,6 +301,12 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
         Ok(m) => check("instance", instance_count(m, spec.instances.len())),
         Err(msg) => check("deployment_mode", Err(msg)),
     }
+    if let Some(enc) = &spec.encryption {
+        check(
+            "encryption_options.key_file",
+            encryption_key_file(&spec.storage_type, &enc.key_file),
+        );
+    }
     for (i, host) in repeated(spec.instances.iter().map(|i| i.host.as_str())) {
         check(
             &format!("instance[{i}].host"),
@@ -392,7 +414,25 @@ mod tests {
                 console_access: true,
                 groups: vec![],
             }],
+            encryption: None,
         }
+    }
+
+    #[test]
+    fn encryption_is_for_block_volumes_with_an_absolute_key_file() {
+        assert!(encryption_key_file("ebs", "/etc/ferrymq/keys/orders.key").is_ok());
+        assert!(encryption_key_file("ebs", "keys/orders.key")
+            .unwrap_err()
+            .contains("\"keys/orders.key\""));
+        assert!(encryption_key_file("efs", "/k")
+            .unwrap_err()
+            .contains("efs"));
+        let mut s = spec();
+        s.encryption = Some(crate::agent::EncryptionOptions {
+            key_file: "relative".into(),
+        });
+        let errors = broker_spec(&s).unwrap_err();
+        assert_eq!(errors[0].path, "encryption_options.key_file");
     }
 
     #[test]

@@ -11,7 +11,9 @@ use crate::tfplugin::{
     ImportedResource, NestedBlock, PlanRequest, PlanResponse, ReadResponse, Schema, Type, Value,
 };
 use crate::validation::{self, DEFAULT_MODE};
-use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Instance, User};
+use ferrymq_api::agent::{
+    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, User,
+};
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ const FORCE_NEW: &[&str] = &[
     "deployment_mode",
     "storage_type",
     "instance",
+    "encryption_options",
 ];
 
 pub fn schema() -> Schema {
@@ -50,6 +53,11 @@ pub fn schema() -> Schema {
                 "Whether the user may use the web console (RabbitMQ: the administrator tag).",
             ),
         );
+    let encryption = Block::new()
+        .description("Encryption at rest of the broker's block volume with LUKS2 (Amazon MQ: encryption_options).")
+        .attribute(Attribute::required("key_file", Type::String).description(
+            "Absolute path, on each host, of the file holding the volume key (the stand-in for a KMS key); the key itself never enters Terraform state.",
+        ));
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
         .attribute(Attribute::optional("update", Type::String))
@@ -97,6 +105,7 @@ pub fn schema() -> Schema {
             ))
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
+            .block(NestedBlock::single("encryption_options", encryption))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
 }
@@ -378,6 +387,13 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
                 groups: vec![],
             })
             .collect(),
+        encryption: planned
+            .get("encryption_options")
+            .get("key_file")
+            .as_str()
+            .map(|key_file| EncryptionOptions {
+                key_file: key_file.to_string(),
+            }),
     }
 }
 
@@ -487,6 +503,13 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
             ),
         ),
         ("user", Value::List(users)),
+        (
+            "encryption_options",
+            spec.encryption
+                .as_ref()
+                .map(|e| Value::object([("key_file", Value::string(&e.key_file))]))
+                .unwrap_or(Value::Null),
+        ),
         ("timeouts", prior.get("timeouts").clone()),
     ])
 }

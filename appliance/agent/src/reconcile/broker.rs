@@ -4,7 +4,7 @@
 use super::secrets;
 use crate::engine::rabbitmq::RabbitMq;
 use crate::engine::{Engine, Health, Placement, RenderedFile};
-use crate::storage::{block, shared};
+use crate::storage::{block, encryption, shared};
 use crate::supervisor::{Supervisor, UnitState};
 use anyhow::{Context as _, Result};
 use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Volume};
@@ -97,6 +97,11 @@ pub fn check_immutable(stored: &BrokerSpec, new: &BrokerSpec) -> Result<(), Stri
                 "{field} cannot change from {old:?} to {new:?} on an existing broker; replace the broker"
             ));
         }
+    }
+    if stored.encryption != new.encryption {
+        return Err(
+            "encryption_options cannot change on an existing broker; replace the broker".into(),
+        );
     }
     let idx = new.instance_index as usize;
     if stored.instances.get(idx) != new.instances.get(idx) {
@@ -203,6 +208,19 @@ async fn converge_steps(
     status: &mut BrokerStatus,
 ) -> Result<bool, Failure> {
     check_host_fits(spec).map_err(Failure::Permanent)?;
+    if spec
+        .encryption
+        .as_ref()
+        .is_some_and(|e| !e.key_file.is_empty())
+    {
+        // Refused before the volume is touched: never plain data where encryption was asked.
+        encryption::check_host().map_err(Failure::Permanent)?;
+        return Err(Failure::Permanent(
+            "encrypted volumes (LUKS) are not prepared by this agent release yet; \
+             refusing to store data unencrypted"
+                .into(),
+        ));
+    }
     let instance = spec
         .instances
         .get(spec.instance_index as usize)

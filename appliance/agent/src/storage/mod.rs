@@ -1,10 +1,9 @@
 //! Storage a broker keeps its data on: `block`, the EBS equivalent (a block device on the host,
-//! prepared for one broker), and `shared`, the EFS equivalent (an NFS export or an already
-//! shared directory that the instances of an active/standby broker both use).
+//! prepared for one broker), `shared`, the EFS equivalent (an NFS export or an already shared
+//! directory that the instances of an active/standby broker both use), and `encryption`, what a
+//! host needs for encryption at rest.
 
 pub mod block;
-// Not called yet: the capability check waits for `encryption_options` to reach the spec.
-#[allow(dead_code)]
 pub mod encryption;
 pub mod shared;
 
