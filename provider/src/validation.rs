@@ -3,7 +3,7 @@
 //! at the offending line. Unknown values (known only at apply) are skipped, not guessed.
 
 use crate::tfplugin::{AttributePath, Diagnostic, Diagnostics, Value};
-use ferrymq_api::catalogue::{DeploymentMode, StorageType};
+use ferrymq_api::catalogue::{self, DeploymentMode, StorageType};
 use ferrymq_api::validate;
 use std::time::Duration;
 
@@ -135,6 +135,17 @@ fn scalar_fields(
         }
         (_, _, v) => v.as_str().and_then(|s| s.parse().ok()),
     };
+    let instance_type = config
+        .get("host_instance_type")
+        .as_str()
+        .and_then(catalogue::instance_type);
+    if let (Some(t), Some(e), Some(m), Some(st)) = (instance_type, engine, mode, storage) {
+        check(
+            "host_instance_type",
+            "Instance type not offered",
+            t.offers(e, m, st),
+        );
+    }
     (mode, storage)
 }
 
@@ -441,6 +452,19 @@ mod tests {
         assert_eq!(paths(&d), ["instance", "instance[0].volume"], "{d:?}");
         c.set_attr("deployment_mode", "CLUSTER_MULTI_AZ");
         assert_eq!(paths(&broker(&c)), ["deployment_mode"]);
+    }
+
+    #[test]
+    fn instance_types_offer_what_amazon_mq_offers() {
+        let mut c = config();
+        c.set_attr("engine_type", "ActiveMQ");
+        c.set_attr("engine_version", "5.17.2");
+        c.set_attr("host_instance_type", "mq.t3.micro");
+        let d = broker(&c);
+        assert_eq!(paths(&d), ["host_instance_type"], "{d:?}");
+        assert!(d[0].detail.contains("mq.m5"), "{}", d[0].detail);
+        c.set_attr("host_instance_type", "mq.m5.large");
+        assert!(broker(&c).is_empty());
     }
 
     #[test]

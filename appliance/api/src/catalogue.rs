@@ -172,6 +172,43 @@ impl InstanceType {
     pub fn memory_bytes(&self) -> u64 {
         self.memory_mib * 1024 * 1024
     }
+
+    /// Amazon MQ's `mq.t3.*` types are burstable, for evaluation: no RabbitMQ cluster on them.
+    pub fn burstable(&self) -> bool {
+        self.name.starts_with("mq.t3.")
+    }
+
+    /// Whether Amazon MQ offers this type for the engine, mode and storage: RabbitMQ clusters
+    /// need a non-burstable type, and ActiveMQ on EBS is offered on `mq.m5.*` only.
+    pub fn offers(
+        &self,
+        engine: EngineType,
+        mode: DeploymentMode,
+        storage: StorageType,
+    ) -> Result<(), String> {
+        if !self.engines.contains(&engine) {
+            return Err(format!("{} does not run {engine}", self.name));
+        }
+        if engine == EngineType::RabbitMq
+            && mode == DeploymentMode::ClusterMultiAz
+            && self.burstable()
+        {
+            return Err(format!(
+                "{} is for evaluation and has no {mode} for RabbitMQ; use an mq.m5 type",
+                self.name
+            ));
+        }
+        if engine == EngineType::ActiveMq
+            && storage == StorageType::Ebs
+            && !self.name.starts_with("mq.m5.")
+        {
+            return Err(format!(
+                "ActiveMQ on storage_type \"ebs\" is offered on mq.m5 types only, not {}",
+                self.name
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Amazon MQ's per-type quotas, as its documentation gives them (single-instance brokers).
@@ -320,6 +357,22 @@ mod tests {
             Some(EngineType::RabbitMq)
         );
         assert!("single_instance".parse::<DeploymentMode>().is_err());
+    }
+
+    #[test]
+    fn types_offer_what_amazon_mq_offers() {
+        let micro = instance_type("mq.t3.micro").expect("micro");
+        let large = instance_type("mq.m5.large").expect("large");
+        use DeploymentMode::*;
+        use EngineType::*;
+        use StorageType::*;
+        assert!(micro.offers(RabbitMq, SingleInstance, Ebs).is_ok());
+        assert!(micro.offers(RabbitMq, ClusterMultiAz, Ebs).is_err());
+        assert!(micro.offers(ActiveMq, ActiveStandbyMultiAz, Efs).is_ok());
+        let e = micro.offers(ActiveMq, SingleInstance, Ebs).unwrap_err();
+        assert!(e.contains("mq.m5") && e.contains("mq.t3.micro"), "{e}");
+        assert!(large.offers(ActiveMq, SingleInstance, Ebs).is_ok());
+        assert!(large.offers(RabbitMq, ClusterMultiAz, Ebs).is_ok());
     }
 
     #[test]

@@ -279,6 +279,9 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
                 check("deployment_mode", mode_for_engine(e, m));
                 match storage_type(e, m, &spec.storage_type) {
                     Ok(st) => {
+                        if let Some(t) = catalogue::instance_type(&spec.host_instance_type) {
+                            check("host_instance_type", t.offers(e, m, st));
+                        }
                         for (i, inst) in spec.instances.iter().enumerate() {
                             check(&format!("instance[{i}].volume"), volume(st, &inst.volume));
                         }
