@@ -5,7 +5,7 @@ variable "broker_name" {
 }
 
 variable "host_instance_type" {
-  description = "Amazon MQ instance type the host's limits and the JVM heap are set to (mq.t3.micro, mq.m5.large, ...)."
+  description = "Amazon MQ instance type the host's limits and the JVM heap are set to (mq.m5.large, ...; ActiveMQ on ebs is offered on mq.m5 types only)."
   type        = string
   default     = "mq.m5.large"
 }
