@@ -15,6 +15,7 @@ import pytest
 
 import amqp
 import lab as labmod
+from steps import wait_until
 
 EXAMPLE = "rabbitmq-single-instance"
 ADDRESS = "ferrymq_broker.rabbitmq"
@@ -58,15 +59,6 @@ def blkid_value(dev: str, key: str) -> str:
     return ""
 
 
-def wait_until(pred, timeout: float, what: str, interval: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for: {what}", pytrace=False)
-        time.sleep(interval)
 
 
 def test_01_apply_creates_running_broker(lab, host, tf_factory):

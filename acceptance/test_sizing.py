@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import amqp
+from steps import wait_until
 
 EXAMPLE = "rabbitmq-single-instance"
 BROKER_NAME = "acceptance-sizing"
@@ -46,15 +47,6 @@ def variables(host, instance_type: str) -> dict:
             "host_instance_type": instance_type}
 
 
-def wait_until(pred, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for: {what}", pytrace=False)
-        time.sleep(interval)
 
 
 def one_beam(host) -> int:
