@@ -52,6 +52,22 @@ def blkid(dev: str) -> subprocess.CompletedProcess:
     return subprocess.run(["blkid", "-p", "-o", "export", dev], capture_output=True, text=True)
 
 
+def blkid_value(dev: str, key: str) -> str:
+    """One field (TYPE, LABEL, UUID) of what blkid finds on the device; "" when absent."""
+    for line in blkid(dev).stdout.splitlines():
+        k, _, v = line.partition("=")
+        if k == key:
+            return v
+    return ""
+
+
+def broker_resource(tf, address: str) -> dict:
+    """The values of the one resource at `address` in the Terraform state."""
+    rs = [r for r in tf.resources() if r.get("address") == address]
+    assert len(rs) == 1, f"expected {address} in the state, found {[r.get('address') for r in tf.resources()]}"
+    return rs[0]["values"]
+
+
 def proc_uid(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("Uid:"):

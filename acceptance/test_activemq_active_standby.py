@@ -32,8 +32,7 @@ import pytest
 
 import lab as labmod
 import stompclient as sc
-from steps import (Steps, apply_until_running, blkid, boottime, endpoint, proc_started, proc_uid,
-                   uid_of, wait_until)
+from steps import (Steps, apply_until_running, blkid, boottime, broker_resource, endpoint, proc_started, proc_uid, uid_of, wait_until)
 
 EXAMPLE = "activemq-active-standby"
 ADDRESS = "ferrymq_broker.activemq"
@@ -55,11 +54,6 @@ def variables(pair, shared, users) -> dict:
     return {"broker_name": BROKER_NAME, "hosts": [h.address for h in pair], "shared_volume": str(shared),
             "users": list(users)}
 
-
-def broker_resource(tf) -> dict:
-    rs = [r for r in tf.resources() if r.get("address") == ADDRESS]
-    assert len(rs) == 1, f"expected {ADDRESS} in the state, found {[r.get('address') for r in tf.resources()]}"
-    return rs[0]["values"]
 
 
 def refreshed(tf) -> dict:
@@ -171,7 +165,7 @@ def test_01_apply_creates_active_and_standby(lab, host_pair, tf_factory):
         assert endpoint(eps, "stomp") == f"stomp://{h.address}:{labmod.STOMP_PORT}", eps
         assert not [e for e in eps if e.startswith("amqp")], f"no AMQP in Debian's ActiveMQ 5.17.2: {eps}"
     assert out["stomp_endpoints"] == [f"stomp://{h.address}:{labmod.STOMP_PORT}" for h in host_pair], out
-    values = broker_resource(tf)
+    values = broker_resource(tf, ADDRESS)
     assert values["deployment_mode"] == "ACTIVE_STANDBY_MULTI_AZ" and values["storage_type"] == "efs", values
     print(f"instances: {inst}")
 

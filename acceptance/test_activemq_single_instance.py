@@ -15,7 +15,7 @@ import time
 
 import lab as labmod
 import stompclient as sc
-from steps import Steps, apply_until_running, blkid, files_under, proc_uid, uid_of, wait_until
+from steps import (Steps, apply_until_running, blkid, broker_resource, files_under, proc_uid, uid_of, wait_until)
 
 EXAMPLE = "activemq-single-instance"
 ADDRESS = "ferrymq_broker.activemq"
@@ -32,11 +32,6 @@ S = Steps()
 def variables(host, users) -> dict:
     return {"broker_name": BROKER_NAME, "host": host.address, "volume": host.loop, "users": list(users)}
 
-
-def broker_resource(tf) -> dict:
-    rs = [r for r in tf.resources() if r.get("address") == ADDRESS]
-    assert len(rs) == 1, f"expected {ADDRESS} in the state, found {[r.get('address') for r in tf.resources()]}"
-    return rs[0]["values"]
 
 
 def the_java(host) -> int:
@@ -59,7 +54,7 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     assert f"mqtt://{a}:{labmod.MQTT_PORT}" in eps, eps
     assert not [e for e in eps if e.startswith("amqp")], f"Debian's ActiveMQ 5.17.2 has no AMQP transport: {eps}"
     assert out["failover_url"] == f"failover:(tcp://{a}:{labmod.OPENWIRE_PORT})", out
-    values = broker_resource(tf)
+    values = broker_resource(tf, ADDRESS)
     inst = values["instances"]
     assert len(inst) == 1 and inst[0]["ip_address"] == a, inst
     assert values["engine_type"] == "ActiveMQ" and values["storage_type"] == "ebs", values
@@ -114,7 +109,7 @@ def test_03_wrong_password_unknown_user_and_default_credentials_refused(host):
         err = sc.login_error(ep, user, password)
         assert err, f"{what} ({user}) could log in over STOMP"
     assert sc.login_error(ep, APP["username"], APP["password"]) == ""
-    users = broker_resource(S.s["tf"]).get("user") or []
+    users = broker_resource(S.s["tf"], ADDRESS).get("user") or []
     assert sorted(u["username"] for u in users) == [APP["username"]], users
 
 

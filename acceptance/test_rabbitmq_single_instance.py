@@ -7,14 +7,13 @@ saying which one.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
 
 import amqp
 import lab as labmod
-from steps import apply_until_running, wait_until
+from steps import apply_until_running, blkid, blkid_value, broker_resource, wait_until
 
 EXAMPLE = "rabbitmq-single-instance"
 ADDRESS = "ferrymq_broker.rabbitmq"
@@ -39,24 +38,6 @@ def variables(host, users) -> dict:
     return {"broker_name": BROKER_NAME, "host": host.address, "volume": host.loop, "users": list(users)}
 
 
-def broker_resource(tf) -> dict:
-    rs = [r for r in tf.resources() if r.get("address") == ADDRESS]
-    assert len(rs) == 1, f"expected {ADDRESS} in the state, found {[r.get('address') for r in tf.resources()]}"
-    return rs[0]["values"]
-
-
-def blkid(dev: str) -> subprocess.CompletedProcess:
-    """Low-level probe of the device itself (no cache): rc 2 when no signature is found."""
-    return subprocess.run(["blkid", "-p", "-o", "export", dev], capture_output=True, text=True)
-
-
-def blkid_value(dev: str, key: str) -> str:
-    for line in blkid(dev).stdout.splitlines():
-        k, _, v = line.partition("=")
-        if k == key:
-            return v
-    return ""
-
 
 
 
@@ -68,7 +49,7 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     res, out = apply_until_running(tf, "apply_to_running_seconds", APP["password"])
     assert out["amqp_endpoint"] == f"amqp://{host.address}:5672", out
     assert out["console_url"] == f"http://{host.address}:15672", out
-    values = broker_resource(tf)
+    values = broker_resource(tf, ADDRESS)
     assert values["instances"][0]["ip_address"] == host.address, values["instances"]
     S.update(out)
     S["endpoints"] = values["instances"][0]["endpoints"]
@@ -119,7 +100,7 @@ def test_03_no_guest_and_no_agent_user(host):
     status, body = amqp.management_get(S["console_url"], "/api/whoami", APP["username"], APP["password"])
     assert status == 200 and body.get("name") == APP["username"], f"console login of {APP['username']}: {status} {body}"
     # The state holds exactly the configured users: the agent's own admin user is never shown.
-    users = broker_resource(tf).get("user") or []
+    users = broker_resource(tf, ADDRESS).get("user") or []
     assert sorted(u["username"] for u in users) == [APP["username"]], users
 
 
@@ -180,7 +161,7 @@ def test_07_import_by_host_and_id(host, tf_factory):
     import_id = f"{host.address}/{S['broker_id']}"
     res = tf2.import_(ADDRESS, import_id)
     assert "Import successful" in res.output, res.output
-    values = broker_resource(tf2)
+    values = broker_resource(tf2, ADDRESS)
     assert values["id"] == S["broker_id"], values
     assert values["instances"][0]["endpoints"] == S["endpoints"], values["instances"]
     assert values["instances"][0]["console_url"] == S["console_url"], values["instances"]

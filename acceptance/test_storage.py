@@ -21,7 +21,7 @@ import pytest
 
 import amqp
 import lab as labmod
-from steps import Steps, blkid, wait_until
+from steps import Steps, blkid, blkid_value, wait_until
 
 EXAMPLE = "rabbitmq-single-instance"
 APP = {"username": "app", "password": "app-Passw0rd-2024!", "console_access": True}
@@ -34,13 +34,6 @@ S = Steps()
 def variables(host, volume: str, name: str) -> dict:
     return {"broker_name": name, "host": host.address, "volume": volume, "users": [APP]}
 
-
-def blkid_value(dev: str, key: str) -> str:
-    for line in blkid(dev).stdout.splitlines():
-        k, _, v = line.partition("=")
-        if k == key:
-            return v
-    return ""
 
 
 def flat(text: str) -> str:
