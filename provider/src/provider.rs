@@ -2,7 +2,7 @@
 //! list of resources and data sources. Resource logic lives in `resources/`.
 
 use crate::client::Credentials;
-use crate::data_sources::{engine_versions, instance_types};
+use crate::data_sources::{engine_versions, instance_type_recommendation, instance_types};
 use crate::resources::broker;
 use crate::tfplugin::{
     ApplyRequest, ApplyResponse, Attribute, AttributePath, Block, Diagnostic, Diagnostics,
@@ -110,6 +110,10 @@ impl Provider for FerryMq {
             (
                 engine_versions::TYPE_NAME.to_string(),
                 engine_versions::schema(),
+            ),
+            (
+                instance_type_recommendation::TYPE_NAME.to_string(),
+                instance_type_recommendation::schema(),
             ),
         ])
     }
@@ -222,6 +226,7 @@ impl Provider for FerryMq {
         match type_name {
             instance_types::TYPE_NAME => instance_types::read(config),
             engine_versions::TYPE_NAME => engine_versions::read(config),
+            instance_type_recommendation::TYPE_NAME => instance_type_recommendation::read(config),
             other => (Value::Null, vec![unknown_type("data source", other)]),
         }
     }

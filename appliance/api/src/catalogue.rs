@@ -173,6 +173,18 @@ impl InstanceType {
         self.memory_mib * 1024 * 1024
     }
 
+    /// Amazon MQ's storage capacity per broker ("Quotas in Amazon MQ", data storage): 20 GB on
+    /// `mq.t3.micro` (and `mq.t2.micro`), 200 GB on every other type; taken as GiB, as EBS
+    /// sizes are.
+    pub fn storage_quota_bytes(&self) -> u64 {
+        let gib = if self.name.ends_with(".micro") {
+            20
+        } else {
+            200
+        };
+        gib << 30
+    }
+
     /// Amazon MQ's `mq.t3.*` types are burstable, for evaluation: no RabbitMQ cluster on them.
     pub fn burstable(&self) -> bool {
         self.name.starts_with("mq.t3.")
@@ -426,6 +438,10 @@ mod tests {
                 t.name
             );
             assert_eq!(t.memory_bytes(), t.memory_mib << 20);
+            assert_eq!(
+                t.storage_quota_bytes(),
+                if micro { 20 << 30 } else { 200 << 30 }
+            );
         }
     }
 

@@ -2,4 +2,5 @@
 //! the validators and the agents use.
 
 pub mod engine_versions;
+pub mod instance_type_recommendation;
 pub mod instance_types;
