@@ -5,6 +5,7 @@ Terraform 1.0.3 and the real agent.
 - `mq.m5.large`: RUNNING, the engine in a cgroup limited to 8 GiB / 2 CPUs, RabbitMQ's memory
   watermark and connection_max from the type;
 - `mq.t3.micro` in place ("1 to change"): the limits follow, persisted messages survive;
+- on `mq.t3.micro` the 2,501st queue is refused (the type's queue quota as a vhost limit);
 - destroy removes the broker and its cgroups.
 
 The steps run in order and share one broker; a step whose prerequisite failed fails at once.
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+import pika
+
 import amqp
 from steps import wait_until
 
@@ -31,6 +34,8 @@ MESSAGES = 200
 GIB = 1 << 30
 CGROUP = Path("/sys/fs/cgroup")
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+# Amazon MQ's queue quota for mq.t3.micro (the catalogue's rabbitmq_queues).
+QUEUE_QUOTA_MICRO = 2_500
 
 S: dict = {}
 DONE: set = set()
@@ -181,6 +186,43 @@ def test_03_resize_to_t3_micro_is_in_place_and_the_limits_follow(host):
     got = amqp.consume(ep, APP["username"], APP["password"], QUEUE, MESSAGES, timeout=60)
     assert got == S["bodies"], f"got {len(got)} of {MESSAGES} persisted messages back after the resize"
     DONE.add("resized")
+
+
+def test_03b_t3_micro_refuses_one_queue_more_than_its_quota(host):
+    """Amazon MQ's queue quota for mq.t3.micro (2,500), applied as the default vhost's
+    `max-queues` limit: the 2,501st queue is refused by the broker (406), not by FerryMQ."""
+    need("resized")
+    console, ep = S["console_url"], S["amqp_endpoint"]
+    user, password = APP["username"], APP["password"]
+
+    def limit():
+        code, limits = amqp.management_get(console, "/api/vhost-limits/%2F", user, password)
+        assert code == 200, f"GET /api/vhost-limits/%2F: {code} {limits}"
+        return next((l["value"].get("max-queues") for l in limits), None) == QUEUE_QUOTA_MICRO
+
+    wait_until(limit, 30, f"max-queues {QUEUE_QUOTA_MICRO} on vhost /", interval=1)
+    code, queues = amqp.management_get(console, "/api/queues/%2F", user, password)
+    assert code == 200, queues
+    # Exclusive queues count against the limit and go with the connection.
+    conn = amqp.connect(ep, user, password, socket_timeout=60)
+    try:
+        ch = conn.channel()
+        start = time.monotonic()
+        for i in range(QUEUE_QUOTA_MICRO - len(queues)):
+            ch.queue_declare(queue=f"quota.{i:05d}", exclusive=True)
+        print(f"\n{QUEUE_QUOTA_MICRO} queues declared in {time.monotonic() - start:.1f} s")
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            ch.queue_declare(queue="quota.one-too-many", exclusive=True)
+        assert refused.value.reply_code == 406, refused.value
+        assert "queue limit in vhost '/' (2500) is reached" in refused.value.reply_text, refused.value
+    finally:
+        conn.close()
+    # With the connection closed the queues are gone and declaring works again.
+    conn = amqp.connect(ep, user, password)
+    try:
+        conn.channel().queue_declare(queue="quota.after", exclusive=True)
+    finally:
+        conn.close()
 
 
 def test_04_destroy_removes_the_broker_and_its_cgroups(host):

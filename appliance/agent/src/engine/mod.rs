@@ -77,6 +77,11 @@ pub trait Engine: Send + Sync {
     /// Directories the engine writes to, created and owned by its user before start.
     fn data_dirs(&self) -> Vec<PathBuf>;
     async fn health(&self) -> Health;
+    /// Applies the instance type's quotas that the engine takes at run time rather than in
+    /// its configuration files (RabbitMQ's queue limit); returns whether anything changed.
+    async fn apply_quotas(&self) -> Result<bool> {
+        Ok(false)
+    }
     /// Makes the engine's users those of the spec; returns whether anything was changed.
     async fn sync_users(&self, desired: &[User]) -> Result<bool>;
     async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers>;

@@ -291,6 +291,9 @@ async fn converge_steps(
     match engine.health().await {
         Health::Serving => {
             status.role = ROLE_ACTIVE.into();
+            if engine.apply_quotas().await? {
+                tracing::info!(broker = %spec.broker_id, "quotas applied");
+            }
             if engine.sync_users(&spec.users).await? {
                 tracing::info!(broker = %spec.broker_id, "users converged");
             }

@@ -31,8 +31,8 @@ pub struct RabbitMqLimits {
     /// RabbitMQ's default.
     pub channel_max: u32,
     /// Amazon MQ's queue quota. RabbitMQ 3.10.8 has no node-wide queue limit in
-    /// `rabbitmq.conf` (`cluster_queue_limit` came with 3.13/4.x); it would take a vhost limit
-    /// (`max-queues`), which is not applied yet.
+    /// `rabbitmq.conf` (`cluster_queue_limit` came with 3.13/4.x): the engine sets it as the
+    /// default vhost's `max-queues` limit through the management API, as Amazon MQ does.
     pub queues: u32,
 }
 

@@ -173,6 +173,25 @@ impl Management {
         Ok(changed)
     }
 
+    /// Sets the default vhost's `max-queues` limit (RabbitMQ 3.10 has no node-wide queue
+    /// limit; Amazon MQ applies its queue quota the same way, as a limit on `/`). Returns
+    /// whether it changed anything.
+    pub async fn ensure_max_queues(&self, max_queues: u32) -> Result<bool> {
+        let path = format!("/vhost-limits/{VHOST}");
+        let limits: Vec<VhostLimits> = self.get(&path).await?;
+        if current_max_queues(&limits) == Some(u64::from(max_queues)) {
+            return Ok(false);
+        }
+        self.send(
+            reqwest::Method::PUT,
+            &format!("{path}/max-queues"),
+            Some(json!({ "value": max_queues })),
+        )
+        .await?;
+        tracing::info!(max_queues, "vhost queue limit set");
+        Ok(true)
+    }
+
     pub async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers> {
         let mut observed = ObservedUsers::default();
         for have in self.users().await? {
@@ -193,6 +212,20 @@ impl Management {
         }
         Ok(observed)
     }
+}
+
+/// One entry of `GET /api/vhost-limits/{vhost}`: `{"vhost": "/", "value": {"max-queues": 2500}}`.
+#[derive(Deserialize, Debug)]
+struct VhostLimits {
+    #[serde(default)]
+    value: BTreeMap<String, i64>,
+}
+
+fn current_max_queues(limits: &[VhostLimits]) -> Option<u64> {
+    limits
+        .iter()
+        .find_map(|l| l.value.get("max-queues"))
+        .and_then(|v| u64::try_from(*v).ok())
 }
 
 async fn check(resp: reqwest::Response, method: &str, path: &str) -> Result<reqwest::Response> {
@@ -252,6 +285,21 @@ mod tests {
         assert!(password_matches(&user, "right-password-1"));
         assert!(!password_matches(&user, "wrong-password-1"));
         assert!(user.tags.contains(CONSOLE_TAG));
+    }
+
+    #[test]
+    fn the_max_queues_limit_is_read_from_the_vhost_limits() {
+        let set: Vec<VhostLimits> = serde_json::from_str(
+            r#"[{"vhost":"/","value":{"max-connections":10,"max-queues":2500}}]"#,
+        )
+        .expect("json");
+        assert_eq!(current_max_queues(&set), Some(2500));
+        let none: Vec<VhostLimits> = serde_json::from_str("[]").expect("json");
+        assert_eq!(current_max_queues(&none), None);
+        // -1 is RabbitMQ's "no limit".
+        let unlimited: Vec<VhostLimits> =
+            serde_json::from_str(r#"[{"vhost":"/","value":{"max-queues":-1}}]"#).expect("json");
+        assert_eq!(current_max_queues(&unlimited), None);
     }
 
     #[test]

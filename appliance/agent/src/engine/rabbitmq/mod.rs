@@ -127,6 +127,11 @@ impl Engine for RabbitMq {
         }
     }
 
+    async fn apply_quotas(&self) -> Result<bool> {
+        let limits = crate::sizing::rabbitmq(self.placement.instance_type);
+        self.management.ensure_max_queues(limits.queues).await
+    }
+
     async fn sync_users(&self, desired: &[User]) -> Result<bool> {
         self.management.sync_users(desired).await
     }
