@@ -208,18 +208,10 @@ async fn converge_steps(
     status: &mut BrokerStatus,
 ) -> Result<bool, Failure> {
     check_host_fits(spec).map_err(Failure::Permanent)?;
-    if spec
-        .encryption
-        .as_ref()
-        .is_some_and(|e| !e.key_file.is_empty())
-    {
+    let key_file = encryption_key_file(spec);
+    if key_file.is_some() {
         // Refused before the volume is touched: never plain data where encryption was asked.
         encryption::check_host().map_err(Failure::Permanent)?;
-        return Err(Failure::Permanent(
-            "encrypted volumes (LUKS) are not prepared by this agent release yet; \
-             refusing to store data unencrypted"
-                .into(),
-        ));
     }
     let instance = spec
         .instances
@@ -230,14 +222,19 @@ async fn converge_steps(
         tokio::task::block_in_place(|| {
             shared::prepare(&instance.volume, &spec.broker_id, &volume_dir)
         })?
+    } else if let Some(key_file) = key_file {
+        tokio::task::block_in_place(|| {
+            encryption::prepare(&instance.volume, &spec.broker_id, key_file, &volume_dir)
+        })
+        .map_err(|e| match e {
+            encryption::PrepareError::Volume(e) => volume_failure(e),
+            refused => Failure::Permanent(refused.to_string()),
+        })?
     } else {
         tokio::task::block_in_place(|| {
             block::prepare(&instance.volume, &spec.broker_id, &volume_dir)
         })
-        .map_err(|e| match e {
-            block::VolumeError::Tool { .. } => Failure::Transient(e.into()),
-            other => Failure::Permanent(other.to_string()),
-        })?
+        .map_err(volume_failure)?
     };
     if let Ok((size, used)) = block::usage(&data_root) {
         status.volume = Some(Volume {
@@ -310,6 +307,22 @@ async fn converge_steps(
     Ok(true)
 }
 
+/// The key file of an encrypted volume, if the spec asks for encryption at rest.
+fn encryption_key_file(spec: &BrokerSpec) -> Option<&str> {
+    spec.encryption
+        .as_ref()
+        .map(|e| e.key_file.as_str())
+        .filter(|k| !k.is_empty())
+}
+
+/// A volume the spec cannot use is a permanent failure; a tool that failed may work next pass.
+fn volume_failure(e: block::VolumeError) -> Failure {
+    match e {
+        block::VolumeError::Tool { .. } => Failure::Transient(e.into()),
+        other => Failure::Permanent(other.to_string()),
+    }
+}
+
 /// Refuses, before anything is prepared or started, a host with fewer CPUs or less memory than
 /// the spec's instance type (an unknown type is refused later, with the engine).
 fn check_host_fits(spec: &BrokerSpec) -> Result<(), String> {
@@ -355,6 +368,8 @@ pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
         tokio::task::block_in_place(|| {
             if spec.storage_type == STORAGE_SHARED {
                 shared::release(&instance.volume, &spec.broker_id, &volume_dir)
+            } else if encryption_key_file(spec).is_some() {
+                encryption::release(&instance.volume, &spec.broker_id, &volume_dir)
             } else {
                 block::release(&instance.volume, &spec.broker_id, &volume_dir)
             }

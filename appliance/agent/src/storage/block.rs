@@ -42,7 +42,7 @@ impl Probe {
         self.fs_type.is_none() && self.partition_table.is_none()
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         match (&self.fs_type, &self.label, &self.partition_table) {
             (Some(t), Some(l), _) => format!("a {t} filesystem labelled {l:?}"),
             (Some(t), None, _) => format!("a {t} filesystem"),
