@@ -102,9 +102,11 @@ def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout:
 
 
 def connect(endpoints, username: str, password: str, *, attempts: int = 3, sleep_max: float = 1.0,
-            client_id: Optional[str] = None) -> tuple[stomp.Connection, Listener]:
-    """Connects (waiting for CONNECTED); raises ConnectFailedException with the broker's reason."""
-    conn = connection(endpoints, attempts=attempts, sleep_max=sleep_max)
+            client_id: Optional[str] = None, timeout: float = 5.0) -> tuple[stomp.Connection, Listener]:
+    """Connects (waiting for CONNECTED); raises ConnectFailedException with the broker's reason.
+    `timeout` is the socket timeout: stomp.py drops a connection that receives nothing for that
+    long, so a producer the broker holds back (flow control) needs a longer one."""
+    conn = connection(endpoints, attempts=attempts, sleep_max=sleep_max, timeout=timeout)
     listener = Listener()
     conn.set_listener("ferrymq", listener)
     headers = {"client-id": client_id} if client_id else {}

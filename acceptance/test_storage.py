@@ -1,6 +1,8 @@
 """Storage end to end (the EBS equivalent): a foreign filesystem is refused untouched, a grown
-device is grown online, and a full volume stops RabbitMQ's publishers through its own disk
-alarm without losing a confirmed message, until space is freed.
+device is grown online, a full volume stops RabbitMQ's publishers through its own disk
+alarm without losing a confirmed message, until space is freed, and ActiveMQ's store limit (set
+from the volume's size) holds its producers through flow control until consuming frees the
+journal, again without losing a receipted message.
 
 Each test brings its own small loop-device volume on host 1 (``lab.add_volume``) and removes
 it again; the host's own volume is not used.
@@ -21,6 +23,7 @@ import pytest
 
 import amqp
 import lab as labmod
+import stompclient
 from steps import Steps, blkid, blkid_value, wait_until
 
 EXAMPLE = "rabbitmq-single-instance"
@@ -302,15 +305,17 @@ def test_03_disk_full_blocks_publishers_without_loss_and_they_resume(host):
     S.ok("disk_full")
 
 
-def test_04_destroy_leaves_nothing(lab, host):
-    dev = S.s.get("dev")
+def destroy_leaves_nothing(lab, host, steps: Steps, first_test: str) -> None:
+    """Destroys the steps' broker: only the agent is left, the volume is unmounted and blank
+    (then detached), no broker state remains."""
+    dev = steps.s.get("dev")
     if not dev:
-        pytest.fail("no volume was made (test_01 failed before add_volume)", pytrace=False)
+        pytest.fail(f"no volume was made ({first_test} failed before add_volume)", pytrace=False)
     try:
-        if "tf" in S.s:
-            res = S.s["tf"].destroy()
+        if "tf" in steps.s:
+            res = steps.s["tf"].destroy()
             assert "Destroy complete!" in res.output, res.output
-        wait_until(lambda: not [c for p, c, _ in host.processes() if p != host.agent_pid], 20,
+        wait_until(lambda: not [c for p, c, _ in host.processes() if p != host.agent_pid], 60,
                    lambda: f"only the agent left in {host.netns}: {host.processes()}")
         assert not [mp for src, mp in labmod.mounts() if src == dev], "volume still mounted"
         assert blkid(dev).returncode == 2, f"{dev} still carries a signature: {blkid(dev).stdout}"
@@ -318,3 +323,152 @@ def test_04_destroy_leaves_nothing(lab, host):
     finally:
         if not [mp for src, mp in labmod.mounts() if src == dev]:
             lab.remove_volume(dev)  # else the lab's teardown unmounts and detaches it
+
+
+def test_04_destroy_leaves_nothing(lab, host):
+    destroy_leaves_nothing(lab, host, S, "test_01")
+
+
+# ---- ActiveMQ: the store limit set from the volume blocks producers, without loss ------------------
+
+AMQ_EXAMPLE = "activemq-single-instance"
+AMQ_QUEUE = "acceptance.store-full"
+# 64 KiB bodies: the store limit of a 256 MiB volume is reached after ~2,200 messages.
+AMQ_PAD = 64 * 1024
+AMQ_WINDOW = 4
+
+A = Steps()
+
+
+class StorePublisher(threading.Thread):
+    """Sends numbered persistent 64 KiB messages over STOMP, each with a receipt, AMQ_WINDOW in
+    flight. A message counts as sent once receipted (ActiveMQ receipts a persistent SEND once it
+    is in the store). When producer flow control holds the sends, receipts simply stop coming."""
+
+    def __init__(self, endpoint: str):
+        super().__init__(daemon=True)
+        self.endpoint = endpoint
+        self.receipted: list[str] = []
+        self.last_receipt_at = time.monotonic()
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self):
+        try:
+            # Receipts stop for as long as flow control holds the producer: a socket timeout
+            # shorter than that would drop the connection (stomp.py's default is 5 s).
+            conn, listener = stompclient.connect(self.endpoint, APP["username"], APP["password"], timeout=600)
+            pending: dict[str, str] = {}
+            i = 0
+            while not self.stop.is_set() or pending:
+                if len(pending) < AMQ_WINDOW and not self.stop.is_set():
+                    rid = f"r-{i}"
+                    body = f"store-{i:07d}." + "x" * AMQ_PAD
+                    conn.send(stompclient.queue(AMQ_QUEUE), body, headers={"persistent": "true", "receipt": rid})
+                    pending[rid] = body
+                    i += 1
+                    continue
+                with listener.cond:
+                    listener.cond.wait(0.5)
+                    done = [r for r in pending if r in listener.receipts]
+                    errors = list(listener.errors)
+                    dropped = listener.disconnects
+                for r in done:
+                    self.receipted.append(pending.pop(r))
+                    self.last_receipt_at = time.monotonic()
+                if errors:
+                    raise RuntimeError(f"ERROR frame: {errors}")
+                if dropped:
+                    raise RuntimeError(f"connection lost with {len(pending)} sends not receipted")
+                if self.stop.is_set() and time.monotonic() - self.last_receipt_at > 60:
+                    raise RuntimeError(f"{len(pending)} sends never receipted after stop")
+            stompclient._close(conn)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+
+def activemq_store_limit_mib(xml: Path) -> int:
+    m = re.search(r'<storeUsage limit="(\d+) mb"/>', xml.read_text())
+    assert m, f"no storeUsage limit in {xml}:\n{xml.read_text()}"
+    return int(m.group(1))
+
+
+def test_05_activemq_on_a_small_volume_has_a_store_limit_from_its_size(lab, host, tf_factory):
+    dev = lab.add_volume(host, "amqstore", 256)
+    A.s["dev"] = dev
+    tf = tf_factory("storage-activemq", example=AMQ_EXAMPLE)
+    A.s["tf"] = tf
+    tf.write_vars({"broker_name": "acceptance-store-full", "host": host.address, "volume": dev, "users": [APP]})
+    tf.apply()
+    out = tf.output()
+    assert out.get("status") == "RUNNING", out
+    A.s.update(out)
+    bdir = host.brokers_dir / out["broker_id"]
+    A.s["volume"] = vol = bdir / "volume"
+    A.s["log"] = bdir / "engine" / "activemq.log"
+    limit = activemq_store_limit_mib(bdir / "engine" / "activemq.xml")
+    # 80 % of the filesystem less two journal files (64 MiB), at least a quarter of it.
+    size_mib = fs_size(vol) // MIB
+    want = max(size_mib * 8 // 10 - 64, size_mib // 4)
+    assert abs(limit - want) <= 1, f"store limit {limit} MiB on a {size_mib} MiB filesystem, want ~{want}"
+    assert limit * MIB < fs_size(vol)
+    A.s["limit_mib"] = limit
+    A.ok("apply")
+
+
+def test_06_store_limit_blocks_producers_and_consuming_resumes_them_without_loss(host):
+    A.need("apply")
+    vol, log = A.s["volume"], A.s["log"]
+    ep = A.s["stomp_endpoint"]
+    java = host.activemq_pids()
+    pub = StorePublisher(ep)
+    pub.start()
+    try:
+        # Send until producer flow control holds the sends: no receipt for 10 s.
+        start = time.monotonic()
+        wait_until(lambda: pub.error or (len(pub.receipted) > 100 and time.monotonic() - pub.last_receipt_at > 10),
+                   300, lambda: f"the producer to be blocked ({len(pub.receipted)} receipted)", interval=1)
+        assert pub.error is None, f"the producer failed instead of being blocked: {pub.error!r}"
+        n_blocked = len(pub.receipted)
+        stored_mib = n_blocked * AMQ_PAD // MIB
+        print(f"\nproducer blocked after {n_blocked} receipted messages (~{stored_mib} MiB, store limit "
+              f"{A.s['limit_mib']} MiB) in {time.monotonic() - start:.1f} s; {fs_free(vol) // MIB} MiB free on the volume")
+        labmod.record_result("activemq_store_full_messages_before_block", n_blocked)
+        assert "Persistent store is Full" in log.read_text(errors="replace"), \
+            f"receipts stopped but ActiveMQ logged no store-full flow control:\n{labmod.tail(log)}"
+        assert fs_free(vol) > 16 * MIB, f"the volume itself filled up: {fs_free(vol)} bytes free"
+        assert host.activemq_pids() == java, "the broker restarted or died"
+
+        # Consume (and acknowledge) the older half: KahaDB drops the journal files no message
+        # needs any more (its cleanup runs every 30 s) and the producer resumes.
+        half = n_blocked // 2
+        first = stompclient.consume(ep, APP["username"], APP["password"], AMQ_QUEUE, half, timeout=120,
+                                    idle=0, done=lambda got: len(got) >= half)
+        assert len(first) >= half, f"consumed only {len(first)} of {half}"
+        freed_at = time.monotonic()
+        wait_until(lambda: pub.error or len(pub.receipted) >= n_blocked + 100, 180,
+                   lambda: f"the producer to resume ({len(pub.receipted)} receipted, {n_blocked} when blocked)",
+                   interval=1)
+        assert pub.error is None, f"the producer failed after space was freed: {pub.error!r}"
+        resume_secs = time.monotonic() - freed_at
+        print(f"producer resumed {resume_secs:.1f} s after consuming {len(first)} messages")
+        labmod.record_result("activemq_store_full_resume_seconds", round(resume_secs, 2))
+    finally:
+        pub.stop.set()
+        pub.join(timeout=120)
+    assert not pub.is_alive(), "the producer did not stop"
+    assert pub.error is None, f"producer failed: {pub.error!r}"
+
+    # Every receipted message is there, exactly once across both consumers.
+    sent = list(pub.receipted)
+    rest = stompclient.consume(ep, APP["username"], APP["password"], AMQ_QUEUE, len(sent) - len(first), timeout=300)
+    t = stompclient.tally(sent, first + rest)
+    print(f"{t['receipted']} receipted, {t['consumed']} consumed, {t['lost']} lost, {t['duplicates']} duplicates")
+    labmod.record_result("activemq_store_full_messages_lost", t["lost"])
+    assert t["lost"] == 0, f"{t['lost']} receipted messages lost, e.g. {[b[:14] for b in t['lost_first']]}"
+    assert t["unexpected"] == 0, t
+    A.ok("store_full")
+
+
+def test_07_activemq_destroy_leaves_nothing(lab, host):
+    destroy_leaves_nothing(lab, host, A, "test_05")
