@@ -6,7 +6,8 @@ Terraform 1.0.3 and the real agent.
   watermark and connection_max from the type;
 - `mq.t3.micro` in place ("1 to change"): the limits follow, persisted messages survive;
 - on `mq.t3.micro` the 2,501st queue is refused (the type's queue quota as a vhost limit);
-- destroy removes the broker and its cgroups.
+- destroy removes the broker and its cgroups;
+- ActiveMQ `mq.t3.micro` -> `mq.m5.large` in place: new heap and cgroup, messages kept.
 
 The steps run in order and share one broker; a step whose prerequisite failed fails at once.
 """
@@ -24,6 +25,8 @@ import pytest
 import pika
 
 import amqp
+import lab as labmod
+import stompclient
 from steps import wait_until
 
 EXAMPLE = "rabbitmq-single-instance"
@@ -232,3 +235,39 @@ def test_04_destroy_removes_the_broker_and_its_cgroups(host):
     wait_until(lambda: not host.pids_named("beam.smp"), 60, "no beam.smp after destroy")
     assert unit_cgroup_dirs(S["broker_id"]) == [], f"cgroups left: {unit_cgroup_dirs(S['broker_id'])}"
     assert host.broker_dirs() == [], f"broker dirs left: {host.broker_dirs()}"
+
+
+def test_05_activemq_type_change_is_in_place_with_the_new_heap(lab, host, tf_factory):
+    """ActiveMQ, `mq.t3.micro` → `mq.m5.large` in place (on shared storage: Amazon MQ offers
+    ActiveMQ on EBS on mq.m5 only, and only mq.m5.large fits a 2-CPU host): the engine restarts
+    with the new heap and cgroup, and the receipted messages are still there."""
+    tf = tf_factory("sizing-activemq", example="activemq-single-instance")
+    base = {"broker_name": "acceptance-sizing-amq", "host": host.address, "users": [APP],
+            "storage_type": "efs", "volume": str(lab.shared_dir("sizing-activemq"))}
+    tf.write_vars({**base, "host_instance_type": "mq.t3.micro"})
+    try:
+        tf.apply()
+        out = tf.output()
+        assert out.get("status") == "RUNNING", out
+        java = wait_until(host.activemq_pids, 60, "the ActiveMQ broker")[0]
+        assert "-Xmx512m" in labmod.proc_cmdline(java), labmod.proc_cmdline(java)
+        assert limits_of(java)[0] == 1 * GIB
+        bodies = [f"amq-sizing-{i:04d}" for i in range(MESSAGES)]
+        stompclient.send_receipted(out["stomp_endpoint"], APP["username"], APP["password"], QUEUE, bodies)
+
+        tf.write_vars({**base, "host_instance_type": "mq.m5.large"})
+        plan = tf.plan()
+        assert "1 to change, 0 to destroy" in plan.output, plan.output
+        res = tf.apply()
+        after = tf.output()
+        assert after.get("status") == "RUNNING", res.output
+        assert after["broker_id"] == out["broker_id"]
+        java2 = wait_until(lambda: [p for p in host.activemq_pids() if p != java], 60, "the restarted broker")[0]
+        assert "-Xmx4096m" in labmod.proc_cmdline(java2), labmod.proc_cmdline(java2)
+        mem, quota, _ = limits_of(java2)
+        assert (mem, quota) == (8 * GIB, 200_000), (mem, quota)
+        got = stompclient.consume(after["stomp_endpoint"], APP["username"], APP["password"], QUEUE, MESSAGES)
+        assert sorted(got) == bodies, f"got {len(got)} of {MESSAGES} receipted messages back after the resize"
+    finally:
+        tf.destroy(check=False)
+    wait_until(lambda: not host.activemq_pids(), 60, "no ActiveMQ after destroy")

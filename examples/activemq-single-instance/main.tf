@@ -20,7 +20,7 @@ resource "ferrymq_broker" "activemq" {
   engine_version     = "5.17.2"
   host_instance_type = var.host_instance_type
   deployment_mode    = "SINGLE_INSTANCE"
-  storage_type       = "ebs"
+  storage_type       = var.storage_type
 
   # The appliance host (its agent listens on HOST:7443) and the blank block device that becomes
   # the broker's volume (the EBS volume of Amazon MQ). FerryMQ formats it only when it is blank.

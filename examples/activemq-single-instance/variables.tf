@@ -10,6 +10,12 @@ variable "host_instance_type" {
   default     = "mq.m5.large"
 }
 
+variable "storage_type" {
+  description = "\"ebs\" (volume: a blank block device; mq.m5 types only, as in Amazon MQ) or \"efs\" (volume: an NFS export server:/export or a shared directory; every type)."
+  type        = string
+  default     = "ebs"
+}
+
 variable "host" {
   description = "Address of the FerryMQ appliance host that runs the broker."
   type        = string
