@@ -4,8 +4,9 @@ instance type's limits, on the machine it runs on. Its table feeds the
 `ferrymq_instance_type_recommendation` data source (`appliance/api/src/throughput.json`, embedded
 in the API crate at build time).
 
-For each engine it applies one single-instance broker with the real Terraform and agent (a lab
-host in a network namespace, as the acceptance tests do), then for each instance type that fits
+For each engine it applies the single-instance example (`examples/rabbitmq-single-instance`,
+`examples/activemq-single-instance`) with the real Terraform and agent on a lab host (a network
+namespace, as the acceptance tests do), then for each instance type that fits
 this host, smallest first, changes `host_instance_type` in place (the agent re-applies the
 type's cgroup CPU quota and memory maximum, JVM heap or RabbitMQ memory watermark, and
 connection limits, and restarts the engine) and measures, at each message size:
@@ -52,7 +53,7 @@ import pika  # noqa: E402
 import amqp  # noqa: E402
 import lab as labmod  # noqa: E402
 import stompclient  # noqa: E402
-from steps import endpoint, wait_until  # noqa: E402
+from steps import wait_until  # noqa: E402
 from test_sizing import limits_of  # noqa: E402
 
 REPO = labmod.REPO
@@ -66,47 +67,6 @@ STOMP_WINDOW = 50
 BATCH = 50
 ACK_EVERY = 50
 
-MAIN_TF = """
-terraform {
-  required_providers {
-    ferrymq = { source = "ferrymq/ferrymq" }
-  }
-}
-provider "ferrymq" {}
-variable "engine_type" { type = string }
-variable "engine_version" { type = string }
-variable "host_instance_type" { type = string }
-variable "storage_type" { type = string }
-variable "host" { type = string }
-variable "volume" { type = string }
-variable "user" { type = object({ username = string, password = string, console_access = bool }) }
-resource "ferrymq_broker" "bench" {
-  broker_name        = "bench-${lower(var.engine_type)}"
-  engine_type        = var.engine_type
-  engine_version     = var.engine_version
-  host_instance_type = var.host_instance_type
-  deployment_mode    = "SINGLE_INSTANCE"
-  storage_type       = var.storage_type
-  instance {
-    host   = var.host
-    volume = var.volume
-  }
-  user {
-    username       = var.user.username
-    password       = var.user.password
-    console_access = var.user.console_access
-  }
-  timeouts {
-    create = "10m"
-    update = "10m"
-    delete = "10m"
-  }
-}
-output "broker_id" { value = ferrymq_broker.bench.id }
-output "status" { value = ferrymq_broker.bench.status }
-output "endpoints" { value = ferrymq_broker.bench.instances[0].endpoints }
-"""
-
 CATALOGUE_TF = """
 terraform {
   required_providers {
@@ -118,9 +78,13 @@ data "ferrymq_instance_types" "all" {}
 output "instance_types" { value = data.ferrymq_instance_types.all.instance_types }
 """
 
-# Engine -> (version, storage). ActiveMQ runs on shared storage (a lab directory, the stand-in
-# for EFS) so that every type can be measured: Amazon MQ offers ActiveMQ on EBS on mq.m5 only.
-ENGINES = {"RabbitMQ": ("3.10.8", "ebs"), "ActiveMQ": ("5.17.2", "efs")}
+# Engine -> (example applied, storage, endpoint output). ActiveMQ runs on shared storage (a lab
+# directory, the stand-in for EFS) so that every type can be measured: Amazon MQ offers ActiveMQ
+# on EBS on mq.m5 only.
+ENGINES = {
+    "RabbitMQ": ("rabbitmq-single-instance", "ebs", "amqp_endpoint"),
+    "ActiveMQ": ("activemq-single-instance", "efs", "stomp_endpoint"),
+}
 
 
 # ---- load clients (separate processes: each counts into a shared counter until `stop`) -------
@@ -307,22 +271,23 @@ def engine_pid(host, engine: str) -> int:
 
 
 def bench_engine(lab, host, engine: str, types: list, m: dict, args, work: Path) -> list:
-    version, storage = ENGINES[engine]
+    example, storage, endpoint_output = ENGINES[engine]
     volume = host.loop if storage == "ebs" else str(lab.shared_dir(f"bench-{engine.lower()}"))
-    tf = labmod.Terraform(work / engine.lower(), lab)
-    (tf.workdir / "main.tf").write_text(MAIN_TF)
+    tf = labmod.Terraform(work / engine.lower(), lab, example=REPO / "examples" / example)
+    variables = {"broker_name": f"bench-{engine.lower()}", "host": host.address, "volume": volume, "users": [USER]}
+    if engine == "ActiveMQ":
+        variables["storage_type"] = storage
     rows = []
     try:
         for t in types:
-            tf.write_vars({"engine_type": engine, "engine_version": version, "host_instance_type": t["name"],
-                           "storage_type": storage, "host": host.address, "volume": volume, "user": USER})
+            tf.write_vars({**variables, "host_instance_type": t["name"]})
             start = time.monotonic()
             tf.apply()
             out = tf.output()
             if out.get("status") != "RUNNING":
                 raise RuntimeError(f"{engine} on {t['name']}: status {out.get('status')!r}")
             print(f"{engine} {t['name']}: RUNNING after {time.monotonic() - start:.1f} s", flush=True)
-            ep = endpoint(out["endpoints"], "amqp" if engine == "RabbitMQ" else "stomp")
+            ep = out[endpoint_output]
             mem, quota, _ = limits_of(engine_pid(host, engine))
             for size in args.sizes:
                 runs = []
@@ -402,7 +367,7 @@ def main(argv=None) -> int:
                    "measured_seconds": args.seconds, "message_sizes_bytes": args.sizes,
                    "repeats": args.repeats, "figure": "the median of the repeats",
                    "clients": "on the same machine as the broker (pika, stomp.py), competing for its CPUs",
-                   "storage": {e: s for e, (_, s) in ENGINES.items()}},
+                   "storage": {e: s for e, (_, s, _) in ENGINES.items()}},
         "load_average_1m_at_end": round(os.getloadavg()[0], 2),
         "figures": rows,
         "not_measured": not_measured,

@@ -303,6 +303,16 @@ pub const INSTANCE_TYPES: &[InstanceType] = &[
     },
 ];
 
+/// A size in GiB as the catalogue's messages write memory and storage: `16 GiB`, `23.4 GiB`.
+pub fn gib(bytes: u64) -> String {
+    const GIB: u64 = 1 << 30;
+    if bytes.is_multiple_of(GIB) {
+        format!("{} GiB", bytes / GIB)
+    } else {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64)
+    }
+}
+
 /// Looks up an instance type by its Amazon MQ name (exact, as Amazon MQ compares them).
 pub fn instance_type(name: &str) -> Option<&'static InstanceType> {
     INSTANCE_TYPES.iter().find(|t| t.name == name)

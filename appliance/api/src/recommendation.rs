@@ -8,7 +8,7 @@
 //! type the benchmark could not run (a host smaller than the type) is credited with no more
 //! than the best figure of a smaller type it contains, and the reason says so.
 
-use crate::catalogue::{self, DeploymentMode, EngineType, InstanceType, StorageType};
+use crate::catalogue::{self, gib, DeploymentMode, EngineType, InstanceType, StorageType};
 use serde::Deserialize;
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -431,15 +431,6 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-/// `20 GiB`, `1.5 GiB`.
-fn gib(bytes: u64) -> String {
-    if bytes.is_multiple_of(GIB) {
-        format!("{} GiB", bytes / GIB)
-    } else {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
-    }
 }
 
 #[cfg(test)]

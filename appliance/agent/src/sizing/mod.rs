@@ -4,10 +4,8 @@
 //! quota and memory maximum), and whether the host is big enough for the type at all.
 
 use crate::supervisor::ResourceLimits;
-use ferrymq_api::catalogue::InstanceType;
+use ferrymq_api::catalogue::{gib, InstanceType};
 use std::fs;
-
-const GIB: u64 = 1024 * 1024 * 1024;
 
 /// RabbitMQ's memory alarm as a share of the type's memory: RabbitMQ's own default relative
 /// watermark (0.4), which Amazon MQ keeps, applied to the type rather than to the host.
@@ -110,19 +108,12 @@ fn plural(n: u32, what: &str) -> String {
     }
 }
 
-/// `16 GiB`, `23.4 GiB`, `0.5 GiB`.
-fn gib(bytes: u64) -> String {
-    if bytes.is_multiple_of(GIB) {
-        format!("{} GiB", bytes / GIB)
-    } else {
-        format!("{:.1} GiB", bytes as f64 / GIB as f64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ferrymq_api::catalogue::instance_type;
+
+    const GIB: u64 = 1 << 30;
 
     fn t(name: &str) -> &'static InstanceType {
         instance_type(name).expect(name)
