@@ -536,6 +536,38 @@ class Lab:
     def agent_alive(self, h: Host) -> bool:
         return bool(h.agent_pid) and pid_alive(h.agent_pid)
 
+    # ---- faults: a host's link, and where a virtual IP is --------------------------------------
+
+    def link_down(self, h: Host) -> None:
+        """Cuts h off the network (its cable pulled): the bridge-side veth goes down, so h's
+        eth0 loses its carrier. Its processes live on; nothing reaches them and they reach nothing."""
+        run(["ip", "link", "set", h.veth, "down"])
+
+    def link_up(self, h: Host) -> None:
+        """Plugs h back in (undoes link_down)."""
+        run(["ip", "link", "set", h.veth, "master", self.bridge, "up"])
+
+    def link_is_up(self, h: Host) -> bool:
+        cp = run(["ip", "-j", "link", "show", h.veth], check=False)
+        try:
+            return "UP" in json.loads(cp.stdout or "[]")[0].get("flags", [])
+        except (json.JSONDecodeError, IndexError):
+            return False
+
+    def address_holders(self, address: str) -> list[Host]:
+        """The hosts that have `address` on one of their interfaces (a load balancer's virtual
+        IP: one host normally, two for a moment while a cut-off host still holds it)."""
+        out = []
+        for h in self.hosts:
+            cp = run(["ip", "-n", h.netns, "-j", "addr", "show"], check=False)
+            try:
+                links = json.loads(cp.stdout or "[]")
+            except json.JSONDecodeError:
+                continue
+            if any(a.get("local") == address for link in links for a in link.get("addr_info", [])):
+                out.append(h)
+        return out
+
     # ---- extra volumes (storage tests) -------------------------------------------------------
 
     def add_volume(self, h: Host, name: str, mib: int) -> str:

@@ -38,6 +38,17 @@ resource "ferrymq_broker" "activemq" {
     }
   }
 
+  # Optional network load balancer (Amazon MQ's NLB): HAProxy on both hosts forwards OpenWire,
+  # STOMP and MQTT to whichever broker is active (the standby opens no port, so it fails the
+  # health check), behind a keepalived virtual IP. Clients then need one endpoint, which stays
+  # the same across a failover.
+  dynamic "load_balancer" {
+    for_each = var.virtual_ip == null ? [] : [var.virtual_ip]
+    content {
+      virtual_ip = load_balancer.value
+    }
+  }
+
   dynamic "user" {
     for_each = var.users
     content {

@@ -31,3 +31,8 @@ output "stomp_endpoints" {
 output "openwire_endpoints" {
   value = try([for i in ferrymq_broker.activemq.instances : i.endpoints[0]], null)
 }
+
+# Through the load balancer's virtual IP (empty without virtual_ip): OpenWire, STOMP, MQTT.
+output "load_balancer_endpoints" {
+  value = ferrymq_broker.activemq.load_balancer_endpoints
+}

@@ -25,6 +25,12 @@ variable "shared_volume" {
   type        = string
 }
 
+variable "virtual_ip" {
+  description = "Optional: a free address of the hosts' network for a load balancer in front of the pair (null: none)."
+  type        = string
+  default     = null
+}
+
 variable "users" {
   description = "Broker users. Passwords: at least 12 characters, no ',', ':' or '='."
   type = list(object({

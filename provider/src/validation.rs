@@ -44,6 +44,7 @@ pub fn broker(config: &Value) -> Diagnostics {
             ));
         }
     }
+    d.extend(load_balancer_block(config));
     if let Value::Object(_) = config.get("timeouts") {
         for op in ["create", "update", "delete"] {
             if let Some(text) = config.get("timeouts").get(op).as_str() {
@@ -188,13 +189,57 @@ fn instance_blocks(instances: &[Value], storage: Option<StorageType>) -> Diagnos
         }
         for (j, other) in instances.iter().enumerate().skip(i + 1) {
             if let (Some(a), Some(b)) = (inst.get("host").as_str(), other.get("host").as_str()) {
-                if a == b {
+                // `10.0.0.1` and `10.0.0.1:7443` are one host.
+                let same = match (validate::host_address(a), validate::host_address(b)) {
+                    (Ok(x), Ok(y)) => x == y,
+                    _ => a == b,
+                };
+                if same {
                     d.push(error(
                         AttributePath::root("instance").index(j as i64).attr("host"),
                         "Duplicate instance host",
                         format!("instance[{j}].host {b:?} is already instance[{i}]; each instance needs its own host"),
                     ));
                 }
+            }
+        }
+    }
+    d
+}
+
+/// The `load_balancer` block: a virtual IP that is an address no instance owns, and hosts to
+/// run on (left out: the broker's hosts; given: at least one, each a broker host).
+fn load_balancer_block(config: &Value) -> Diagnostics {
+    let mut d = Vec::new();
+    let lb = config.get("load_balancer");
+    if !matches!(lb, Value::Object(_)) {
+        return d;
+    }
+    let instances = config.get("instance").as_list().unwrap_or_default();
+    let hosts: Vec<&str> = instances
+        .iter()
+        .filter_map(|i| i.get("host").as_str())
+        .collect();
+    let all_known = hosts.len() == instances.len();
+    if let Some(vip) = lb.get("virtual_ip").as_str() {
+        let owners: Vec<&str> = if all_known { hosts.clone() } else { vec![] };
+        if let Err(m) = validate::virtual_ip(vip, owners) {
+            d.push(error(
+                AttributePath::root("load_balancer").attr("virtual_ip"),
+                "Invalid load_balancer virtual_ip",
+                m,
+            ));
+        }
+    }
+    if let Some(lb_hosts) = lb.get("hosts").as_list() {
+        let given: Vec<&str> = lb_hosts.iter().filter_map(Value::as_str).collect();
+        if given.len() == lb_hosts.len() && all_known {
+            if let Err(m) = validate::load_balancer_hosts(&given, hosts.iter().copied()) {
+                d.push(error(
+                    AttributePath::root("load_balancer").attr("hosts"),
+                    "Invalid load_balancer hosts",
+                    m,
+                ));
             }
         }
     }
@@ -328,6 +373,64 @@ mod tests {
             .collect()
     }
 
+    fn cluster(engine: &str, version: &str, hosts: [&str; 3]) -> Value {
+        let mut c = config();
+        c.set_attr("engine_type", engine);
+        c.set_attr("engine_version", version);
+        c.set_attr("deployment_mode", "CLUSTER_MULTI_AZ");
+        c.set_attr(
+            "instance",
+            Value::List(
+                hosts
+                    .iter()
+                    .map(|h| {
+                        Value::object([
+                            ("host", Value::string(*h)),
+                            ("volume", Value::string("/dev/loop0")),
+                        ])
+                    })
+                    .collect(),
+            ),
+        );
+        c
+    }
+
+    #[test]
+    fn clusters_are_three_rabbitmq_hosts() {
+        let good = cluster("RabbitMQ", "3.10.8", ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        assert!(broker(&good).is_empty(), "{:?}", broker(&good));
+        let d = broker(&cluster(
+            "RabbitMQ",
+            "3.10.8",
+            ["10.0.0.1", "10.0.0.2", "10.0.0.1:7443"],
+        ));
+        assert_eq!(paths(&d), ["instance[2].host"]);
+        let d = broker(&cluster(
+            "ActiveMQ",
+            "5.17.2",
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"],
+        ));
+        assert_eq!(paths(&d), ["deployment_mode"]);
+        assert!(
+            d[0].detail.contains("not offered for ActiveMQ"),
+            "{}",
+            d[0].detail
+        );
+        let mut lb = good.clone();
+        lb.set_attr(
+            "load_balancer",
+            Value::object([
+                ("virtual_ip", Value::string("10.0.0.2")),
+                ("hosts", Value::List(vec![Value::string("10.0.0.9")])),
+            ]),
+        );
+        let d = broker(&lb);
+        assert_eq!(
+            paths(&d),
+            ["load_balancer.virtual_ip", "load_balancer.hosts"]
+        );
+    }
+
     #[test]
     fn a_good_config_passes() {
         assert!(broker(&config()).is_empty(), "{:?}", broker(&config()));
@@ -357,8 +460,26 @@ mod tests {
             (
                 "deployment_mode",
                 Value::string("CLUSTER_MULTI_AZ"),
-                "deployment_mode",
-                "CLUSTER_MULTI_AZ",
+                "instance",
+                "exactly 3 instance blocks, got 1",
+            ),
+            (
+                "load_balancer",
+                Value::object([
+                    ("virtual_ip", Value::string("10.0.0.300")),
+                    ("hosts", Value::Null),
+                ]),
+                "load_balancer.virtual_ip",
+                "\"10.0.0.300\" is not an IP address",
+            ),
+            (
+                "load_balancer",
+                Value::object([
+                    ("virtual_ip", Value::string("10.0.0.100")),
+                    ("hosts", Value::List(vec![])),
+                ]),
+                "load_balancer.hosts",
+                "no hosts to run on",
             ),
             (
                 "storage_type",

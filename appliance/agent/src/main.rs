@@ -4,6 +4,7 @@
 mod api;
 mod engine;
 mod host;
+mod load_balancer;
 mod pki;
 mod reconcile;
 mod sizing;

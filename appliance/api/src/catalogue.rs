@@ -87,7 +87,9 @@ impl DeploymentMode {
     pub fn available(self) -> bool {
         matches!(
             self,
-            DeploymentMode::SingleInstance | DeploymentMode::ActiveStandbyMultiAz
+            DeploymentMode::SingleInstance
+                | DeploymentMode::ActiveStandbyMultiAz
+                | DeploymentMode::ClusterMultiAz
         )
     }
 

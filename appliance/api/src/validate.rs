@@ -7,6 +7,7 @@
 use crate::agent::BrokerSpec;
 use crate::catalogue::{self, DeploymentMode, EngineType, StorageType};
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
 /// A refused field: where (`user[1].password`) and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -244,6 +245,64 @@ pub fn same_shared_volume<'a>(volumes: impl IntoIterator<Item = &'a str>) -> Res
     }
 }
 
+/// The address of an instance or load-balancer host: `IP` or `IP:port` (the agent's port).
+pub fn host_address(host: &str) -> Result<IpAddr, String> {
+    host.parse::<IpAddr>()
+        .or_else(|_| host.parse::<SocketAddr>().map(|s| s.ip()))
+        .map_err(|_| format!("host {host:?} is not an IP address (or IP:port)"))
+}
+
+/// The load balancer's virtual IP: an address clients can reach that no instance owns
+/// (keepalived adds it to whichever load-balancer host is master).
+pub fn virtual_ip<'a>(
+    value: &str,
+    instance_hosts: impl IntoIterator<Item = &'a str>,
+) -> Result<IpAddr, String> {
+    let ip: IpAddr = value.parse().map_err(|_| {
+        format!(
+            "virtual_ip {value:?} is not an IP address (e.g. 10.0.0.100, without a port or prefix)"
+        )
+    })?;
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return Err(format!(
+            "virtual_ip {value:?} cannot be a virtual IP; use a free unicast address of the hosts' network"
+        ));
+    }
+    if instance_hosts
+        .into_iter()
+        .any(|h| host_address(h).ok() == Some(ip))
+    {
+        return Err(format!(
+            "virtual_ip {value:?} is an instance's own address; use a free address of the hosts' network"
+        ));
+    }
+    Ok(ip)
+}
+
+/// The hosts given to run the load balancer on: at least one (leaving `hosts` out runs it on
+/// the broker's hosts), each an address, and, in this release, each one of the broker's hosts.
+pub fn load_balancer_hosts<'a>(
+    hosts: &[&str],
+    instance_hosts: impl IntoIterator<Item = &'a str> + Clone,
+) -> Result<(), String> {
+    if hosts.is_empty() {
+        return Err("load_balancer has no hosts to run on: list at least one in hosts, or leave hosts out to run it on the broker's hosts".into());
+    }
+    for host in hosts {
+        let ip = host_address(host).map_err(|m| format!("load_balancer.{m}"))?;
+        if !instance_hosts
+            .clone()
+            .into_iter()
+            .any(|h| host_address(h).ok() == Some(ip))
+        {
+            return Err(format!(
+                "load_balancer host {host:?} is not one of the broker's instance hosts; this release runs the load balancer on the broker's hosts only"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The index and value of every entry that repeats an earlier one (usernames, hosts).
 pub fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, &'a str)> {
     let mut seen = HashMap::new();
@@ -310,13 +369,33 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
             encryption_key_file(&spec.storage_type, &enc.key_file),
         );
     }
-    for (i, host) in repeated(spec.instances.iter().map(|i| i.host.as_str())) {
+    // One host, one instance: `10.0.0.1` and `10.0.0.1:7443` are the same host.
+    let addresses: Vec<String> = spec
+        .instances
+        .iter()
+        .map(|i| host_address(&i.host).map_or_else(|_| i.host.clone(), |ip| ip.to_string()))
+        .collect();
+    for (i, host) in repeated(addresses.iter().map(String::as_str)) {
         check(
             &format!("instance[{i}].host"),
             Err(format!(
                 "host {host:?} is already an earlier instance; each instance needs its own host"
             )),
         );
+    }
+    if let Some(lb) = &spec.load_balancer {
+        let instance_hosts = spec.instances.iter().map(|i| i.host.as_str());
+        check(
+            "load_balancer.virtual_ip",
+            virtual_ip(&lb.virtual_ip, instance_hosts.clone()).map(|_| ()),
+        );
+        if !lb.hosts.is_empty() {
+            let hosts: Vec<&str> = lb.hosts.iter().map(String::as_str).collect();
+            check(
+                "load_balancer.hosts",
+                load_balancer_hosts(&hosts, instance_hosts),
+            );
+        }
     }
     if spec.instance_index as usize >= spec.instances.len() {
         check(
@@ -418,6 +497,7 @@ mod tests {
                 groups: vec![],
             }],
             encryption: None,
+            ..Default::default()
         }
     }
 
@@ -436,6 +516,54 @@ mod tests {
         });
         let errors = broker_spec(&s).unwrap_err();
         assert_eq!(errors[0].path, "encryption_options.key_file");
+    }
+
+    #[test]
+    fn clusters_take_three_hosts_and_load_balancers_an_address() {
+        let mut s = spec();
+        s.deployment_mode = "CLUSTER_MULTI_AZ".into();
+        let errors = broker_spec(&s).unwrap_err();
+        assert_eq!(errors[0].path, "instance");
+        assert!(errors[0].message.contains("exactly 3"), "{}", errors[0]);
+        s.instances = ["10.0.0.1", "10.0.0.2", "10.0.0.1:7443"]
+            .iter()
+            .map(|h| Instance {
+                host: h.to_string(),
+                volume: "/dev/loop0".into(),
+            })
+            .collect();
+        let errors = broker_spec(&s).unwrap_err();
+        assert_eq!(errors[0].path, "instance[2].host");
+        s.instances[2].host = "10.0.0.3".into();
+        assert_eq!(broker_spec(&s), Ok(()));
+        s.engine_type = "ActiveMQ".into();
+        s.engine_version = "5.17.2".into();
+        let errors = broker_spec(&s).unwrap_err();
+        assert!(errors.iter().any(|e| e.path == "deployment_mode"));
+
+        let hosts = ["10.0.0.1", "10.0.0.2:7443"];
+        assert!(virtual_ip("10.0.0.100", hosts).is_ok());
+        assert!(virtual_ip("10.0.0.100/24", hosts)
+            .unwrap_err()
+            .contains("\"10.0.0.100/24\""));
+        assert!(virtual_ip("10.0.0.2", hosts)
+            .unwrap_err()
+            .contains("instance"));
+        assert!(virtual_ip("0.0.0.0", hosts).is_err());
+        assert!(load_balancer_hosts(&[], hosts)
+            .unwrap_err()
+            .contains("no hosts"));
+        assert!(load_balancer_hosts(&["10.0.0.2"], hosts).is_ok());
+        assert!(load_balancer_hosts(&["10.0.0.9"], hosts).is_err());
+        let mut s = spec();
+        s.load_balancer = Some(crate::agent::LoadBalancer {
+            virtual_ip: "vip".into(),
+            hosts: vec![],
+        });
+        assert_eq!(
+            broker_spec(&s).unwrap_err()[0].path,
+            "load_balancer.virtual_ip"
+        );
     }
 
     #[test]

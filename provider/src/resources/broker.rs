@@ -12,7 +12,7 @@ use crate::tfplugin::{
 };
 use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{
-    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, User,
+    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, LoadBalancer, User,
 };
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
@@ -57,6 +57,14 @@ pub fn schema() -> Schema {
         .description("Encryption at rest of the broker's block volume with LUKS2 (Amazon MQ: encryption_options).")
         .attribute(Attribute::required("key_file", Type::String).description(
             "Absolute path, on each host, of the file holding the volume key (the stand-in for a KMS key); the key itself never enters Terraform state.",
+        ));
+    let load_balancer = Block::new()
+        .description("A network load balancer in front of the broker (Amazon MQ's NLB): HAProxy in TCP mode, health-checked so only instances that serve clients get them, behind a keepalived virtual IP that moves when its host dies.")
+        .attribute(Attribute::required("virtual_ip", Type::String).description(
+            "The address clients use: a free address of the hosts' network, held by one load-balancer host at a time.",
+        ))
+        .attribute(Attribute::optional("hosts", Type::list(Type::String)).description(
+            "Addresses of the hosts that run the load balancer; left out, the broker's own hosts.",
         ));
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
@@ -103,9 +111,16 @@ pub fn schema() -> Schema {
             .attribute(Attribute::computed("failover_url", Type::String).description(
                 "failover:(…) URL over every instance's OpenWire endpoint, for ActiveMQ clients; empty for RabbitMQ.",
             ))
+            .attribute(Attribute::computed("load_balancer_endpoint", Type::String).description(
+                "The broker's first client endpoint through the load balancer's virtual IP (e.g. amqp://VIP:5672); empty without a load_balancer.",
+            ))
+            .attribute(Attribute::computed("load_balancer_endpoints", Type::list(Type::String)).description(
+                "Every client endpoint (one per protocol) through the load balancer's virtual IP.",
+            ))
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("encryption_options", encryption))
+            .block(NestedBlock::single("load_balancer", load_balancer))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
 }
@@ -134,7 +149,14 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         }
     }
     if req.prior_state.is_null() {
-        for computed in ["id", "status", "instances", "failover_url"] {
+        for computed in [
+            "id",
+            "status",
+            "instances",
+            "failover_url",
+            "load_balancer_endpoint",
+            "load_balancer_endpoints",
+        ] {
             planned.set_attr(computed, Value::Unknown);
         }
     } else {
@@ -146,6 +168,11 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         if planned != req.prior_state {
             // The broker reports its state again after the update.
             planned.set_attr("status", Value::Unknown);
+        }
+        if planned.get("load_balancer") != req.prior_state.get("load_balancer") {
+            for computed in ["load_balancer_endpoint", "load_balancer_endpoints"] {
+                planned.set_attr(computed, Value::Unknown);
+            }
         }
     }
     resp.planned_state = planned;
@@ -173,7 +200,7 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
     };
     let op = if creating { "create" } else { "update" };
     let timeout = timeout(&req.planned_state, op);
-    match converge(creds, &id, &req.planned_state, timeout).await {
+    match converge(creds, &id, &req.planned_state, timeout, creating).await {
         Ok(statuses) => resp.new_state = state_from(&statuses, &req.planned_state),
         Err(msg) => {
             let verb = if creating { "creating" } else { "updating" };
@@ -189,6 +216,8 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
             for (attr, empty) in [
                 ("instances", Value::List(vec![])),
                 ("failover_url", Value::string("")),
+                ("load_balancer_endpoint", Value::string("")),
+                ("load_balancer_endpoints", Value::List(vec![])),
             ] {
                 if !partial.get(attr).is_fully_known() {
                     partial.set_attr(attr, empty);
@@ -206,8 +235,13 @@ async fn converge(
     id: &str,
     planned: &Value,
     timeout: Duration,
+    creating: bool,
 ) -> Result<Vec<BrokerStatus>, String> {
-    let base = spec_from(id, planned);
+    let mut base = spec_from(id, planned);
+    if creating && base.deployment_mode == DeploymentMode::ClusterMultiAz.as_str() {
+        // Made once, sent to every instance, kept by the agents: updates send none.
+        base.cluster_secret = cluster_secret();
+    }
     let agents = agents(creds, planned)?;
     let mut generations = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
@@ -225,6 +259,16 @@ async fn converge(
         );
     }
     Ok(statuses)
+}
+
+/// 244 random bits (two v4 UUIDs) from which the agents derive the cluster's Erlang cookie
+/// and engine credential. It never enters Terraform state.
+fn cluster_secret() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
 }
 
 /// An agent that is restarting is retried until the timeout; a refusal is final. Returns the
@@ -394,6 +438,22 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
             .map(|key_file| EncryptionOptions {
                 key_file: key_file.to_string(),
             }),
+        load_balancer: planned
+            .get("load_balancer")
+            .get("virtual_ip")
+            .as_str()
+            .map(|vip| LoadBalancer {
+                virtual_ip: vip.to_string(),
+                hosts: planned
+                    .get("load_balancer")
+                    .get("hosts")
+                    .as_list()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|h| h.as_str().map(str::to_string))
+                    .collect(),
+            }),
+        ..Default::default()
     }
 }
 
@@ -509,6 +569,43 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                 .as_ref()
                 .map(|e| Value::object([("key_file", Value::string(&e.key_file))]))
                 .unwrap_or(Value::Null),
+        ),
+        (
+            "load_balancer",
+            spec.load_balancer
+                .as_ref()
+                .map(|lb| {
+                    let hosts = if lb.hosts.is_empty() {
+                        Value::Null // left out: the broker's hosts
+                    } else {
+                        Value::List(lb.hosts.iter().map(Value::string).collect())
+                    };
+                    Value::object([
+                        ("virtual_ip", Value::string(&lb.virtual_ip)),
+                        ("hosts", hosts),
+                    ])
+                })
+                .unwrap_or(Value::Null),
+        ),
+        (
+            "load_balancer_endpoint",
+            Value::string(
+                first
+                    .load_balancer_endpoints
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+        ),
+        (
+            "load_balancer_endpoints",
+            Value::List(
+                first
+                    .load_balancer_endpoints
+                    .iter()
+                    .map(Value::string)
+                    .collect(),
+            ),
         ),
         ("timeouts", prior.get("timeouts").clone()),
     ])
@@ -656,6 +753,34 @@ mod tests {
         });
         assert!(resp.requires_replace.is_empty());
         assert!(resp.planned_state.get("status").is_unknown());
+    }
+
+    #[test]
+    fn load_balancer_round_trips_and_cluster_secrets_stay_out_of_state() {
+        let mut p = planned();
+        p.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        p.set_attr("storage_type", "ebs");
+        p.set_attr(
+            "load_balancer",
+            Value::object([
+                ("virtual_ip", Value::string("10.0.0.100")),
+                ("hosts", Value::Null),
+            ]),
+        );
+        let spec = spec_from("b-1", &p);
+        let lb = spec.load_balancer.clone().expect("load balancer");
+        assert_eq!((lb.virtual_ip.as_str(), lb.hosts.len()), ("10.0.0.100", 0));
+        assert!(spec.cluster_secret.is_empty());
+        let mut status = running(spec);
+        status.load_balancer_endpoints = vec!["amqp://10.0.0.100:5672".into()];
+        let state = state_from(&[status], &p);
+        assert_eq!(state.get("load_balancer"), p.get("load_balancer"));
+        assert_eq!(
+            state.get("load_balancer_endpoint").as_str(),
+            Some("amqp://10.0.0.100:5672")
+        );
+        let a = cluster_secret();
+        assert!(a.len() == 64 && a != cluster_secret());
     }
 
     #[test]

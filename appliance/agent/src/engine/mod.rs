@@ -35,6 +35,36 @@ pub struct Placement {
     pub agent_password: String,
     /// A secret shared by a broker's instances (the Erlang cookie for RabbitMQ).
     pub cookie: String,
+    /// Every instance's address, in the spec's order (this host's included): the members of a
+    /// cluster. One entry for a single instance.
+    pub peers: Vec<IpAddr>,
+    /// This host's position in `peers`.
+    pub instance_index: usize,
+}
+
+impl Placement {
+    /// Whether the instances form one cluster (RabbitMQ CLUSTER_MULTI_AZ).
+    pub fn clustered(&self) -> bool {
+        self.peers.len() > 1
+    }
+}
+
+/// A port the engine serves clients on, as a load balancer in front of it needs to know it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listener {
+    /// Short name (`amqp`, `console`, `openwire`…): names the HAProxy frontend and backend.
+    pub name: &'static str,
+    pub port: u16,
+    pub check: ListenerCheck,
+}
+
+/// How a load balancer tells that an instance serves a listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerCheck {
+    /// The port accepts connections (an ActiveMQ standby opens none).
+    Connect,
+    /// The AMQP 0-9-1 protocol header gets a `connection.start` frame back.
+    AmqpHeader,
 }
 
 /// A configuration file as the engine wants it on disk.
@@ -88,6 +118,18 @@ pub trait Engine: Send + Sync {
     /// Client endpoints, first the one clients should use.
     fn endpoints(&self) -> Vec<String>;
     fn console_url(&self) -> String;
+    /// The ports a load balancer forwards to this engine, with how it checks them.
+    fn listeners(&self) -> Vec<Listener>;
+    /// Whether the engine's units may be started now; `Err(why)` holds the start back (a
+    /// cluster node that has never run waits for the node it joins).
+    async fn ready_to_start(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Engine settings of the broker as a whole (e.g. RabbitMQ's default queue type), made
+    /// once the engine serves; idempotent.
+    async fn sync_broker_settings(&self) -> Result<()> {
+        Ok(())
+    }
     /// Host-level leftovers once the engine's units are stopped for good.
     async fn after_stop(&self) -> Result<()>;
 }

@@ -4,6 +4,7 @@
 use super::secrets;
 use crate::engine::rabbitmq::RabbitMq;
 use crate::engine::{Engine, Health, Placement, RenderedFile};
+use crate::load_balancer::Plan as LoadBalancerPlan;
 use crate::storage::{block, encryption, shared};
 use crate::supervisor::{Supervisor, UnitState};
 use anyhow::{Context as _, Result};
@@ -56,6 +57,7 @@ pub fn redacted(spec: &BrokerSpec) -> BrokerSpec {
     for u in &mut spec.users {
         u.password.clear();
     }
+    spec.cluster_secret.clear();
     spec
 }
 
@@ -71,6 +73,14 @@ pub fn instance_address(spec: &BrokerSpec) -> Result<IpAddr, String> {
         .map_err(|_| format!("instance host {host:?} is not an IP address (or IP:port)"))
 }
 
+/// Every instance's address, in the spec's order.
+fn instance_addresses(spec: &BrokerSpec) -> Result<Vec<IpAddr>> {
+    spec.instances
+        .iter()
+        .map(|i| ferrymq_api::validate::host_address(&i.host).map_err(anyhow::Error::msg))
+        .collect()
+}
+
 /// Refuses a spec whose instance address is not one of this host's: the broker could not bind
 /// its listeners, and the provider is most likely talking to the wrong host.
 pub fn check_instance_is_local(spec: &BrokerSpec) -> Result<(), String> {
@@ -78,6 +88,19 @@ pub fn check_instance_is_local(spec: &BrokerSpec) -> Result<(), String> {
     std::net::TcpListener::bind((ip, 0))
         .map(drop)
         .map_err(|_| format!("instance host {ip} is not an address of this host"))
+}
+
+/// A cluster's instances agree on their Erlang cookie only through the secret the provider
+/// sends at create; without it the nodes could never connect.
+pub fn check_cluster_secret(spec: &BrokerSpec) -> Result<(), String> {
+    let cluster = spec.deployment_mode == catalogue::DeploymentMode::ClusterMultiAz.as_str();
+    if cluster && spec.cluster_secret.is_empty() {
+        return Err(format!(
+            "broker {} is a new CLUSTER_MULTI_AZ broker without its cluster secret; it is sent by the provider when the broker is created",
+            spec.broker_id
+        ));
+    }
+    Ok(())
 }
 
 /// Fields a running broker cannot change (Amazon MQ replaces the broker for these).
@@ -118,7 +141,13 @@ fn engine_for(
     volume_bytes: u64,
 ) -> Result<Box<dyn Engine>> {
     let address = instance_address(spec).map_err(anyhow::Error::msg)?;
-    let secrets = secrets::load_or_create(&ctx.broker_dir.join("secrets.json"))?;
+    // A cluster's instances share their secrets (derived from the spec's); other brokers keep
+    // their own, made on this host.
+    let secrets = if spec.cluster_secret.is_empty() {
+        secrets::load_or_create(&ctx.broker_dir.join("secrets.json"))?
+    } else {
+        secrets::derived(&spec.cluster_secret)
+    };
     let engine: EngineType = spec.engine_type.parse().map_err(anyhow::Error::msg)?;
     let instance_type = catalogue::instance_type(&spec.host_instance_type)
         .with_context(|| format!("unknown instance type {:?}", spec.host_instance_type))?;
@@ -132,6 +161,8 @@ fn engine_for(
         users: spec.users.clone(),
         agent_password: secrets.agent_password,
         cookie: secrets.cookie,
+        peers: instance_addresses(spec)?,
+        instance_index: spec.instance_index as usize,
     };
     match engine {
         EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(placement)?)),
@@ -268,6 +299,22 @@ async fn converge_steps(
         changed |= write_if_changed(&file, &owner)? && file.restart_on_change;
     }
 
+    // The load balancer runs whatever the local engine does: it serves the other instances.
+    let address = instance_address(spec).map_err(Failure::Permanent)?;
+    let lb_dir = ctx.broker_dir.join("load_balancer");
+    match LoadBalancerPlan::for_host(spec, address, lb_dir, engine.listeners())? {
+        Some(plan) => super::load_balancer::converge(&ctx.supervisor, &plan)?,
+        None => super::load_balancer::teardown(&ctx.supervisor, &spec.broker_id)?,
+    }
+    if let Some(vip) = spec
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.virtual_ip.parse().ok())
+    {
+        status.load_balancer_endpoints =
+            crate::load_balancer::endpoints_through(&status.endpoints, vip);
+    }
+
     let supervisor = &ctx.supervisor;
     for unit in engine.units() {
         let running = matches!(supervisor.state(&unit.name)?, UnitState::Running { .. });
@@ -279,6 +326,12 @@ async fn converge_steps(
                 .await
                 .context("stop task")??;
         }
+        if !matches!(supervisor.state(&unit.name)?, UnitState::Running { .. }) {
+            if let Err(why) = engine.ready_to_start().await {
+                status.message = why;
+                return Ok(false);
+            }
+        }
         if supervisor.ensure_running(&unit)? {
             tracing::info!(unit = %unit.name, "engine started");
         }
@@ -288,6 +341,7 @@ async fn converge_steps(
     match engine.health().await {
         Health::Serving => {
             status.role = ROLE_ACTIVE.into();
+            engine.sync_broker_settings().await?;
             if engine.apply_quotas().await? {
                 tracing::info!(broker = %spec.broker_id, "quotas applied");
             }
@@ -334,7 +388,7 @@ fn check_host_fits(spec: &BrokerSpec) -> Result<(), String> {
 }
 
 /// Writes a rendered file when its contents differ; returns whether it did.
-fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
+pub(super) fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
     if fs::read_to_string(&file.path).ok().as_deref() == Some(file.contents.as_str()) {
         return Ok(false);
     }
@@ -349,6 +403,13 @@ fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
 /// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
 pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     let instance = spec.instances.get(spec.instance_index as usize);
+    {
+        let sup = ctx.supervisor.clone();
+        let id = spec.broker_id.clone();
+        tokio::task::spawn_blocking(move || super::load_balancer::teardown(&sup, &id))
+            .await
+            .context("load balancer stop task")??;
+    }
     match engine_for(ctx, spec, &ctx.volume_dir(), 0) {
         Ok(engine) => {
             for unit in engine.units().into_iter().rev() {

@@ -4,6 +4,7 @@
 //! last one stopped.
 
 mod broker;
+mod load_balancer;
 mod secrets;
 
 pub use broker::pending_status;
@@ -126,9 +127,15 @@ impl Reconciler {
             )));
         }
         let previous = stored.iter().find(|s| s.spec.broker_id == spec.broker_id);
+        let mut spec = spec;
         if let Some(previous) = previous {
             broker::check_immutable(&previous.spec, &spec).map_err(ApplyError::Conflict)?;
+            // The cluster's secret is made once, at create: updates carry none and keep it.
+            if !previous.spec.cluster_secret.is_empty() {
+                spec.cluster_secret = previous.spec.cluster_secret.clone();
+            }
         }
+        broker::check_cluster_secret(&spec).map_err(ApplyError::Conflict)?;
         let generation = self.store.save(&spec)?;
         if previous.map(|p| p.generation) != Some(generation) {
             tracing::info!(broker = %spec.broker_id, generation, "spec stored");

@@ -4,6 +4,7 @@
 use crate::store::write_atomically;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::Path;
 
@@ -33,6 +34,27 @@ pub fn load_or_create(path: &Path) -> Result<BrokerSecrets> {
     Ok(secrets)
 }
 
+/// The secrets of a cluster's instance, the same on every host: derived from the broker's
+/// cluster secret (carried in the spec) so that the agents agree without talking to each other.
+/// The Erlang cookie must match for the nodes to connect; the agent credential must match
+/// because the cluster has one user database, made by whichever node formed it.
+pub fn derived(cluster_secret: &str) -> BrokerSecrets {
+    let derive = |label: &str, len: usize| {
+        let mut h = Sha256::new();
+        h.update(b"ferrymq/");
+        h.update(label.as_bytes());
+        h.update(b"\0");
+        h.update(cluster_secret.as_bytes());
+        let mut out = hex::encode(h.finalize());
+        out.truncate(len);
+        out
+    };
+    BrokerSecrets {
+        agent_password: derive("agent-password", 48),
+        cookie: derive("erlang-cookie", 40).to_uppercase(),
+    }
+}
+
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
@@ -57,5 +79,18 @@ mod tests {
         assert_ne!(a.agent_password, a.cookie.to_lowercase());
         assert_eq!(format!("{a:?}"), "BrokerSecrets(..)");
         std::fs::remove_file(&path).expect("cleanup");
+    }
+
+    #[test]
+    fn cluster_secrets_agree_between_hosts_and_differ_between_brokers() {
+        let a = derived("secret-of-broker-a");
+        let again = derived("secret-of-broker-a");
+        let b = derived("secret-of-broker-b");
+        assert_eq!(a.cookie, again.cookie);
+        assert_eq!(a.agent_password, again.agent_password);
+        assert_ne!(a.cookie, b.cookie);
+        assert_ne!(a.cookie.to_lowercase(), a.agent_password[..40]);
+        assert_eq!((a.cookie.len(), a.agent_password.len()), (40, 48));
+        assert!(!a.cookie.contains("secret"));
     }
 }

@@ -198,6 +198,17 @@ impl Supervisor for DirectSupervisor {
         Ok(self.record(name)?.map(|r| r.starts).unwrap_or(0))
     }
 
+    fn signal(&self, name: &str, signal: Signal) -> Result<()> {
+        // The recorded group id is the pid of the process the unit started (its main process).
+        if let Some(r) = self.record(name)? {
+            if r.pgid > 0 && group_alive(r.pgid) {
+                nix::sys::signal::kill(Pid::from_raw(r.pgid), signal)
+                    .with_context(|| format!("sending {signal} to unit {name}"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn forget(&self, name: &str) -> Result<()> {
         self.remove_cgroup(name);
         match fs::remove_file(self.record_path(name)) {

@@ -51,6 +51,9 @@ pub trait Supervisor: Send + Sync {
     fn state(&self, name: &str) -> Result<UnitState>;
     /// How many times the unit was started since it was first started on this host.
     fn starts(&self, name: &str) -> Result<u32>;
+    /// Sends a signal to the unit's main process (a reload: SIGHUP, HAProxy's SIGUSR2); does
+    /// nothing when the unit does not run.
+    fn signal(&self, name: &str, signal: nix::sys::signal::Signal) -> Result<()>;
     /// Forgets the unit's records once it is stopped for good.
     fn forget(&self, name: &str) -> Result<()>;
     /// `direct` or `systemd`, for host facts.

@@ -17,7 +17,7 @@ mod config;
 mod probe;
 mod users;
 
-use super::{Engine, Health, ObservedUsers, Placement, RenderedFile};
+use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, RenderedFile};
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
@@ -206,6 +206,22 @@ impl Engine for ActiveMq {
         ]
     }
 
+    /// Connect checks: a standby opens no port, so only the active passes them.
+    fn listeners(&self) -> Vec<Listener> {
+        [
+            ("openwire", OPENWIRE_PORT),
+            ("stomp", STOMP_PORT),
+            ("mqtt", MQTT_PORT),
+        ]
+        .into_iter()
+        .map(|(name, port)| Listener {
+            name,
+            port,
+            check: ListenerCheck::Connect,
+        })
+        .collect()
+    }
+
     /// Empty: Debian's `activemq` package has no web console (no `activemq-web-console`, no
     /// Jetty in the broker's class path), so there is no URL to give.
     fn console_url(&self) -> String {
@@ -254,6 +270,8 @@ pub(crate) mod tests {
             ],
             agent_password: "agent-secret".into(),
             cookie: "COOKIE".into(),
+            peers: vec![address],
+            instance_index: 0,
         }
     }
 

@@ -66,7 +66,36 @@ fn rabbitmq_conf(node: &RabbitMq) -> String {
         connection_max = limits.connection_max,
         channel_max = limits.channel_max,
         disk_free = disk_free_limit(p.volume_bytes),
-    )
+    ) + &cluster_conf(node)
+}
+
+/// CLUSTER_MULTI_AZ: classic peer discovery over the spec's instances. A node whose database is
+/// blank joins the first listed node it can reach (the agent starts a blank non-first node only
+/// once the first serves, so three blank nodes cannot form three clusters); a node that has
+/// data boots as the member it was, never reset. `pause_minority` stops the node on the wrong
+/// side of a partition, so it fails the load balancer's check instead of taking writes alone.
+/// `net_ticktime = 10` (Erlang's default is 60): a host that vanishes without closing its
+/// connections (link cut, power loss) is declared down in 7.5–12.5 s instead of up to 75 s;
+/// until then metadata transactions (a queue declare) wait for it. RabbitMQ advises against
+/// going below 5 s (false partitions on a busy host).
+fn cluster_conf(node: &RabbitMq) -> String {
+    let p = &node.placement;
+    if !p.clustered() {
+        return String::new();
+    }
+    let mut conf = String::from(
+        "cluster_formation.peer_discovery_backend = classic_config\n\
+         cluster_partition_handling = pause_minority\n\
+         net_ticktime = 10\n",
+    );
+    for (i, peer) in p.peers.iter().enumerate() {
+        conf += &format!(
+            "cluster_formation.classic_config.nodes.{} = {}\n",
+            i + 1,
+            super::node_name(*peer)
+        );
+    }
+    conf
 }
 
 /// RabbitMQ's own default free-disk floor (50 MB), kept as the minimum.
@@ -104,6 +133,8 @@ mod tests {
             users: vec![],
             agent_password: "s3cret-agent-pass".into(),
             cookie: "COOKIE".into(),
+            peers: vec![address],
+            instance_index: 0,
         })
         .expect("node");
         let files = render(&node);
@@ -136,6 +167,39 @@ mod tests {
         assert!(!conf.contents.contains("guest"));
         assert_eq!(files[1].contents, "[rabbitmq_management].\n");
         assert!(files[3].secret && files[3].path.ends_with(".erlang.cookie"));
+    }
+
+    #[test]
+    fn cluster_nodes_discover_each_other_by_address() {
+        let peers: Vec<std::net::IpAddr> = ["10.9.8.1", "10.9.8.2", "10.9.8.3"]
+            .iter()
+            .map(|a| a.parse().expect("ip"))
+            .collect();
+        let node = RabbitMq::new(crate::engine::Placement {
+            broker_id: "b-1".into(),
+            address: peers[1],
+            config_dir: "/state/b-1/engine".into(),
+            data_dir: "/state/b-1/volume/rabbitmq".into(),
+            instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
+            volume_bytes: 0,
+            users: vec![],
+            agent_password: "s3cret-agent-pass".into(),
+            cookie: "COOKIE".into(),
+            peers,
+            instance_index: 1,
+        })
+        .expect("node");
+        let conf = &render(&node)[0].contents;
+        assert!(conf.ends_with(
+            "disk_free_limit.absolute = 50000000\n\
+             cluster_formation.peer_discovery_backend = classic_config\n\
+             cluster_partition_handling = pause_minority\n\
+             net_ticktime = 10\n\
+             cluster_formation.classic_config.nodes.1 = rabbit@10.9.8.1\n\
+             cluster_formation.classic_config.nodes.2 = rabbit@10.9.8.2\n\
+             cluster_formation.classic_config.nodes.3 = rabbit@10.9.8.3\n"
+        ));
+        assert!(!conf.contains("COOKIE"));
     }
 
     #[test]

@@ -192,6 +192,62 @@ impl Management {
         Ok(true)
     }
 
+    /// The names of the nodes the cluster has as members, running or not.
+    pub async fn cluster_nodes(&self) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct ApiNode {
+            name: String,
+        }
+        let nodes: Vec<ApiNode> = self.get("/nodes?columns=name").await?;
+        Ok(nodes.into_iter().map(|n| n.name).collect())
+    }
+
+    /// Makes `queue_type` the default vhost's default queue type. RabbitMQ 3.10 sets it only
+    /// when a vhost is created (`defaultqueuetype`), so a vhost without it is deleted and made
+    /// again, and only while it holds no queue: a vhost with queues is left as it is, with a
+    /// warning, rather than lose messages.
+    pub async fn ensure_default_queue_type(&self, queue_type: &str) -> Result<()> {
+        #[derive(Deserialize)]
+        struct ApiVhost {
+            #[serde(default)]
+            metadata: serde_json::Value,
+        }
+        let vhost: ApiVhost = self.get(&format!("/vhosts/{VHOST}")).await?;
+        if vhost
+            .metadata
+            .get("default_queue_type")
+            .and_then(|v| v.as_str())
+            == Some(queue_type)
+        {
+            return Ok(());
+        }
+        let queues: Vec<serde_json::Value> =
+            self.get(&format!("/queues/{VHOST}?columns=name")).await?;
+        if !queues.is_empty() {
+            tracing::warn!(
+                queues = queues.len(),
+                "default vhost has queues; leaving its default queue type as it is"
+            );
+            return Ok(());
+        }
+        self.send(reqwest::Method::DELETE, &format!("/vhosts/{VHOST}"), None)
+            .await?;
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/vhosts/{VHOST}"),
+            Some(json!({ "defaultqueuetype": queue_type, "description": "default (FerryMQ)" })),
+        )
+        .await?;
+        self.send(
+            reqwest::Method::PUT,
+            &format!("/permissions/{VHOST}/{AGENT_USER}"),
+            Some(json!({ "configure": ".*", "write": ".*", "read": ".*" })),
+        )
+        .await?;
+        tracing::info!(queue_type, "default vhost made with its default queue type");
+        Ok(())
+    }
+
     pub async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers> {
         let mut observed = ObservedUsers::default();
         for have in self.users().await? {

@@ -5,7 +5,7 @@ mod config;
 mod management;
 mod probe;
 
-use super::{Engine, Health, ObservedUsers, Placement, RenderedFile};
+use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, RenderedFile};
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
@@ -39,7 +39,18 @@ impl RabbitMq {
     }
 
     fn node_name(&self) -> String {
-        format!("rabbit@{}", self.placement.address)
+        node_name(self.placement.address)
+    }
+
+    /// Whether this node has never run: no database of its own yet.
+    fn blank(&self) -> bool {
+        let dir = self.mnesia_dir().join(self.node_name());
+        std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+    }
+
+    /// Every node name of the broker's cluster, this one included.
+    fn cluster_node_names(&self) -> Vec<String> {
+        self.placement.peers.iter().map(|p| node_name(*p)).collect()
     }
 
     fn mnesia_dir(&self) -> PathBuf {
@@ -49,6 +60,22 @@ impl RabbitMq {
     fn log_dir(&self) -> PathBuf {
         self.placement.data_dir.join("log")
     }
+}
+
+/// Long node names on the host's address (`RABBITMQ_USE_LONGNAME`): they resolve on every
+/// host without DNS or /etc/hosts, which network namespaces entered with `nsenter` do not get.
+pub fn node_name(address: IpAddr) -> String {
+    format!("rabbit@{address}")
+}
+
+/// `-kernel inet_dist_use_interface …`: the Erlang distribution listens on the host's address
+/// only, so inter-node traffic stays on the hosts' network.
+fn dist_interface_args(address: IpAddr) -> String {
+    let tuple = match address {
+        IpAddr::V4(a) => a.octets().map(|o| o.to_string()).join(","),
+        IpAddr::V6(a) => a.segments().map(|s| s.to_string()).join(","),
+    };
+    format!("-kernel inet_dist_use_interface {{{tuple}}}")
 }
 
 /// `ip:port`, with brackets for IPv6.
@@ -89,6 +116,10 @@ impl Engine for RabbitMq {
                 d(&self.placement.config_dir.join("advanced.config")),
             ),
             (
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
+                dist_interface_args(self.placement.address),
+            ),
+            (
                 "RABBITMQ_PID_FILE".into(),
                 d(&self.placement.config_dir.join("rabbitmq.pid")),
             ),
@@ -118,13 +149,80 @@ impl Engine for RabbitMq {
     }
 
     async fn health(&self) -> Health {
-        match probe::amqp(self.placement.address, AMQP_PORT).await {
-            Ok(()) => Health::Serving,
-            Err(e) => Health::NotServing(format!(
+        if let Err(e) = probe::amqp(self.placement.address, AMQP_PORT).await {
+            return Health::NotServing(format!(
                 "AMQP on {}: {e:#}",
                 socket(self.placement.address, AMQP_PORT)
-            )),
+            ));
         }
+        if !self.placement.clustered() {
+            return Health::Serving;
+        }
+        // A node that booted alone (its peers unreachable at first boot) serves AMQP but is
+        // not the broker: it must know every peer as a member.
+        match self.management.cluster_nodes().await {
+            Ok(members) => {
+                let missing: Vec<String> = self
+                    .cluster_node_names()
+                    .into_iter()
+                    .filter(|n| !members.contains(n))
+                    .collect();
+                if missing.is_empty() {
+                    Health::Serving
+                } else {
+                    Health::NotServing(format!(
+                        "node {} is not clustered with {}",
+                        self.node_name(),
+                        missing.join(", ")
+                    ))
+                }
+            }
+            Err(e) => Health::NotServing(format!("cluster membership: {e:#}")),
+        }
+    }
+
+    fn listeners(&self) -> Vec<Listener> {
+        vec![
+            Listener {
+                name: "amqp",
+                port: AMQP_PORT,
+                check: ListenerCheck::AmqpHeader,
+            },
+            Listener {
+                name: "console",
+                port: CONSOLE_PORT,
+                check: ListenerCheck::Connect,
+            },
+        ]
+    }
+
+    async fn ready_to_start(&self) -> Result<(), String> {
+        let p = &self.placement;
+        if !p.clustered() || p.instance_index == 0 || !self.blank() {
+            return Ok(());
+        }
+        // A blank node joins the cluster through classic peer discovery, which takes the first
+        // listed node it reaches; started before any peer serves it would form a cluster of
+        // its own. The first instance never waits: it is the one a new cluster forms on.
+        for peer in p.peers.iter().filter(|a| **a != p.address) {
+            if probe::amqp(*peer, AMQP_PORT).await.is_ok() {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "node {} waits for a cluster peer to serve before its first start",
+            self.node_name()
+        ))
+    }
+
+    async fn sync_broker_settings(&self) -> Result<()> {
+        // Quorum queues by default on a cluster (Amazon MQ's default). RabbitMQ 3.10 takes a
+        // vhost's default queue type only when the vhost is created, and policies cannot change
+        // a queue's type: the first instance recreates the still-empty default vhost with it.
+        if self.placement.clustered() && self.placement.instance_index == 0 {
+            self.management.ensure_default_queue_type("quorum").await?;
+        }
+        Ok(())
     }
 
     async fn apply_quotas(&self) -> Result<bool> {

@@ -1,0 +1,145 @@
+"""A publisher that keeps going through faults: numbered persistent messages with publisher
+confirms through one endpoint (the load balancer's), reconnecting when the connection dies and
+publishing the unconfirmed message again (at least once). It records which messages were
+confirmed, which publishes failed unconfirmed, each confirm's latency and time, so a test can
+count lost messages (confirmed but never consumed) and the seconds a client saw no service."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pika
+
+import amqp
+
+# What a dying broker, a cut link or a moving virtual IP throws at a pika client.
+FAILURES = (pika.exceptions.AMQPError, OSError, AssertionError)
+
+
+def body(i: int) -> bytes:
+    return f"ferrymq-msg-{i:06d}".encode()
+
+
+def number(b: bytes) -> int:
+    return int(b.decode().rsplit("-", 1)[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+class ConfirmedPublisher:
+    def __init__(self, endpoint: str, username: str, password: str, queue: str, total: int,
+                 rate: float = 0.0, give_up_after: float = 120.0, first: int = 0):
+        self.endpoint, self.username, self.password = endpoint, username, password
+        self.queue, self.total, self.rate, self.give_up_after = queue, total, rate, give_up_after
+        self.first = first
+        self.confirmed: list[int] = []
+        self.confirm_times: list[float] = []
+        self.latencies: list[float] = []
+        # Publishes that raised before their confirm: the message may or may not be stored.
+        self.failed_publishes: list[int] = []
+        self.reconnects = 0
+        self.errors: list[str] = []
+        self.started = 0.0
+        self.finished = 0.0
+        self.progress = threading.Condition()
+        # Set to end the run before `total` (a stream kept going only while a fault is watched).
+        self.stop = threading.Event()
+        self._conn = None
+        self._ch = None
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        deadline = time.monotonic() + self.give_up_after
+        while True:
+            try:
+                self._conn = amqp.connect(self.endpoint, self.username, self.password, heartbeat=4,
+                                          socket_timeout=3, stack_timeout=6, blocked_connection_timeout=20)
+                self._ch = self._conn.channel()
+                self._ch.queue_declare(queue=self.queue, durable=True)
+                self._ch.confirm_delivery()
+                return
+            except FAILURES as e:
+                self._close()
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no connection through {self.endpoint} for {self.give_up_after:.0f} s: {e!r}")
+                time.sleep(0.1)
+
+    def _close(self) -> None:
+        try:
+            if self._conn is not None and self._conn.is_open:
+                self._conn.close()
+        except FAILURES:
+            pass
+        self._conn = self._ch = None
+
+    # -- publishing ------------------------------------------------------------------------------
+
+    def run(self) -> "ConfirmedPublisher":
+        props = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        self.started = time.monotonic()
+        try:
+            for i in range(self.first, self.first + self.total):
+                if self.stop.is_set():
+                    break
+                if self.rate:
+                    due = self.started + (i - self.first) / self.rate
+                    if due > time.monotonic():
+                        time.sleep(due - time.monotonic())
+                while not self.stop.is_set():
+                    if self._ch is None:
+                        if self._conn is not None or self.confirmed or self.failed_publishes:
+                            self.reconnects += 1
+                        self._connect()
+                    t0 = time.monotonic()
+                    try:
+                        self._ch.basic_publish(exchange="", routing_key=self.queue, body=body(i),
+                                               properties=props, mandatory=True)
+                    except FAILURES as e:
+                        self.failed_publishes.append(i)
+                        self.errors.append(f"{time.monotonic() - self.started:.1f}s #{i}: {type(e).__name__}: {e}")
+                        self._close()
+                        continue  # the same message again, on a new connection
+                    now = time.monotonic()
+                    with self.progress:
+                        self.confirmed.append(i)
+                        self.confirm_times.append(now)
+                        self.latencies.append(now - t0)
+                        self.progress.notify_all()
+                    break
+        finally:
+            self._close()
+            self.finished = time.monotonic()
+            with self.progress:
+                self.progress.notify_all()
+        return self
+
+    def wait_confirmed(self, count: int, timeout: float) -> bool:
+        """Blocks until `count` messages are confirmed (or the publisher ended / timed out)."""
+        deadline = time.monotonic() + timeout
+        with self.progress:
+            while len(self.confirmed) < count and not self.finished:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.progress.wait(left)
+        return len(self.confirmed) >= count
+
+    # -- figures ---------------------------------------------------------------------------------
+
+    def longest_gap(self, after: float = 0.0, before: float = float("inf")) -> float:
+        """The longest time without a confirm among the gaps that end after `after` and begin
+        before `before` (monotonic times): the outage a client saw around a fault."""
+        times = [self.started] + self.confirm_times
+        gaps = [b - a for a, b in zip(times, times[1:]) if b >= after and a < before]
+        return max(gaps, default=0.0)
+
+    def rate_per_second(self) -> float:
+        secs = (self.finished or time.monotonic()) - self.started
+        return len(self.confirmed) / secs if secs > 0 else 0.0

@@ -1,0 +1,279 @@
+"""End to end: examples/rabbitmq-cluster on the lab's three hosts, behind the load balancer
+(HAProxy + keepalived virtual IP), with the real Terraform 1.0.3, agents and RabbitMQ.
+
+One cluster serves the whole module; the faults run in sequence: a node killed with kill -9
+(the agent restarts it) and another host cut off and plugged back in, both while 10,000
+persistent messages are published with confirms through the load balancer (0 confirmed
+messages may be lost); then the host holding the virtual IP is cut off (the endpoint must
+answer again from another host); then one side-by-side run, direct against through the load
+balancer, whose figures go to the results file; then destroy.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pika
+import pytest
+
+import amqp
+import lab as labmod
+from confirmed_publisher import ConfirmedPublisher, number, percentile
+from steps import Steps, apply_until_running, broker_resource, wait_until
+
+EXAMPLE = "rabbitmq-cluster"
+ADDRESS = "ferrymq_broker.rabbitmq"
+APP = {"username": "app", "password": "app-Passw0rd-2024!", "console_access": True}
+QUEUE = "acceptance.cluster"
+MESSAGES = 10_000
+# Paced so that the faults (a node restart takes 10-20 s here) happen while messages flow.
+RATE = 150.0
+BENCH_MESSAGES = 3000
+
+S = Steps()
+
+
+@pytest.fixture(scope="module")
+def hosts(lab):
+    if len(lab.hosts) < 3:
+        pytest.fail(f"a cluster needs a lab of 3 hosts, this one has {len(lab.hosts)}", pytrace=False)
+    return lab.hosts[:3]
+
+
+def vip(lab) -> str:
+    return f"{lab.net}.100"
+
+
+def node_running(h) -> bool:
+    return bool(h.pids_named("beam.smp")) and amqp.login_error(f"amqp://{h.address}:5672", APP["username"], APP["password"]) == ""
+
+
+def cluster_nodes(h) -> dict:
+    """node name -> running, as the node on h sees its cluster."""
+    status, body = amqp.management_get(f"http://{h.address}:15672", "/api/nodes", APP["username"], APP["password"])
+    if status != 200:
+        return {}
+    return {n["name"]: n.get("running", False) for n in body}
+
+
+def all_running(hosts) -> bool:
+    try:
+        seen = cluster_nodes(hosts[0])
+    except OSError:
+        return False
+    return len(seen) == 3 and all(seen.values())
+
+
+def endpoint_answers(endpoint: str) -> bool:
+    """A new AMQP connection logs in (a moving virtual IP also times out the handshake)."""
+    try:
+        conn = amqp.connect(endpoint, APP["username"], APP["password"], socket_timeout=2, stack_timeout=3)
+    except Exception:  # noqa: BLE001 - pika raises connector errors outside AMQPError too
+        return False
+    conn.close()
+    return True
+
+
+def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factory):
+    tf = tf_factory("rabbitmq-cluster", example=EXAMPLE)
+    S.s["tf"] = tf
+    tf.write_vars({
+        "broker_name": "acceptance-cluster",
+        "instances": [{"host": h.address, "volume": h.loop} for h in hosts],
+        "virtual_ip": vip(lab),
+        "users": [APP],
+    })
+    _res, out = apply_until_running(tf, "rabbitmq_cluster_apply_to_running_seconds", APP["password"])
+    assert out["load_balancer_endpoint"] == f"amqp://{vip(lab)}:5672", out
+    values = broker_resource(tf, ADDRESS)
+    assert [i["ip_address"] for i in values["instances"]] == [h.address for h in hosts]
+    assert all(i["role"] == "active" for i in values["instances"]), values["instances"]
+    assert "cluster_secret" not in str(values)
+    S.s["endpoint"] = out["load_balancer_endpoint"]
+
+    # One cluster of three running nodes, named on the hosts' addresses, seen the same from each.
+    names = {f"rabbit@{h.address}" for h in hosts}
+    for h in hosts:
+        seen = cluster_nodes(h)
+        assert set(seen) == names and all(seen.values()), f"{h.name} sees {seen}"
+        comms = [c for _p, c, _ in h.processes()]
+        for want in ("beam.smp", "haproxy", "keepalived"):
+            lb_log = h.brokers_dir / out["broker_id"] / "load_balancer" / f"{want}.log"
+            assert want in comms, f"no {want} on {h.name}: {sorted(set(comms))}\n{labmod.tail(lb_log, 20)}"
+    # The Erlang cookie is the same on every host and never in a log or the state.
+    cookies = {(h.brokers_dir / out["broker_id"] / "engine" / ".erlang.cookie").read_text() for h in hosts}
+    assert len(cookies) == 1, "the nodes have different Erlang cookies"
+    cookie = cookies.pop()
+    for h in hosts:
+        assert cookie not in h.log_path.read_text(errors="replace"), f"the cookie is in {h.log_path}"
+    assert cookie not in (tf.workdir / "terraform.tfstate").read_text()
+
+    # The virtual IP is on exactly one host; the endpoint answers through it.
+    holders = wait_until(lambda: lab.address_holders(vip(lab)), 30, "a host holding the virtual IP")
+    assert len(holders) == 1, [h.name for h in holders]
+    wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the load balancer")
+    # New queues are quorum queues (declared without x-queue-type).
+    conn = amqp.connect(S.s["endpoint"], APP["username"], APP["password"])
+    try:
+        conn.channel().queue_declare(queue=QUEUE, durable=True)
+    finally:
+        conn.close()
+    status, q = amqp.management_get(f"http://{hosts[0].address}:15672", f"/api/queues/%2F/{QUEUE}",
+                                    APP["username"], APP["password"])
+    assert status == 200 and q.get("type") == "quorum", (status, q)
+    S.ok("apply")
+
+
+def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, hosts):
+    S.need("apply")
+    holder = lab.address_holders(vip(lab))[0]
+    victim, cut = [h for h in hosts if h is not holder][:2]
+    pub = ConfirmedPublisher(S.s["endpoint"], APP["username"], APP["password"], QUEUE, MESSAGES, rate=RATE)
+    worker = threading.Thread(target=pub.run, daemon=True)
+    start = time.monotonic()
+    worker.start()
+    events = {}
+    try:
+        assert pub.wait_confirmed(1500, 60), f"publisher stalled before the faults: {pub.errors[-3:]}"
+        beams = victim.pids_named("beam.smp")
+        assert len(beams) == 1, victim.processes()
+        os.kill(beams[0], signal.SIGKILL)
+        events["kill"] = time.monotonic()
+        print(f"\nkill -9 of the node on {victim.name} at {len(pub.confirmed)} confirmed")
+        wait_until(lambda: victim.pids_named("beam.smp") and victim.pids_named("beam.smp") != beams, 60,
+                   f"the agent restarting the node on {victim.name}")
+        # The management API's node list lags behind (stats): the restarted node itself must
+        # serve AMQP and see the three nodes running before the next fault.
+        wait_until(lambda: node_running(victim) and all_running([victim]) and all_running(hosts), 120,
+                   "the killed node rejoining the cluster")
+        events["rejoined"] = time.monotonic()
+        print(f"node on {victim.name} back in the cluster after {events['rejoined'] - events['kill']:.1f} s")
+
+        lab.link_down(cut)
+        events["cut"] = time.monotonic()
+        print(f"link of {cut.name} down at {len(pub.confirmed)} confirmed")
+        assert pub.wait_confirmed(len(pub.confirmed) + 500, 60), f"no progress with {cut.name} cut off: {pub.errors[-3:]}"
+        lab.link_up(cut)
+        events["restored"] = time.monotonic()
+        print(f"link of {cut.name} up again at {len(pub.confirmed)} confirmed")
+    finally:
+        if not lab.link_is_up(cut):
+            lab.link_up(cut)
+        worker.join(timeout=300)
+    assert not worker.is_alive(), "publisher still running after 5 minutes"
+    publish_secs = time.monotonic() - start
+    assert len(pub.confirmed) == MESSAGES, f"confirmed {len(pub.confirmed)} of {MESSAGES}; errors: {pub.errors[-5:]}"
+    wait_until(lambda: all_running(hosts), 120, "all three nodes running after the link came back")
+
+    got = amqp.consume(S.s["endpoint"], APP["username"], APP["password"], QUEUE, MESSAGES + len(pub.failed_publishes),
+                       timeout=15)
+    ids = [number(b) for b in got]
+    lost = sorted(set(pub.confirmed) - set(ids))
+    duplicates = len(ids) - len(set(ids))
+    kill_gap = pub.longest_gap(events["kill"], events["rejoined"])
+    cut_gap = pub.longest_gap(events["cut"], events["restored"] + 5)
+    times = [pub.started] + pub.confirm_times
+    gaps = sorted(((b - a, a - events["kill"]) for a, b in zip(times, times[1:])), reverse=True)[:3]
+    print("longest gaps (seconds, starting at seconds after the kill): "
+          + ", ".join(f"{g:.2f}@{t:+.1f}" for g, t in gaps)
+          + f"; rejoined at {events['rejoined'] - events['kill']:+.1f}, cut at {events['cut'] - events['kill']:+.1f}, "
+          f"restored at {events['restored'] - events['kill']:+.1f}; errors: {pub.errors[:3]}")
+    print(f"published {MESSAGES} in {publish_secs:.1f} s; lost {len(lost)}; publishes that failed unconfirmed "
+          f"{len(pub.failed_publishes)} (published again); duplicates {duplicates}; reconnects {pub.reconnects}; "
+          f"longest gap: node kill {kill_gap:.2f} s, link cut {cut_gap:.2f} s")
+    labmod.record_result("rabbitmq_cluster_confirmed_lost", len(lost))
+    labmod.record_result("rabbitmq_cluster_unconfirmed_publishes", len(pub.failed_publishes))
+    labmod.record_result("rabbitmq_cluster_duplicates", duplicates)
+    labmod.record_result("rabbitmq_cluster_node_kill_outage_seconds", round(kill_gap, 2))
+    labmod.record_result("rabbitmq_cluster_link_cut_outage_seconds", round(cut_gap, 2))
+    assert lost == [], f"{len(lost)} confirmed messages lost, e.g. {lost[:10]}"
+    S.s["node_kill_outage"] = kill_gap
+    S.ok("faults")
+
+
+def test_03_the_endpoint_survives_the_death_of_the_virtual_ip_host(lab, hosts):
+    S.need("apply")
+    holders = wait_until(lambda: lab.address_holders(vip(lab)), 30, "a host holding the virtual IP")
+    holder = holders[0]
+    pub = ConfirmedPublisher(S.s["endpoint"], APP["username"], APP["password"], QUEUE + ".vip", 100_000, rate=100,
+                             first=0)
+    worker = threading.Thread(target=pub.run, daemon=True)
+    worker.start()
+    try:
+        assert pub.wait_confirmed(200, 60), f"publisher stalled: {pub.errors[-3:]}"
+        lab.link_down(holder)
+        died = time.monotonic()
+        confirmed_at_death = len(pub.confirmed)
+        # A new connection to the same endpoint works again, from another host.
+        wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the virtual IP after its host died")
+        answered = time.monotonic() - died
+        new_holders = [h for h in lab.address_holders(vip(lab)) if h is not holder]
+        assert new_holders, "no other host took the virtual IP"
+        assert pub.wait_confirmed(confirmed_at_death + 200, 60), f"publisher did not resume: {pub.errors[-3:]}"
+        outage = pub.longest_gap(died)
+    finally:
+        lab.link_up(holder)
+        pub.stop.set()
+        worker.join(timeout=60)
+    print(f"\nvirtual IP moved from {holder.name} to {new_holders[0].name}; a new connection after {answered:.1f} s; "
+          f"the publisher's longest gap {outage:.2f} s")
+    labmod.record_result("rabbitmq_cluster_vip_host_death_new_connection_seconds", round(answered, 2))
+    labmod.record_result("rabbitmq_cluster_vip_host_death_outage_seconds", round(outage, 2))
+    # Back to one holder once the old one is plugged in again, and to three running nodes.
+    wait_until(lambda: len(lab.address_holders(vip(lab))) == 1, 30, "one virtual IP holder again")
+    wait_until(lambda: all_running(hosts), 120, "all three nodes running after the link came back")
+    amqp.delete_queue(S.s["endpoint"], APP["username"], APP["password"], QUEUE + ".vip")
+    S.ok("vip")
+
+
+def _publish_run(endpoint: str, queue: str, first: int) -> ConfirmedPublisher:
+    pub = ConfirmedPublisher(endpoint, APP["username"], APP["password"], queue, BENCH_MESSAGES, first=first,
+                             give_up_after=30)
+    pub.run()
+    assert len(pub.confirmed) == BENCH_MESSAGES and not pub.failed_publishes, pub.errors[-3:]
+    return pub
+
+
+def test_04_benchmark_direct_against_the_load_balancer(lab, hosts):
+    """Not a timed test: one side-by-side run, alternating direct and through the load balancer,
+    figures to the results file."""
+    S.need("apply")
+    holder = lab.address_holders(vip(lab))[0]
+    direct = f"amqp://{holder.address}:5672"
+    queue = QUEUE + ".bench"
+    runs = {"direct": [], "nlb": []}
+    first = 0
+    for _round in range(2):
+        for kind, ep in (("direct", direct), ("nlb", S.s["endpoint"])):
+            runs[kind].append(_publish_run(ep, queue, first))
+            first += BENCH_MESSAGES
+    amqp.delete_queue(S.s["endpoint"], APP["username"], APP["password"], queue)
+    figures = {}
+    for kind, pubs in runs.items():
+        secs = sum(p.finished - p.started for p in pubs)
+        lat = [x for p in pubs for x in p.latencies]
+        figures[kind] = (len(lat) / secs, percentile(lat, 0.5) * 1000, percentile(lat, 0.99) * 1000)
+        labmod.record_result(f"rabbitmq_cluster_{kind}_msgs_per_second", round(figures[kind][0], 1))
+        labmod.record_result(f"rabbitmq_cluster_{kind}_confirm_p50_ms", round(figures[kind][1], 2))
+        labmod.record_result(f"rabbitmq_cluster_{kind}_confirm_p99_ms", round(figures[kind][2], 2))
+    ratio = figures["nlb"][0] / figures["direct"][0]
+    labmod.record_result("rabbitmq_cluster_nlb_to_direct_throughput_ratio", round(ratio, 3))
+    print(f"\nFIGURE direct {figures['direct'][0]:.0f} msg/s p50 {figures['direct'][1]:.1f} ms p99 "
+          f"{figures['direct'][2]:.1f} ms; NLB {figures['nlb'][0]:.0f} msg/s p50 {figures['nlb'][1]:.1f} ms p99 "
+          f"{figures['nlb'][2]:.1f} ms; ratio {ratio:.3f}")
+    assert all(f[0] > 0 for f in figures.values())
+
+
+def test_05_destroy_leaves_no_broker_and_no_load_balancer(lab, hosts):
+    S.need("apply")
+    tf = S.s["tf"]
+    res = tf.destroy()
+    assert "Destroy complete! Resources: 1 destroyed." in res.output, res.output
+    for h in hosts:
+        comms = {c for _p, c, _ in h.processes()}
+        assert not comms & {"beam.smp", "haproxy", "keepalived"}, f"{h.name} still runs {comms}"
+        assert h.broker_dirs() == [], h.broker_dirs()
+    assert lab.address_holders(vip(lab)) == []

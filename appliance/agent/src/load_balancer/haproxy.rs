@@ -1,0 +1,160 @@
+//! `haproxy.cfg`: one TCP frontend per engine listener on the virtual IP, one backend with every
+//! instance, checked so that only an instance serving clients gets connections.
+//!
+//! HAProxy runs in master-worker mode (`-W`): a reload is SIGUSR2 to the master, which starts
+//! new workers on the new configuration (as `-sf` does) while the old ones finish the
+//! connections they hold, so a reload drops no established connection.
+
+use super::Plan;
+use crate::engine::ListenerCheck;
+use crate::supervisor::UnitSpec;
+use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub const CONFIG: &str = "haproxy.cfg";
+pub const PID_FILE: &str = "haproxy.pid";
+const HAPROXY: &str = "/usr/sbin/haproxy";
+/// The AMQP 0-9-1 protocol header, and the start of the `connection.start` frame a broker
+/// answers with (method frame, channel 0).
+const AMQP_HEADER_HEX: &str = "414d515000000901";
+const AMQP_START_HEX: &str = "0100000000";
+
+pub fn render(plan: &Plan) -> String {
+    let mut cfg = format!(
+        "# Managed by FerryMQ for broker {id}; changes here are overwritten.\n\
+         global\n\
+         \x20   # No maxconn: HAProxy derives it from the file limit it is given.\n\
+         \x20   log stderr format short local0 notice\n\
+         \n\
+         defaults\n\
+         \x20   mode tcp\n\
+         \x20   log global\n\
+         \x20   option dontlognull\n\
+         \x20   timeout connect 3s\n\
+         \x20   # AMQP and OpenWire connections idle between heartbeats: no short client timeout.\n\
+         \x20   timeout client 2h\n\
+         \x20   timeout server 2h\n\
+         \x20   timeout check 2s\n\
+         \x20   # An instance that stops serving loses its sessions at once (clients reconnect\n\
+         \x20   # through the virtual IP to one that serves) rather than holding dead ones.\n\
+         \x20   default-server inter 1s fastinter 500ms downinter 1s fall 2 rise 2 on-marked-down shutdown-sessions\n",
+        id = plan.broker_id
+    );
+    for l in &plan.listeners {
+        // `transparent`: the virtual IP is on this host only while keepalived makes it master;
+        // the frontend binds it anyway and takes connections as soon as it arrives.
+        let _ = write!(
+            cfg,
+            "\nfrontend {name}\n\
+             \x20   bind {bind} transparent\n\
+             \x20   default_backend {name}\n\
+             \nbackend {name}\n\
+             \x20   balance leastconn\n",
+            name = l.name,
+            bind = SocketAddr::new(plan.virtual_ip, l.port),
+        );
+        match l.check {
+            ListenerCheck::Connect => {}
+            ListenerCheck::AmqpHeader => {
+                let _ = write!(
+                    cfg,
+                    "\x20   option tcp-check\n\
+                     \x20   tcp-check connect\n\
+                     \x20   tcp-check send-binary {AMQP_HEADER_HEX}\n\
+                     \x20   tcp-check expect binary {AMQP_START_HEX}\n"
+                );
+            }
+        }
+        for (i, backend) in plan.backends.iter().enumerate() {
+            let _ = writeln!(
+                cfg,
+                "\x20   server i{i} {} check",
+                SocketAddr::new(*backend, l.port)
+            );
+        }
+    }
+    cfg
+}
+
+pub fn unit_name(broker_id: &str) -> String {
+    format!("{broker_id}-haproxy")
+}
+
+pub fn unit(plan: &Plan) -> UnitSpec {
+    let d = |p: &Path| p.display().to_string();
+    UnitSpec {
+        name: unit_name(&plan.broker_id),
+        program: HAPROXY.into(),
+        args: vec![
+            "-W".into(),
+            "-f".into(),
+            d(&plan.dir.join(CONFIG)),
+            "-p".into(),
+            d(&plan.dir.join(PID_FILE)),
+        ],
+        env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
+        // Root: `transparent` binds need CAP_NET_ADMIN.
+        user: None,
+        working_dir: plan.dir.clone(),
+        console_log: plan.dir.join("haproxy.log"),
+        limits: None,
+    }
+}
+
+/// `haproxy -c`: a configuration HAProxy would refuse is never reloaded into it.
+pub fn check_config(path: &Path) -> Result<()> {
+    let out = std::process::Command::new(HAPROXY)
+        .arg("-c")
+        .arg("-q")
+        .arg("-f")
+        .arg(path)
+        .output()
+        .with_context(|| format!("running {HAPROXY} -c"))?;
+    if !out.status.success() {
+        bail!(
+            "HAProxy refuses {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_is_checked_with_the_protocol_header_and_the_console_by_connecting() {
+        let cfg = render(&super::super::tests::plan());
+        let amqp = "\nfrontend amqp\n    bind 10.0.0.100:5672 transparent\n    default_backend amqp\n\n\
+                    backend amqp\n    balance leastconn\n    option tcp-check\n    tcp-check connect\n\
+                    \x20   tcp-check send-binary 414d515000000901\n    tcp-check expect binary 0100000000\n\
+                    \x20   server i0 10.0.0.11:5672 check\n    server i1 10.0.0.12:5672 check\n\
+                    \x20   server i2 10.0.0.13:5672 check\n";
+        assert!(cfg.contains(amqp), "{cfg}");
+        let console =
+            "\nbackend console\n    balance leastconn\n    server i0 10.0.0.11:15672 check\n";
+        assert!(cfg.contains(console), "{cfg}");
+        assert!(cfg.contains("on-marked-down shutdown-sessions"));
+        assert!(cfg.contains("mode tcp"));
+    }
+
+    #[test]
+    fn the_unit_runs_master_worker_with_its_own_pid_file() {
+        let u = unit(&super::super::tests::plan());
+        assert_eq!(u.name, "b-1234-haproxy");
+        assert_eq!(
+            u.args,
+            [
+                "-W",
+                "-f",
+                "/state/b-1234/load_balancer/haproxy.cfg",
+                "-p",
+                "/state/b-1234/load_balancer/haproxy.pid"
+            ]
+        );
+    }
+}

@@ -1,0 +1,59 @@
+# A RabbitMQ cluster of three nodes on three FerryMQ appliance hosts behind a network load
+# balancer: the FerryMQ counterpart of an aws_mq_broker with engine_type = "RabbitMQ" and
+# deployment_mode = "CLUSTER_MULTI_AZ".
+#
+# The agents form the cluster themselves (one Erlang cookie per broker, derived on every host
+# from a secret the provider makes at create; node names on the hosts' addresses). New queues
+# in the default vhost are quorum queues, replicated on the three nodes. Clients use one
+# endpoint, load_balancer_endpoint: HAProxy on each host forwards it to the nodes that answer
+# AMQP, and keepalived moves the virtual IP to another host when its holder dies.
+
+terraform {
+  required_providers {
+    ferrymq = {
+      source = "ferrymq/ferrymq"
+    }
+  }
+}
+
+# The deployment CA and the client certificate come from FERRYMQ_CA_CERT, FERRYMQ_CLIENT_CERT and
+# FERRYMQ_CLIENT_KEY (PEM text or file paths).
+provider "ferrymq" {}
+
+resource "ferrymq_broker" "rabbitmq" {
+  broker_name        = var.broker_name
+  engine_type        = "RabbitMQ"
+  engine_version     = "3.10.8"
+  host_instance_type = var.host_instance_type
+  deployment_mode    = "CLUSTER_MULTI_AZ"
+
+  # Three hosts, ideally in three failure domains (Amazon MQ: three availability zones), each
+  # with a blank block device for its node's data (the EBS volume).
+  dynamic "instance" {
+    for_each = var.instances
+    content {
+      host   = instance.value.host
+      volume = instance.value.volume
+    }
+  }
+
+  # HAProxy and keepalived on the broker's hosts (list others in hosts = [...] to choose).
+  load_balancer {
+    virtual_ip = var.virtual_ip
+  }
+
+  dynamic "user" {
+    for_each = var.users
+    content {
+      username       = user.value.username
+      password       = user.value.password
+      console_access = user.value.console_access
+    }
+  }
+
+  timeouts {
+    create = "15m"
+    update = "15m"
+    delete = "10m"
+  }
+}

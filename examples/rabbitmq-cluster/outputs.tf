@@ -1,0 +1,27 @@
+output "broker_id" {
+  value = ferrymq_broker.rabbitmq.id
+}
+
+# RUNNING when the three nodes serve as one cluster.
+output "status" {
+  value = ferrymq_broker.rabbitmq.status
+}
+
+# amqp://VIRTUAL_IP:5672: the one endpoint clients need; it survives the loss of any one host.
+output "load_balancer_endpoint" {
+  value = ferrymq_broker.rabbitmq.load_balancer_endpoint
+}
+
+# Every endpoint through the virtual IP (AMQP).
+output "load_balancer_endpoints" {
+  value = ferrymq_broker.rabbitmq.load_balancer_endpoints
+}
+
+# Per node: address, endpoints (amqp://HOST:5672), console URL (http://HOST:15672), role.
+output "instances" {
+  value = try(ferrymq_broker.rabbitmq.instances, null)
+}
+
+output "amqp_endpoints" {
+  value = try([for i in ferrymq_broker.rabbitmq.instances : i.endpoints[0]], null)
+}

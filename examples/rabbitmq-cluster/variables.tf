@@ -1,0 +1,40 @@
+variable "broker_name" {
+  description = "Name of the broker (as aws_mq_broker.broker_name)."
+  type        = string
+  default     = "example-rabbitmq-cluster"
+}
+
+variable "host_instance_type" {
+  description = "Amazon MQ instance type each node's limits are set to (clusters are not offered on mq.t3.micro)."
+  type        = string
+  default     = "mq.m5.large"
+}
+
+variable "instances" {
+  description = "The three FerryMQ appliance hosts (address of each agent) and a blank block device on each."
+  type = list(object({
+    host   = string
+    volume = string
+  }))
+
+  validation {
+    condition     = length(var.instances) == 3
+    error_message = "CLUSTER_MULTI_AZ takes exactly three instances."
+  }
+}
+
+variable "virtual_ip" {
+  description = "A free address of the hosts' network for the load balancer: the endpoint clients use."
+  type        = string
+}
+
+variable "users" {
+  description = "Broker users (cluster-wide). Passwords: at least 12 characters, no ',', ':' or '='."
+  type = list(object({
+    username       = string
+    password       = string
+    console_access = bool
+  }))
+  # Not marked sensitive here: Terraform 1.0 refuses sensitive values as a dynamic block's
+  # for_each. The provider marks each user's password sensitive, so plans never show it.
+}
