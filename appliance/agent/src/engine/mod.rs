@@ -5,12 +5,15 @@
 //! data directory and runs the units it describes.
 
 pub mod activemq;
+pub mod connect;
 pub mod rabbitmq;
 
+use crate::certificates::CertificateFiles;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
 use ferrymq_api::catalogue::InstanceType;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -35,6 +38,18 @@ pub struct Placement {
     pub agent_password: String,
     /// A secret shared by a broker's instances (the Erlang cookie for RabbitMQ).
     pub cookie: String,
+    /// The broker's TLS server certificate, key and chain: every listener serves TLS.
+    pub certificate: CertificateFiles,
+    /// The deployment CA (PEM): the agent's probes and management calls trust only it.
+    pub deployment_ca_pem: String,
+    /// Serve the plain (non-TLS) listeners as well, because the user asked for them.
+    pub plain_listeners: bool,
+    /// Password of the PKCS12 keystore Java reads the certificate from (made by the agent).
+    pub keystore_password: String,
+    /// Plaintext passwords sent with the latest apply, held in memory only until the users are
+    /// converged: for engines that must have them (ActiveMQ's JAAS files). Others use the
+    /// users' `password_hash`.
+    pub passwords: BTreeMap<String, String>,
 }
 
 /// A configuration file as the engine wants it on disk.
@@ -83,6 +98,9 @@ pub trait Engine: Send + Sync {
     /// Client endpoints, first the one clients should use.
     fn endpoints(&self) -> Vec<String>;
     fn console_url(&self) -> String;
+    /// Makes the engine use its certificate files; `changed` when they were just (re)issued.
+    /// Returns whether the engine must restart for it.
+    async fn install_certificate(&self, changed: bool) -> Result<bool>;
     /// Host-level leftovers once the engine's units are stopped for good.
     async fn after_stop(&self) -> Result<()>;
 }
