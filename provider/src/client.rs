@@ -4,8 +4,9 @@
 use anyhow::Context as _;
 use ferrymq_api::agent::agent_client::AgentClient;
 use ferrymq_api::agent::{
-    ApplyBrokerRequest, BrokerSpec, BrokerState, BrokerStatus, DeleteBrokerRequest,
-    GetBrokerRequest,
+    ApplyBrokerRequest, ApplyBrokerUserRequest, BrokerSpec, BrokerState, BrokerStatus,
+    BrokerUserStatus, DeleteBrokerRequest, DeleteBrokerUserRequest, GetBrokerRequest,
+    GetBrokerUserRequest, User,
 };
 use ferrymq_api::DEFAULT_AGENT_PORT;
 use std::time::{Duration, Instant};
@@ -127,6 +128,49 @@ impl Agent {
         let mut c = self.client.clone();
         c.delete_broker(DeleteBrokerRequest {
             broker_id: broker_id.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner().existed)
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    /// Stores a user applied on its own (`ferrymq_user`) with the broker on this host.
+    pub async fn apply_user(
+        &self,
+        broker_id: &str,
+        user: User,
+    ) -> Result<BrokerUserStatus, ClientError> {
+        let mut c = self.client.clone();
+        c.apply_broker_user(ApplyBrokerUserRequest {
+            broker_id: broker_id.to_string(),
+            user: Some(user),
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    /// The user as the broker's engine has it (NotFound when it has none).
+    pub async fn get_user(
+        &self,
+        broker_id: &str,
+        username: &str,
+    ) -> Result<BrokerUserStatus, ClientError> {
+        let mut c = self.client.clone();
+        c.get_broker_user(GetBrokerUserRequest {
+            broker_id: broker_id.to_string(),
+            username: username.to_string(),
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    pub async fn delete_user(&self, broker_id: &str, username: &str) -> Result<bool, ClientError> {
+        let mut c = self.client.clone();
+        c.delete_broker_user(DeleteBrokerUserRequest {
+            broker_id: broker_id.to_string(),
+            username: username.to_string(),
         })
         .await
         .map(|r| r.into_inner().existed)

@@ -3,7 +3,7 @@
 
 use crate::client::Credentials;
 use crate::data_sources::{engine_versions, instance_type_recommendation, instance_types};
-use crate::resources::broker;
+use crate::resources::{broker, broker_user};
 use crate::tfplugin::{
     ApplyRequest, ApplyResponse, Attribute, AttributePath, Block, Diagnostic, Diagnostics,
     ImportedResource, PlanRequest, PlanResponse, Provider, ReadResponse, Schema, Type, Value,
@@ -98,7 +98,10 @@ impl Provider for FerryMq {
     }
 
     fn resource_schemas(&self) -> BTreeMap<String, Schema> {
-        BTreeMap::from([(broker::TYPE_NAME.to_string(), broker::schema())])
+        BTreeMap::from([
+            (broker::TYPE_NAME.to_string(), broker::schema()),
+            (broker_user::TYPE_NAME.to_string(), broker_user::schema()),
+        ])
     }
 
     fn data_source_schemas(&self) -> BTreeMap<String, Schema> {
@@ -150,6 +153,7 @@ impl Provider for FerryMq {
     async fn validate_resource_config(&self, type_name: &str, config: &Value) -> Diagnostics {
         match type_name {
             broker::TYPE_NAME => broker::validate(config),
+            broker_user::TYPE_NAME => broker_user::validate(config),
             other => vec![unknown_type("resource type", other)],
         }
     }
@@ -157,6 +161,7 @@ impl Provider for FerryMq {
     async fn plan_resource_change(&self, type_name: &str, req: PlanRequest) -> PlanResponse {
         match type_name {
             broker::TYPE_NAME => broker::plan(req),
+            broker_user::TYPE_NAME => broker_user::plan(req),
             other => PlanResponse {
                 diagnostics: vec![unknown_type("resource type", other)],
                 ..Default::default()
@@ -177,6 +182,7 @@ impl Provider for FerryMq {
         };
         match type_name {
             broker::TYPE_NAME => broker::apply(&creds, req).await,
+            broker_user::TYPE_NAME => broker_user::apply(&creds, req).await,
             other => ApplyResponse {
                 new_state: req.prior_state,
                 diagnostics: vec![unknown_type("resource type", other)],
@@ -203,6 +209,7 @@ impl Provider for FerryMq {
         };
         match type_name {
             broker::TYPE_NAME => broker::read(&creds, current_state).await,
+            broker_user::TYPE_NAME => broker_user::read(&creds, current_state).await,
             other => ReadResponse {
                 new_state: current_state,
                 private,
@@ -218,6 +225,7 @@ impl Provider for FerryMq {
     ) -> (Vec<ImportedResource>, Diagnostics) {
         match type_name {
             broker::TYPE_NAME => broker::import(id),
+            broker_user::TYPE_NAME => broker_user::import(id),
             other => (vec![], vec![unknown_type("resource type", other)]),
         }
     }

@@ -13,6 +13,19 @@ fn error(path: AttributePath, summary: &str, detail: String) -> Diagnostic {
     Diagnostic::error(summary, detail).at(path)
 }
 
+/// A user's `groups`, each as the agent accepts it.
+pub fn groups(list: &Value, path: AttributePath) -> Diagnostics {
+    let mut d = Vec::new();
+    for (j, g) in list.as_list().unwrap_or_default().iter().enumerate() {
+        if let Some(g) = g.as_str() {
+            if let Err(m) = validate::group_name(g) {
+                d.push(error(path.clone().index(j as i64), "Invalid group", m));
+            }
+        }
+    }
+    d
+}
+
 /// Every plan-time check of a broker configuration.
 pub fn broker(config: &Value) -> Diagnostics {
     let mut d = Vec::new();
@@ -31,6 +44,19 @@ pub fn broker(config: &Value) -> Diagnostics {
     }
     if let Some(users) = config.get("user").as_list() {
         d.extend(user_blocks(users));
+    }
+    if let Some(names) = config.get("certificate_names").as_list() {
+        for (i, n) in names.iter().enumerate() {
+            if let Some(n) = n.as_str() {
+                if let Err(m) = validate::certificate_name(n) {
+                    d.push(error(
+                        AttributePath::root("certificate_names").index(i as i64),
+                        "Invalid certificate name",
+                        m,
+                    ));
+                }
+            }
+        }
     }
     if let (Some(key_file), Some(st)) = (
         config.get("encryption_options").get("key_file").as_str(),
@@ -268,6 +294,10 @@ fn user_blocks(users: &[Value]) -> Diagnostics {
                 ));
             }
         }
+        d.extend(groups(
+            user.get("groups"),
+            AttributePath::root("user").index(i as i64).attr("groups"),
+        ));
     }
     let names: Vec<&str> = users
         .iter()

@@ -2,9 +2,11 @@
 //! converges the brokers applied to it. `pki` makes the deployment's certificates.
 
 mod api;
+mod certificates;
 mod engine;
 mod host;
 mod load_balancer;
+mod password;
 mod pki;
 mod reconcile;
 mod sizing;
@@ -37,7 +39,8 @@ enum Command {
         /// Where specs, engine configuration and volume mount points live.
         #[arg(long, env = "FERRYMQ_STATE_DIR", default_value = "/var/lib/ferrymq")]
         state_dir: PathBuf,
-        /// Directory with ca.pem, agent.pem and agent-key.pem (see `pki issue-host`).
+        /// Directory with ca.pem, agent.pem, agent-key.pem, broker-ca.pem and broker-ca-key.pem
+        /// (see `pki issue-host`).
         #[arg(long, env = "FERRYMQ_TLS_DIR", default_value = "/etc/ferrymq/tls")]
         tls_dir: PathBuf,
     },
@@ -119,7 +122,18 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     let store = Arc::new(store::FsStore::new(&brokers_dir));
     let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
     let kind = supervisor::Supervisor::kind(supervisor.as_ref());
-    let reconciler = Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor));
+    // Without a broker CA (a host issued before TLS everywhere) the agent still serves; each
+    // broker then fails with what to do.
+    let broker_ca = certificates::BrokerCa::load(&tls_dir).map_err(|e| format!("{e:#}"));
+    if let Err(e) = &broker_ca {
+        tracing::warn!("no broker CA: {e}");
+    }
+    let reconciler = Arc::new(reconcile::Reconciler::new(
+        brokers_dir,
+        store,
+        supervisor,
+        broker_ca,
+    ));
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".
     reconciler.pass().await.context("first reconcile pass")?;

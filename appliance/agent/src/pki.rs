@@ -21,6 +21,11 @@ pub const CLIENT_CERT: &str = "client.pem";
 pub const CLIENT_KEY: &str = "client-key.pem";
 pub const AGENT_CERT: &str = "agent.pem";
 pub const AGENT_KEY: &str = "agent-key.pem";
+/// The host's broker-issuing CA: an intermediate of the deployment CA (CA:true, pathlen 0), so
+/// the agent signs its brokers' server certificates without holding the deployment CA's key,
+/// and clients verify them with the deployment CA alone.
+pub const BROKER_CA_CERT: &str = "broker-ca.pem";
+pub const BROKER_CA_KEY: &str = "broker-ca-key.pem";
 
 /// Certificates last a year; renewal arrives with the TLS-everywhere work.
 const VALIDITY: Duration = Duration::days(365);
@@ -76,11 +81,28 @@ pub fn issue_host(ca_dir: &Path, address: IpAddr, out: &Path) -> Result<()> {
     let cert = params
         .signed_by(&key, &issuer)
         .context("signing the host certificate")?;
+    let broker_ca_key = KeyPair::generate().context("generating the broker CA key")?;
+    let broker_ca = broker_ca_params(address)?
+        .signed_by(&broker_ca_key, &issuer)
+        .context("signing the broker CA")?;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_public(&out.join(CA_CERT), &ca_pem)?;
     write_public(&out.join(AGENT_CERT), &cert.pem())?;
     write_secret(&out.join(AGENT_KEY), &key.serialize_pem())?;
+    write_public(&out.join(BROKER_CA_CERT), &broker_ca.pem())?;
+    write_secret(&out.join(BROKER_CA_KEY), &broker_ca_key.serialize_pem())?;
     Ok(())
+}
+
+/// An intermediate that may sign server certificates only: path length 0 (no CA below it),
+/// key usage certificate signing, per host so that losing one host's key exposes one host.
+fn broker_ca_params(address: IpAddr) -> Result<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = name(&format!("FerryMQ broker CA {address}"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut params);
+    Ok(params)
 }
 
 fn ca_params() -> Result<CertificateParams> {
@@ -158,7 +180,13 @@ mod tests {
         for f in [CA_CERT, CA_KEY, CLIENT_CERT, CLIENT_KEY] {
             assert!(dir.join(f).exists(), "{f}");
         }
-        for f in [CA_CERT, AGENT_CERT, AGENT_KEY] {
+        for f in [
+            CA_CERT,
+            AGENT_CERT,
+            AGENT_KEY,
+            BROKER_CA_CERT,
+            BROKER_CA_KEY,
+        ] {
             assert!(host.join(f).exists(), "{f}");
         }
         use std::os::unix::fs::PermissionsExt;

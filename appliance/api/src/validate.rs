@@ -205,6 +205,56 @@ pub fn username(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Group names FerryMQ makes itself on ActiveMQ (see the agent's authorization map).
+pub const RESERVED_GROUPS: &[&str] = &["users", "console", "unrestricted"];
+
+/// A user's group: an ActiveMQ group and destination prefix (queues and topics `G` and
+/// `G.…`), a RabbitMQ tag. Letters, digits, `-` and `_`, 1 to 100 characters; `admins` gives
+/// full access on ActiveMQ; `users`, `console` and `unrestricted` are FerryMQ's own.
+pub fn group_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 100 {
+        return Err(format!("group {name:?} must be 1 to 100 characters long"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')))
+    {
+        return Err(format!(
+            "group {name:?} contains {c:?}; only letters, digits, '-' and '_' are allowed"
+        ));
+    }
+    if RESERVED_GROUPS.contains(&name) {
+        return Err(format!(
+            "group {name:?} is one FerryMQ makes itself ({}); choose another name",
+            RESERVED_GROUPS.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// An extra name of the broker's certificate: an IP address or a DNS name.
+pub fn certificate_name(name: &str) -> Result<(), String> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "certificate name {name:?} is neither an IP address nor a DNS name"
+        ))
+    }
+}
+
 /// Amazon MQ's password rule: 12–250 characters, at least 4 different ones, no `,` `:` `=`.
 /// The message never repeats the password.
 pub fn password(password: &str) -> Result<(), String> {
@@ -410,6 +460,12 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
     for (i, u) in spec.users.iter().enumerate() {
         check(&format!("user[{i}].username"), username(&u.username));
         check(&format!("user[{i}].password"), password(&u.password));
+        for (j, g) in u.groups.iter().enumerate() {
+            check(&format!("user[{i}].groups[{j}]"), group_name(g));
+        }
+    }
+    for (i, name) in spec.certificate_names.iter().enumerate() {
+        check(&format!("certificate_names[{i}]"), certificate_name(name));
     }
     for (i, name) in repeated(spec.users.iter().map(|u| u.username.as_str())) {
         check(
@@ -495,10 +551,34 @@ mod tests {
                 password: "twelve-chars-ok".into(),
                 console_access: true,
                 groups: vec![],
+                ..Default::default()
             }],
             encryption: None,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn groups_and_certificate_names() {
+        assert!(group_name("orders").is_ok() && group_name("admins").is_ok());
+        for bad in ["", "a.b", "a,b", ">", "users", "console", "unrestricted"] {
+            assert!(group_name(bad).is_err(), "{bad}");
+        }
+        for ok in ["10.0.0.5", "fd00::1", "mq.example.com", "broker-1"] {
+            assert!(certificate_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a..b", "-a.example", "a b", "*.example"] {
+            assert!(certificate_name(bad).is_err(), "{bad}");
+        }
+        let mut s = spec();
+        s.users[0].groups = vec!["ok".into(), "bad.group".into()];
+        s.certificate_names = vec!["not a name".into()];
+        let paths: Vec<String> = broker_spec(&s)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        assert_eq!(paths, ["user[0].groups[1]", "certificate_names[0]"]);
     }
 
     #[test]

@@ -52,7 +52,10 @@ pub fn schema() -> Schema {
             Attribute::optional("console_access", Type::Bool).description(
                 "Whether the user may use the web console (RabbitMQ: the administrator tag).",
             ),
-        );
+        )
+        .attribute(Attribute::optional("groups", Type::list(Type::String)).description(
+            "ActiveMQ: groups of the authorization map (a group G may use only the queues and topics G and G.*; `admins` everything; a user with no group everything). RabbitMQ: user tags.",
+        ));
     let encryption = Block::new()
         .description("Encryption at rest of the broker's block volume with LUKS2 (Amazon MQ: encryption_options).")
         .attribute(Attribute::required("key_file", Type::String).description(
@@ -108,8 +111,17 @@ pub fn schema() -> Schema {
                     "Per instance: endpoints, console URL, address, role (active/standby, read live).",
                 ),
             )
+            .attribute(Attribute::optional("plain_listeners", Type::Bool).description(
+                "Also serve plain (non-TLS) listeners on the engines' own ports (AMQP 5672 and console 15672; OpenWire 61616, STOMP 61613, MQTT 1883), for clients that cannot do TLS yet. Default false: TLS only, as on Amazon MQ.",
+            ))
+            .attribute(Attribute::optional("certificate_names", Type::list(Type::String)).description(
+                "Extra DNS names or addresses (a load balancer's, a DNS alias) the broker's server certificate is issued for, beside every instance's address.",
+            ))
+            .attribute(Attribute::computed("ca_certificate", Type::String).description(
+                "PEM of the deployment CA the broker's TLS certificate chains to: give it to clients to verify the broker.",
+            ))
             .attribute(Attribute::computed("failover_url", Type::String).description(
-                "failover:(…) URL over every instance's OpenWire endpoint, for ActiveMQ clients; empty for RabbitMQ.",
+                "failover:(…) URL over every instance's OpenWire (ssl://) endpoint, for ActiveMQ clients; empty for RabbitMQ.",
             ))
             .attribute(Attribute::computed("load_balancer_endpoint", Type::String).description(
                 "The broker's first client endpoint through the load balancer's virtual IP (e.g. amqp://VIP:5672); empty without a load_balancer.",
@@ -156,6 +168,7 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             "failover_url",
             "load_balancer_endpoint",
             "load_balancer_endpoints",
+            "ca_certificate",
         ] {
             planned.set_attr(computed, Value::Unknown);
         }
@@ -218,6 +231,7 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
                 ("failover_url", Value::string("")),
                 ("load_balancer_endpoint", Value::string("")),
                 ("load_balancer_endpoints", Value::List(vec![])),
+                ("ca_certificate", Value::string("")),
             ] {
                 if !partial.get(attr).is_fully_known() {
                     partial.set_attr(attr, empty);
@@ -403,6 +417,24 @@ fn text(value: &Value, attr: &str) -> String {
     value.get(attr).as_str().unwrap_or_default().to_string()
 }
 
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A list as configured: null stays null while it would be empty.
+fn string_list(prior: &Value, values: &[String]) -> Value {
+    if prior.is_null() && values.is_empty() {
+        Value::Null
+    } else {
+        Value::List(values.iter().map(Value::string).collect())
+    }
+}
+
 /// The agent's spec from a planned (fully known) state.
 pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
     let list = |attr: &str| planned.get(attr).as_list().unwrap_or_default().to_vec();
@@ -428,9 +460,13 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
                 username: text(u, "username"),
                 password: text(u, "password"),
                 console_access: u.get("console_access").as_bool().unwrap_or(false),
-                groups: vec![],
+                groups: strings(u.get("groups")),
+                ..Default::default()
             })
             .collect(),
+        plain_listeners: planned.get("plain_listeners").as_bool().unwrap_or(false),
+        certificate_names: strings(planned.get("certificate_names")),
+        standalone_users: vec![],
         encryption: planned
             .get("encryption_options")
             .get("key_file")
@@ -466,11 +502,18 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
     let spec = first.spec.clone().unwrap_or_default();
     let running = first.state == BrokerState::Running as i32;
     // The engine's users are the truth once it runs; before, the stored spec is all there is.
-    let observed: Vec<User> = if running {
+    let mut observed: Vec<User> = if running {
         first.users.clone()
     } else {
         spec.users.clone()
     };
+    // Users managed by their own `ferrymq_user` resources are not this resource's.
+    observed.retain(|o| {
+        !spec
+            .standalone_users
+            .iter()
+            .any(|s| s.username == o.username)
+    });
     let prior_users = prior.get("user").as_list().unwrap_or_default();
     let mut users = Vec::new();
     for p in prior_users {
@@ -491,6 +534,7 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
             ("username", Value::string(name)),
             ("password", password),
             ("console_access", console),
+            ("groups", string_list(p.get("groups"), &o.groups)),
         ]));
     }
     for o in &observed {
@@ -502,6 +546,7 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                 ("username", Value::string(&o.username)),
                 ("password", Value::Null),
                 ("console_access", Value::Bool(o.console_access)),
+                ("groups", string_list(&Value::Null, &o.groups)),
             ]));
         }
     }
@@ -521,7 +566,7 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
         .collect();
     let openwire: Vec<&str> = statuses
         .iter()
-        .filter_map(|s| s.endpoints.iter().find(|e| e.starts_with("tcp://")))
+        .filter_map(|s| s.endpoints.iter().find(|e| e.starts_with("ssl://")))
         .map(String::as_str)
         .collect();
     let failover_url = if openwire.is_empty() {
@@ -548,6 +593,18 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
         ("status", Value::string(status.as_str_name())),
         ("instances", Value::List(instances)),
         ("failover_url", Value::string(failover_url)),
+        ("ca_certificate", Value::string(&first.ca_certificate)),
+        (
+            "plain_listeners",
+            match prior.get("plain_listeners") {
+                Value::Null if !spec.plain_listeners => Value::Null,
+                _ => Value::Bool(spec.plain_listeners),
+            },
+        ),
+        (
+            "certificate_names",
+            string_list(prior.get("certificate_names"), &spec.certificate_names),
+        ),
         (
             "instance",
             Value::List(
@@ -639,6 +696,7 @@ mod tests {
                     ("username", Value::string("app")),
                     ("password", Value::string("twelve-chars-ok")),
                     ("console_access", Value::Null),
+                    ("groups", Value::Null),
                 ])]),
             ),
             ("timeouts", Value::Null),

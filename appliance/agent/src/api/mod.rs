@@ -7,8 +7,9 @@ use crate::host;
 use crate::reconcile::{ApplyError, Reconciler};
 use ferrymq_api::agent::agent_server::Agent;
 use ferrymq_api::agent::{
-    ApplyBrokerRequest, BrokerStatus, DeleteBrokerRequest, DeleteBrokerResponse, GetBrokerRequest,
-    GetHostFactsRequest, HostFacts,
+    ApplyBrokerRequest, ApplyBrokerUserRequest, BrokerStatus, BrokerUserStatus,
+    DeleteBrokerRequest, DeleteBrokerResponse, DeleteBrokerUserRequest, DeleteBrokerUserResponse,
+    GetBrokerRequest, GetBrokerUserRequest, GetHostFactsRequest, HostFacts,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -24,6 +25,21 @@ impl AgentService {
             reconciler,
             supervisor_kind,
         }
+    }
+}
+
+fn refused(e: ApplyError) -> Status {
+    match e {
+        ApplyError::Invalid(errors) => Status::invalid_argument(
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        ApplyError::Conflict(msg) => Status::failed_precondition(msg),
+        ApplyError::NotFound(msg) => Status::not_found(msg),
+        ApplyError::Internal(e) => internal(e),
     }
 }
 
@@ -54,18 +70,11 @@ impl Agent for AgentService {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        match self.reconciler.apply(spec).await {
-            Ok(status) => Ok(Response::new(status)),
-            Err(ApplyError::Invalid(errors)) => Err(Status::invalid_argument(
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
-            Err(ApplyError::Conflict(msg)) => Err(Status::failed_precondition(msg)),
-            Err(ApplyError::Internal(e)) => Err(internal(e)),
-        }
+        self.reconciler
+            .apply(spec)
+            .await
+            .map(Response::new)
+            .map_err(refused)
     }
 
     async fn get_broker(
@@ -90,5 +99,51 @@ impl Agent for AgentService {
         ferrymq_api::validate::broker_id(&id).map_err(Status::invalid_argument)?;
         let existed = self.reconciler.delete(&id).await.map_err(internal)?;
         Ok(Response::new(DeleteBrokerResponse { existed }))
+    }
+
+    async fn apply_broker_user(
+        &self,
+        req: Request<ApplyBrokerUserRequest>,
+    ) -> Result<Response<BrokerUserStatus>, Status> {
+        let req = req.into_inner();
+        ferrymq_api::validate::broker_id(&req.broker_id).map_err(Status::invalid_argument)?;
+        let user = req
+            .user
+            .ok_or_else(|| Status::invalid_argument("user is required"))?;
+        self.reconciler
+            .apply_user(&req.broker_id, user)
+            .await
+            .map(Response::new)
+            .map_err(refused)
+    }
+
+    async fn get_broker_user(
+        &self,
+        req: Request<GetBrokerUserRequest>,
+    ) -> Result<Response<BrokerUserStatus>, Status> {
+        let req = req.into_inner();
+        self.reconciler
+            .user(&req.broker_id, &req.username)
+            .map(Response::new)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "broker {} on this host has no user {:?}",
+                    req.broker_id, req.username
+                ))
+            })
+    }
+
+    async fn delete_broker_user(
+        &self,
+        req: Request<DeleteBrokerUserRequest>,
+    ) -> Result<Response<DeleteBrokerUserResponse>, Status> {
+        let req = req.into_inner();
+        let existed = self
+            .reconciler
+            .delete_user(&req.broker_id, &req.username)
+            .await
+            .map_err(internal)?
+            .is_some();
+        Ok(Response::new(DeleteBrokerUserResponse { existed }))
     }
 }

@@ -5,12 +5,15 @@
 //! data directory and runs the units it describes.
 
 pub mod activemq;
+pub mod connect;
 pub mod rabbitmq;
 
+use crate::certificates::CertificateFiles;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
 use ferrymq_api::catalogue::InstanceType;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -40,6 +43,18 @@ pub struct Placement {
     pub peers: Vec<IpAddr>,
     /// This host's position in `peers`.
     pub instance_index: usize,
+    /// The broker's TLS server certificate, key and chain: every listener serves TLS.
+    pub certificate: CertificateFiles,
+    /// The deployment CA (PEM): the agent's probes and management calls trust only it.
+    pub deployment_ca_pem: String,
+    /// Serve the plain (non-TLS) listeners as well, because the user asked for them.
+    pub plain_listeners: bool,
+    /// Password of the PKCS12 keystore Java reads the certificate from (made by the agent).
+    pub keystore_password: String,
+    /// Plaintext passwords sent with the latest apply, held in memory only until the users are
+    /// converged: for engines that must have them (ActiveMQ's JAAS files). Others use the
+    /// users' `password_hash`.
+    pub passwords: BTreeMap<String, String>,
 }
 
 impl Placement {
@@ -65,6 +80,8 @@ pub enum ListenerCheck {
     Connect,
     /// The AMQP 0-9-1 protocol header gets a `connection.start` frame back.
     AmqpHeader,
+    /// The same inside TLS (AMQPS): the check shakes hands, the clients' TLS passes through.
+    AmqpHeaderTls,
 }
 
 /// A configuration file as the engine wants it on disk.
@@ -130,6 +147,9 @@ pub trait Engine: Send + Sync {
     async fn sync_broker_settings(&self) -> Result<()> {
         Ok(())
     }
+    /// Makes the engine use its certificate files; `changed` when they were just (re)issued.
+    /// Returns whether the engine must restart for it.
+    async fn install_certificate(&self, changed: bool) -> Result<bool>;
     /// Host-level leftovers once the engine's units are stopped for good.
     async fn after_stop(&self) -> Result<()>;
 }

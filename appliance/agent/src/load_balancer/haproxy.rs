@@ -55,22 +55,28 @@ pub fn render(plan: &Plan) -> String {
             name = l.name,
             bind = SocketAddr::new(plan.virtual_ip, l.port),
         );
-        match l.check {
-            ListenerCheck::Connect => {}
-            ListenerCheck::AmqpHeader => {
-                let _ = write!(
-                    cfg,
-                    "\x20   option tcp-check\n\
-                     \x20   tcp-check connect\n\
-                     \x20   tcp-check send-binary {AMQP_HEADER_HEX}\n\
-                     \x20   tcp-check expect binary {AMQP_START_HEX}\n"
-                );
+        let (connect, server_check) = match l.check {
+            ListenerCheck::Connect => (None, "check"),
+            ListenerCheck::AmqpHeader => (Some("tcp-check connect"), "check"),
+            // The check alone speaks TLS; it only asks whether the node answers AMQP, so it
+            // does not verify the node's certificate (clients do, end to end).
+            ListenerCheck::AmqpHeaderTls => {
+                (Some("tcp-check connect ssl"), "check check-ssl verify none")
             }
+        };
+        if let Some(connect) = connect {
+            let _ = write!(
+                cfg,
+                "\x20   option tcp-check\n\
+                 \x20   {connect}\n\
+                 \x20   tcp-check send-binary {AMQP_HEADER_HEX}\n\
+                 \x20   tcp-check expect binary {AMQP_START_HEX}\n"
+            );
         }
         for (i, backend) in plan.backends.iter().enumerate() {
             let _ = writeln!(
                 cfg,
-                "\x20   server i{i} {} check",
+                "\x20   server i{i} {} {server_check}",
                 SocketAddr::new(*backend, l.port)
             );
         }

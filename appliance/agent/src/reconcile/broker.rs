@@ -2,6 +2,7 @@
 //! step idempotent, the result recorded as a `BrokerStatus`.
 
 use super::secrets;
+use crate::certificates::{self, BrokerCa, CertificateFiles};
 use crate::engine::rabbitmq::RabbitMq;
 use crate::engine::{Engine, Health, Placement, RenderedFile};
 use crate::load_balancer::Plan as LoadBalancerPlan;
@@ -11,6 +12,7 @@ use anyhow::{Context as _, Result};
 use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Volume};
 use ferrymq_api::catalogue::{self, EngineType};
 use nix::unistd::{chown, User};
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -30,6 +32,14 @@ pub struct Context {
     pub broker_dir: PathBuf,
     pub supervisor: Arc<dyn Supervisor>,
     pub previous: Option<BrokerStatus>,
+    /// The host's broker-issuing CA, or why there is none.
+    pub broker_ca: Arc<Result<BrokerCa, String>>,
+    /// Plaintext passwords of the latest apply (memory only), by username.
+    pub passwords: BTreeMap<String, String>,
+    /// Whether to make the engine's users the spec's in this pass: after an apply and after
+    /// the engine (re)started. Otherwise users are only observed, so that a user changed or
+    /// removed behind Terraform's back shows as drift in the next plan.
+    pub sync_users: bool,
 }
 
 impl Context {
@@ -39,6 +49,43 @@ impl Context {
     fn config_dir(&self) -> PathBuf {
         self.broker_dir.join("engine")
     }
+    fn certificate_files(&self) -> CertificateFiles {
+        CertificateFiles::in_dir(&self.config_dir().join("tls"))
+    }
+}
+
+/// Every user of the broker: the spec's own and those applied one by one.
+pub fn all_users(spec: &BrokerSpec) -> Vec<ferrymq_api::agent::User> {
+    spec.users
+        .iter()
+        .chain(&spec.standalone_users)
+        .cloned()
+        .collect()
+}
+
+/// The names the broker's certificate is issued for: every instance's address (clients of an
+/// active/standby pair or a cluster reach any of them) and the spec's extra names.
+pub fn certificate_names(spec: &BrokerSpec) -> Vec<String> {
+    let mut names: Vec<String> = spec
+        .instances
+        .iter()
+        .filter_map(|i| {
+            let h = i.host.as_str();
+            h.parse::<IpAddr>()
+                .or_else(|_| h.parse::<std::net::SocketAddr>().map(|s| s.ip()))
+                .ok()
+        })
+        .map(|ip| ip.to_string())
+        .collect();
+    // Clients of a load-balanced broker connect to the virtual IP: TLS passes through HAProxy
+    // untouched, so the broker's own certificate must name it.
+    let virtual_ip = spec.load_balancer.as_ref().map(|lb| &lb.virtual_ip);
+    for n in spec.certificate_names.iter().chain(virtual_ip) {
+        if !n.is_empty() && !names.contains(n) {
+            names.push(n.clone());
+        }
+    }
+    names
 }
 
 /// The status of a spec no pass has looked at yet.
@@ -51,11 +98,16 @@ pub fn pending_status(spec: &BrokerSpec) -> BrokerStatus {
     }
 }
 
-/// The spec as it may leave the host: passwords removed.
+/// The spec as it may leave the host: passwords and their hashes removed.
 pub fn redacted(spec: &BrokerSpec) -> BrokerSpec {
     let mut spec = spec.clone();
-    for u in &mut spec.users {
+    for u in spec
+        .users
+        .iter_mut()
+        .chain(spec.standalone_users.iter_mut())
+    {
         u.password.clear();
+        u.password_hash.clear();
     }
     spec.cluster_secret.clear();
     spec
@@ -158,11 +210,19 @@ fn engine_for(
         data_dir: data_root.join(engine.as_str().to_ascii_lowercase()),
         instance_type,
         volume_bytes,
-        users: spec.users.clone(),
+        users: all_users(spec),
         agent_password: secrets.agent_password,
         cookie: secrets.cookie,
         peers: instance_addresses(spec)?,
         instance_index: spec.instance_index as usize,
+        certificate: ctx.certificate_files(),
+        deployment_ca_pem: match ctx.broker_ca.as_ref() {
+            Ok(ca) => ca.deployment_ca_pem.clone(),
+            Err(_) => String::new(),
+        },
+        plain_listeners: spec.plain_listeners,
+        keystore_password: secrets.keystore_password,
+        passwords: ctx.passwords.clone(),
     };
     match engine {
         EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(placement)?)),
@@ -294,10 +354,19 @@ async fn converge_steps(
         chown(dir, Some(owner.uid), Some(owner.gid))
             .with_context(|| format!("chown {}", dir.display()))?;
     }
+    let ca = ctx
+        .broker_ca
+        .as_ref()
+        .as_ref()
+        .map_err(|e| Failure::Permanent(e.clone()))?;
+    let (record, renewed) = ensure_certificate(ctx, spec, ca, &owner)?;
+    status.ca_certificate = ca.deployment_ca_pem.clone();
+    status.certificate_not_after = record.not_after_rfc3339();
     let mut changed = false;
     for file in engine.render()? {
         changed |= write_if_changed(&file, &owner)? && file.restart_on_change;
     }
+    changed |= engine.install_certificate(renewed).await?;
 
     // The load balancer runs whatever the local engine does: it serves the other instances.
     let address = instance_address(spec).map_err(Failure::Permanent)?;
@@ -338,6 +407,7 @@ async fn converge_steps(
         status.engine_starts += supervisor.starts(&unit.name)?;
     }
 
+    let users = all_users(spec);
     match engine.health().await {
         Health::Serving => {
             status.role = ROLE_ACTIVE.into();
@@ -345,7 +415,7 @@ async fn converge_steps(
             if engine.apply_quotas().await? {
                 tracing::info!(broker = %spec.broker_id, "quotas applied");
             }
-            if engine.sync_users(&spec.users).await? {
+            if ctx.sync_users && engine.sync_users(&users).await? {
                 tracing::info!(broker = %spec.broker_id, "users converged");
             }
         }
@@ -355,7 +425,7 @@ async fn converge_steps(
             return Ok(false);
         }
     }
-    let observed = engine.observed_users(&spec.users).await?;
+    let observed = engine.observed_users(&users).await?;
     status.users = observed.users;
     status.users_with_password_drift = observed.password_drift;
     Ok(true)
@@ -375,6 +445,53 @@ fn volume_failure(e: block::VolumeError) -> Failure {
         block::VolumeError::Tool { .. } => Failure::Transient(e.into()),
         other => Failure::Permanent(other.to_string()),
     }
+}
+
+/// Issues the broker's server certificate when it has none, its names changed, or it nears
+/// its end; returns its record and whether it was (re)issued. The key is 0600 for the engine.
+fn ensure_certificate(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    ca: &BrokerCa,
+    owner: &User,
+) -> Result<(certificates::Record, bool)> {
+    let files = ctx.certificate_files();
+    let names = certificate_names(spec);
+    let now = time::OffsetDateTime::now_utc();
+    let have = files.read_record();
+    if let Some(record) = have.as_ref().filter(|r| {
+        !certificates::needs_issue(Some(r), &names, ca, now) && files.private_key.exists()
+    }) {
+        return Ok((record.clone(), false));
+    }
+    let dir = ctx.config_dir().join("tls");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    chown(&dir, Some(owner.uid), Some(owner.gid))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
+    let issued = ca.issue(&names, now)?;
+    let write = |path: &Path, contents: &str, secret: bool| {
+        write_if_changed(
+            &RenderedFile {
+                path: path.to_path_buf(),
+                contents: contents.to_string(),
+                secret,
+                restart_on_change: false,
+            },
+            owner,
+        )
+    };
+    // Key first: the engine never sees a new certificate with the old key.
+    write(&files.private_key, &issued.private_key_pem, true)?;
+    write(&files.certificate, &issued.certificate_pem, false)?;
+    write(&files.chain, &issued.chain_pem, false)?;
+    write(&files.deployment_ca, &ca.deployment_ca_pem, false)?;
+    write(
+        &files.record,
+        &serde_json::to_string(&issued.record)?,
+        false,
+    )?;
+    tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.record.not_after_rfc3339(), "server certificate issued");
+    Ok((issued.record, true))
 }
 
 /// Refuses, before anything is prepared or started, a host with fewer CPUs or less memory than
@@ -465,8 +582,27 @@ mod tests {
 
     #[test]
     fn statuses_never_carry_passwords() {
-        let s = pending_status(&spec());
-        assert_eq!(s.spec.expect("spec").users[0].password, "");
+        let mut sp = spec();
+        sp.users[0].password_hash = "hash".into();
+        sp.standalone_users = sp.users.clone();
+        let s = pending_status(&sp).spec.expect("spec");
+        for u in s.users.iter().chain(&s.standalone_users) {
+            assert_eq!((u.password.as_str(), u.password_hash.as_str()), ("", ""));
+        }
+    }
+
+    #[test]
+    fn certificates_name_every_instance_and_the_extra_names() {
+        let mut s = spec();
+        s.instances.push(Instance {
+            host: "10.0.0.2".into(),
+            volume: "/dev/loop1".into(),
+        });
+        s.certificate_names = vec!["10.0.0.100".into(), "mq.example".into(), "10.0.0.2".into()];
+        assert_eq!(
+            certificate_names(&s),
+            ["127.0.0.1", "10.0.0.2", "10.0.0.100", "mq.example"]
+        );
     }
 
     #[test]

@@ -6,14 +6,17 @@
 mod broker;
 mod load_balancer;
 mod secrets;
+mod users;
 
 pub use broker::pending_status;
 
+use crate::certificates::BrokerCa;
 use crate::store::SpecStore;
 use crate::supervisor::Supervisor;
 use anyhow::Result;
-use ferrymq_api::agent::{BrokerSpec, BrokerStatus};
+use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, BrokerUserStatus, User};
 use ferrymq_api::validate::{self, FieldError};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -31,8 +34,15 @@ pub enum ApplyError {
     Invalid(Vec<FieldError>),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// A poisoned lock only means a panicking pass; the maps stay usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn join(errors: &[FieldError]) -> String {
@@ -50,6 +60,12 @@ pub struct Reconciler {
     statuses: Mutex<HashMap<String, BrokerStatus>>,
     pass_lock: tokio::sync::Mutex<()>,
     wake: Notify,
+    broker_ca: Arc<Result<BrokerCa, String>>,
+    /// Plain passwords of the latest applies, by broker and user: memory only, dropped once
+    /// the broker has converged with them.
+    passwords: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// The generation and engine start count users were last converged for, by broker.
+    users_synced: Mutex<HashMap<String, (u64, u32)>>,
 }
 
 impl Reconciler {
@@ -57,6 +73,7 @@ impl Reconciler {
         brokers_dir: PathBuf,
         store: Arc<dyn SpecStore>,
         supervisor: Arc<dyn Supervisor>,
+        broker_ca: Result<BrokerCa, String>,
     ) -> Self {
         Reconciler {
             brokers_dir,
@@ -65,6 +82,9 @@ impl Reconciler {
             statuses: Mutex::new(HashMap::new()),
             pass_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            broker_ca: Arc::new(broker_ca),
+            passwords: Mutex::new(HashMap::new()),
+            users_synced: Mutex::new(HashMap::new()),
         }
     }
 
@@ -84,10 +104,21 @@ impl Reconciler {
     pub async fn pass(&self) -> Result<()> {
         let _guard = self.pass_lock.lock().await;
         for stored in self.store.load_all()? {
-            let ctx = self.ctx(&stored.spec.broker_id);
+            let id = stored.spec.broker_id.clone();
+            let mut ctx = self.ctx(&id);
+            let synced = lock(&self.users_synced).get(&id).copied();
+            let starts = ctx.previous.as_ref().map_or(0, |p| p.engine_starts);
+            ctx.sync_users = synced != Some((stored.generation, starts));
             let mut status = broker::converge(&ctx, &stored.spec).await;
             status.generation = stored.generation;
             status.observed_generation = stored.generation;
+            if status.state == BrokerState::Running as i32 {
+                lock(&self.users_synced)
+                    .insert(id.clone(), (stored.generation, status.engine_starts));
+                if status.users_with_password_drift.is_empty() {
+                    lock(&self.passwords).remove(&id);
+                }
+            }
             self.set_status(status);
         }
         Ok(())
@@ -98,6 +129,27 @@ impl Reconciler {
             broker_dir: self.brokers_dir.join(broker_id),
             supervisor: self.supervisor.clone(),
             previous: self.status(broker_id),
+            broker_ca: self.broker_ca.clone(),
+            passwords: lock(&self.passwords)
+                .get(broker_id)
+                .cloned()
+                .unwrap_or_default(),
+            sync_users: false,
+        }
+    }
+
+    /// After an apply the last observation is stale (users are converged again even when the
+    /// spec did not change: a password re-sent after drift): clients wait for the next pass.
+    fn resync(&self, broker_id: &str, plain: BTreeMap<String, String>) {
+        lock(&self.users_synced).remove(broker_id);
+        lock(&self.passwords)
+            .entry(broker_id.to_string())
+            .or_default()
+            .extend(plain);
+        if let Ok(mut map) = self.statuses.lock() {
+            if let Some(s) = map.get_mut(broker_id) {
+                s.observed_generation = 0;
+            }
         }
     }
 
@@ -110,6 +162,91 @@ impl Reconciler {
         if let Ok(mut map) = self.statuses.lock() {
             map.insert(id, status);
         }
+    }
+
+    /// Stores a user of the broker managed on its own (`ferrymq_user`), password hashed.
+    pub async fn apply_user(
+        &self,
+        broker_id: &str,
+        mut user: User,
+    ) -> Result<BrokerUserStatus, ApplyError> {
+        let mut errors = Vec::new();
+        for (path, r) in [
+            ("username", validate::username(&user.username)),
+            ("password", validate::password(&user.password)),
+        ] {
+            if let Err(m) = r {
+                errors.push(FieldError::new(path, m));
+            }
+        }
+        for (i, g) in user.groups.iter().enumerate() {
+            if let Err(m) = validate::group_name(g) {
+                errors.push(FieldError::new(format!("groups[{i}]"), m));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ApplyError::Invalid(errors));
+        }
+        let _guard = self.pass_lock.lock().await;
+        let mut spec = self
+            .knows(broker_id)?
+            .ok_or_else(|| ApplyError::NotFound(format!("no broker {broker_id} on this host")))?;
+        if spec.users.iter().any(|u| u.username == user.username) {
+            return Err(ApplyError::Conflict(format!(
+                "user {:?} is one of the broker's own user blocks; manage it there or here, not both",
+                user.username
+            )));
+        }
+        let plain = users::seal(std::slice::from_mut(&mut user), &spec.standalone_users)?;
+        match spec
+            .standalone_users
+            .iter_mut()
+            .find(|u| u.username == user.username)
+        {
+            Some(u) => *u = user.clone(),
+            None => spec.standalone_users.push(user.clone()),
+        }
+        let generation = self.store.save(&spec)?;
+        self.resync(broker_id, plain);
+        self.wake.notify_one();
+        user.password_hash.clear();
+        Ok(BrokerUserStatus {
+            user: Some(user),
+            password_drift: false,
+            generation,
+        })
+    }
+
+    /// The user as the engine has it (from the latest pass), None when the engine has no such
+    /// user or the broker is unknown.
+    pub fn user(&self, broker_id: &str, username: &str) -> Option<BrokerUserStatus> {
+        let status = self.status(broker_id)?;
+        let user = status.users.iter().find(|u| u.username == username)?;
+        Some(BrokerUserStatus {
+            user: Some(user.clone()),
+            password_drift: status
+                .users_with_password_drift
+                .iter()
+                .any(|d| d == username),
+            generation: status.observed_generation,
+        })
+    }
+
+    /// Removes a user applied on its own; false when there was none. Returns the generation.
+    pub async fn delete_user(&self, broker_id: &str, username: &str) -> Result<Option<u64>> {
+        let _guard = self.pass_lock.lock().await;
+        let Some(mut spec) = self.knows(broker_id)? else {
+            return Ok(None);
+        };
+        let before = spec.standalone_users.len();
+        spec.standalone_users.retain(|u| u.username != username);
+        if spec.standalone_users.len() == before {
+            return Ok(None);
+        }
+        let generation = self.store.save(&spec)?;
+        self.resync(broker_id, BTreeMap::new());
+        self.wake.notify_one();
+        Ok(Some(generation))
     }
 
     /// Stores the spec (validated, one broker per host) and wakes a pass. Returns the status
@@ -136,7 +273,16 @@ impl Reconciler {
             }
         }
         broker::check_cluster_secret(&spec).map_err(ApplyError::Conflict)?;
+        let previous_users = previous.map(|p| p.spec.users.clone()).unwrap_or_default();
+        let plain = users::seal(&mut spec.users, &previous_users)?;
+        // Users applied on their own live beside the spec's, unless the spec now names them.
+        spec.standalone_users = previous
+            .map(|p| p.spec.standalone_users.clone())
+            .unwrap_or_default();
+        spec.standalone_users
+            .retain(|s| !spec.users.iter().any(|u| u.username == s.username));
         let generation = self.store.save(&spec)?;
+        self.resync(&spec.broker_id, plain);
         if previous.map(|p| p.generation) != Some(generation) {
             tracing::info!(broker = %spec.broker_id, generation, "spec stored");
         }

@@ -12,6 +12,9 @@ use std::path::Path;
 pub struct BrokerSecrets {
     pub agent_password: String,
     pub cookie: String,
+    /// Of the broker's PKCS12 keystore (Java needs one); added to older files on load.
+    #[serde(default)]
+    pub keystore_password: String,
 }
 
 impl std::fmt::Debug for BrokerSecrets {
@@ -22,13 +25,19 @@ impl std::fmt::Debug for BrokerSecrets {
 
 pub fn load_or_create(path: &Path) -> Result<BrokerSecrets> {
     if let Ok(bytes) = std::fs::read(path) {
-        return serde_json::from_slice(&bytes)
-            .with_context(|| format!("parsing {}", path.display()));
+        let mut secrets: BrokerSecrets = serde_json::from_slice(&bytes)
+            .with_context(|| format!("parsing {}", path.display()))?;
+        if secrets.keystore_password.is_empty() {
+            secrets.keystore_password = random_hex(24)?;
+            write_atomically(path, &serde_json::to_vec(&secrets)?)?;
+        }
+        return Ok(secrets);
     }
     let secrets = BrokerSecrets {
         agent_password: random_hex(24)?,
         // Erlang cookies are letters only by convention; hex upper-cased is safe.
         cookie: random_hex(20)?.to_uppercase(),
+        keystore_password: random_hex(24)?,
     };
     write_atomically(path, &serde_json::to_vec(&secrets)?)?;
     Ok(secrets)

@@ -1,7 +1,10 @@
 //! Renders `activemq.xml` (with quick-xml), the JAAS login configuration, the user files and
 //! the logging configuration from the placement.
 
-use super::{uri_host, users, ActiveMq, MQTT_PORT, OPENWIRE_PORT, STOMP_PORT};
+use super::{
+    uri_host, users, ActiveMq, MQTT_PLAIN_PORT, MQTT_PORT, OPENWIRE_PLAIN_PORT, OPENWIRE_PORT,
+    STOMP_PLAIN_PORT, STOMP_PORT,
+};
 use crate::engine::RenderedFile;
 use anyhow::{Context, Result};
 use quick_xml::events::{BytesDecl, BytesText, Event};
@@ -15,9 +18,14 @@ pub const LOG: &str = "activemq.log";
 /// The JAAS application name the broker's authentication plugin logs in with.
 const JAAS_APP: &str = "activemq";
 
-/// Group of every user, and group of the users with `console_access`.
+/// Group of every user (advisory topics, temporary destinations).
 pub const GROUP_USERS: &str = "users";
+/// Full access to every destination: users who ask for it with the group `admins`.
 pub const GROUP_ADMINS: &str = "admins";
+/// Users with `console_access` (full access too).
+pub const GROUP_CONSOLE: &str = "console";
+/// Users without groups of their own: full access, as on Amazon MQ without an authorization map.
+pub const GROUP_UNRESTRICTED: &str = "unrestricted";
 
 const BEANS_NS: &str = "http://www.springframework.org/schema/beans";
 const CORE_NS: &str = "http://activemq.apache.org/schema/core";
@@ -75,17 +83,26 @@ pub fn render(amq: &ActiveMq) -> Result<Vec<RenderedFile>> {
         secret,
         restart_on_change,
     };
+    let current = std::fs::read(amq.config_file(users::USERS))
+        .map(|b| users::parse(&users::latin1(&b)))
+        .unwrap_or_default();
     Ok(vec![
+        // Secret: it holds the keystore's password.
         file(
             XML,
             activemq_xml(amq).context("rendering activemq.xml")?,
-            false,
+            true,
             true,
         ),
         file(LOGIN_CONFIG, login_config(), false, true),
         file(LOG4J, log4j_properties(amq), false, true),
         // JAAS re-reads both on the next login after they change: no restart.
-        file(users::USERS, users::users_properties(p), true, false),
+        file(
+            users::USERS,
+            users::users_properties(p, &current),
+            true,
+            false,
+        ),
         file(users::GROUPS, users::groups_properties(p), true, false),
     ])
 }
@@ -102,17 +119,19 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
             "{scheme}://{host}:{port}?maximumConnections={limit}&wireFormat.maxFrameSize={MAX_FRAME_SIZE}"
         )
     };
-    let connectors = [
-        ("openwire", connector("tcp", OPENWIRE_PORT)),
-        ("stomp", connector("stomp", STOMP_PORT)),
-        ("mqtt", connector("mqtt", MQTT_PORT)),
+    let mut connectors = vec![
+        ("openwire", connector("ssl", OPENWIRE_PORT)),
+        ("stomp", connector("stomp+ssl", STOMP_PORT)),
+        ("mqtt", connector("mqtt+ssl", MQTT_PORT)),
     ];
-    let everyone = format!("{GROUP_ADMINS},{GROUP_USERS}");
-    let acl = [
-        ("read", everyone.as_str()),
-        ("write", everyone.as_str()),
-        ("admin", everyone.as_str()),
-    ];
+    if p.plain_listeners {
+        connectors.extend([
+            ("openwire-plain", connector("tcp", OPENWIRE_PLAIN_PORT)),
+            ("stomp-plain", connector("stomp", STOMP_PLAIN_PORT)),
+            ("mqtt-plain", connector("mqtt", MQTT_PLAIN_PORT)),
+        ]);
+    }
+    let keystore = format!("file:{}", amq.keystore().display());
 
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
@@ -161,7 +180,18 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
                         w.create_element("jaasAuthenticationPlugin")
                             .with_attribute(("configuration", JAAS_APP))
                             .write_empty()?;
-                        authorization(w, &acl)
+                        authorization(w, &users::group_names(&p.users))
+                    })?;
+                    // Every listener serves the broker's certificate (PKCS12 made by the agent).
+                    w.create_element("sslContext").write_inner_content(|w| {
+                        w.create_element("sslContext")
+                            .with_attributes([
+                                ("keyStore", keystore.as_str()),
+                                ("keyStorePassword", p.keystore_password.as_str()),
+                                ("keyStoreType", "pkcs12"),
+                            ])
+                            .write_empty()?;
+                        Ok(())
                     })?;
                     w.create_element("systemUsage").write_inner_content(|w| {
                         w.create_element("systemUsage").write_inner_content(|w| {
@@ -197,14 +227,37 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
     Ok(xml)
 }
 
-/// Every authenticated user reads, writes and creates (`admin`) any queue or topic, the
-/// advisory topics included (JMS clients subscribe to them), and temporary destinations.
+/// The authorization map, from groups. Each entry grants read, write and admin (create):
 ///
-/// `admins` cannot be given more than `users` here: ActiveMQ's authorization map grants the
-/// union of every matching entry (and a wildcard subscription gets the union of every entry
-/// under it), so an entry cannot narrow what `queue=">"` grants. `admins` is listed so that
-/// configurations which narrow the `users` entries keep working for console users.
-fn authorization<W: io::Write>(w: &mut Writer<W>, acl: &[(&str, &str); 3]) -> io::Result<()> {
+/// - `admins` (the group `admins`), `console` (`console_access`) and `unrestricted` (every
+///   user with no group of their own): every queue and topic, as on Amazon MQ without an
+///   authorization map;
+/// - a user's own group `G`: only the queues and topics named `G` or `G.…`;
+/// - `users` (everyone): the advisory topics and temporary destinations JMS clients need.
+///
+/// ActiveMQ grants the union of every entry that matches a destination, so a group's entry
+/// adds to, and never narrows, what the `>` entries give.
+fn authorization<W: io::Write>(w: &mut Writer<W>, groups: &[String]) -> io::Result<()> {
+    let full = format!("{GROUP_ADMINS},{GROUP_CONSOLE},{GROUP_UNRESTRICTED}");
+    let everyone = GROUP_USERS.to_string();
+    let acl = |who: &str| {
+        [
+            ("read", who.to_string()),
+            ("write", who.to_string()),
+            ("admin", who.to_string()),
+        ]
+    };
+    let mut entries: Vec<(&str, String, String)> = vec![
+        ("queue", ">".into(), full.clone()),
+        ("topic", ">".into(), full.clone()),
+        ("topic", "ActiveMQ.Advisory.>".into(), everyone.clone()),
+    ];
+    for g in groups {
+        for kind in ["queue", "topic"] {
+            entries.push((kind, g.clone(), g.clone()));
+            entries.push((kind, format!("{g}.>"), g.clone()));
+        }
+    }
     w.create_element("authorizationPlugin")
         .write_inner_content(|w| {
             w.create_element("map").write_inner_content(|w| {
@@ -212,22 +265,20 @@ fn authorization<W: io::Write>(w: &mut Writer<W>, acl: &[(&str, &str); 3]) -> io
                     .write_inner_content(|w| {
                         w.create_element("authorizationEntries")
                             .write_inner_content(|w| {
-                                for (kind, pattern) in [
-                                    ("queue", ">"),
-                                    ("topic", ">"),
-                                    ("topic", "ActiveMQ.Advisory.>"),
-                                ] {
+                                for (kind, pattern, who) in &entries {
+                                    let acl = acl(who);
                                     w.create_element("authorizationEntry")
-                                        .with_attribute((kind, pattern))
-                                        .with_attributes(acl.iter().copied())
+                                        .with_attribute((*kind, pattern.as_str()))
+                                        .with_attributes(acl.iter().map(|(k, v)| (*k, v.as_str())))
                                         .write_empty()?;
                                 }
                                 Ok(())
                             })?;
                         w.create_element("tempDestinationAuthorizationEntry")
                             .write_inner_content(|w| {
+                                let acl = acl(&format!("{full},{everyone}"));
                                 w.create_element("tempDestinationAuthorizationEntry")
-                                    .with_attributes(acl.iter().copied())
+                                    .with_attributes(acl.iter().map(|(k, v)| (*k, v.as_str())))
                                     .write_empty()?;
                                 Ok(())
                             })?;
@@ -475,9 +526,42 @@ mod tests {
         assert_eq!(
             connectors,
             [
-                ("openwire".into(), format!("tcp://10.9.8.7:61617?{q}")),
-                ("stomp".into(), format!("stomp://10.9.8.7:61614?{q}")),
-                ("mqtt".into(), format!("mqtt://10.9.8.7:8883?{q}")),
+                ("openwire".into(), format!("ssl://10.9.8.7:61617?{q}")),
+                ("stomp".into(), format!("stomp+ssl://10.9.8.7:61614?{q}")),
+                ("mqtt".into(), format!("mqtt+ssl://10.9.8.7:8883?{q}")),
+            ]
+        );
+        assert_eq!(
+            one(&el, "beans/broker/sslContext/sslContext").attrs,
+            attrs(&[
+                ("keyStore", "file:/state/b-1/engine/tls/server.p12"),
+                ("keyStorePassword", "keystore-secret"),
+                ("keyStoreType", "pkcs12"),
+            ])
+        );
+        // Plain listeners on ActiveMQ's own ports only when asked for, beside the TLS ones.
+        let mut p = placement("mq.m5.large");
+        p.plain_listeners = true;
+        let el = parse(&activemq_xml(&ActiveMq::new(p).expect("engine")).expect("xml"));
+        let uris: Vec<String> = find(&el, "beans/broker/transportConnectors/transportConnector")
+            .into_iter()
+            .map(|e| {
+                e.attrs["uri"]
+                    .split('?')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                "ssl://10.9.8.7:61617",
+                "stomp+ssl://10.9.8.7:61614",
+                "mqtt+ssl://10.9.8.7:8883",
+                "tcp://10.9.8.7:61616",
+                "stomp://10.9.8.7:61613",
+                "mqtt://10.9.8.7:1883",
             ]
         );
         // Connectors Debian's package cannot start would stop the broker.
@@ -498,7 +582,7 @@ mod tests {
         let amq = ActiveMq::new(p).expect("engine");
         let el = parse(&activemq_xml(&amq).expect("xml"));
         let first = find(&el, "beans/broker/transportConnectors/transportConnector")[0];
-        assert!(first.attrs["uri"].starts_with("tcp://[fd00::7]:61617?"));
+        assert!(first.attrs["uri"].starts_with("ssl://[fd00::7]:61617?"));
     }
 
     #[test]
@@ -517,34 +601,33 @@ mod tests {
         .into_iter()
         .map(|e| e.attrs.clone())
         .collect();
-        let all = [
-            ("read", "admins,users"),
-            ("write", "admins,users"),
-            ("admin", "admins,users"),
-        ];
-        let entry = |kind: &str, pattern: &str| {
-            let mut a = attrs(&all);
-            a.insert(kind.into(), pattern.into());
-            a
+        let grant = |kind: &str, pattern: &str, who: &str| {
+            attrs(&[
+                (kind, pattern),
+                ("read", who),
+                ("write", who),
+                ("admin", who),
+            ])
         };
+        let full = "admins,console,unrestricted";
+        // The placement's `app` is in group `orders`: it gets `orders` and `orders.…` only.
         assert_eq!(
             entries,
             [
-                entry("queue", ">"),
-                entry("topic", ">"),
-                entry("topic", "ActiveMQ.Advisory.>"),
+                grant("queue", ">", full),
+                grant("topic", ">", full),
+                grant("topic", "ActiveMQ.Advisory.>", "users"),
+                grant("queue", "orders", "orders"),
+                grant("queue", "orders.>", "orders"),
+                grant("topic", "orders", "orders"),
+                grant("topic", "orders.>", "orders"),
             ]
         );
-        assert_eq!(
-            one(
-                &el,
-                &format!(
-                    "{map}/tempDestinationAuthorizationEntry/tempDestinationAuthorizationEntry"
-                )
-            )
-            .attrs,
-            attrs(&all)
+        let temp = one(
+            &el,
+            &format!("{map}/tempDestinationAuthorizationEntry/tempDestinationAuthorizationEntry"),
         );
+        assert_eq!(temp.attrs["read"], "admins,console,unrestricted,users");
     }
 
     #[test]
@@ -572,7 +655,7 @@ mod tests {
         assert_eq!(
             summary,
             [
-                s("activemq.xml", false, true),
+                s("activemq.xml", true, true),
                 s("login.config", false, true),
                 s("log4j.properties", false, true),
                 s("users.properties", true, false),

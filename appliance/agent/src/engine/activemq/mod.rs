@@ -19,15 +19,22 @@ mod users;
 
 use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, RenderedFile};
 use crate::supervisor::UnitSpec;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ferrymq_api::agent::User;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// Amazon MQ's port numbers (there with TLS; plain TCP here until TLS comes).
+/// Amazon MQ's port numbers, TLS only: `ssl://` (OpenWire), `stomp+ssl://`, `mqtt+ssl://`.
 pub const OPENWIRE_PORT: u16 = 61617;
 pub const STOMP_PORT: u16 = 61614;
 pub const MQTT_PORT: u16 = 8883;
+/// ActiveMQ's own plain ports, served only with `plain_listeners`.
+pub const OPENWIRE_PLAIN_PORT: u16 = 61616;
+pub const STOMP_PLAIN_PORT: u16 = 61613;
+pub const MQTT_PLAIN_PORT: u16 = 1883;
+/// Java reads keys from keystores, not PEM: the agent converts the broker's PEM files with
+/// `openssl pkcs12` (OpenSSL is on every appliance; see `build_keystore`).
+const OPENSSL: &str = "openssl";
 
 const HOME: &str = "/usr/share/activemq";
 const JVM_DIR: &str = "/usr/lib/jvm";
@@ -46,13 +53,16 @@ const ADD_OPENS: &[&str] = &[
 /// One ActiveMQ broker instance of one broker on this host.
 pub struct ActiveMq {
     pub placement: Placement,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl ActiveMq {
     /// Never fails on the spec's content (users are checked when rendering), so that a broker
     /// can always be stopped.
     pub fn new(placement: Placement) -> Result<Self> {
-        Ok(ActiveMq { placement })
+        // A broker whose CA cannot be read must still be stoppable: probes then fail instead.
+        let tls = crate::certificates::client_config(&placement.deployment_ca_pem).ok();
+        Ok(ActiveMq { placement, tls })
     }
 
     fn kahadb_dir(&self) -> PathBuf {
@@ -75,6 +85,64 @@ impl ActiveMq {
 
     fn socket(&self, port: u16) -> String {
         SocketAddr::new(self.placement.address, port).to_string()
+    }
+
+    /// The PKCS12 keystore the broker's `sslContext` reads, beside the PEM files.
+    fn keystore(&self) -> PathBuf {
+        self.placement
+            .certificate
+            .certificate
+            .with_file_name("server.p12")
+    }
+
+    /// Writes the keystore (certificate, key, and the chain to the deployment CA) from the PEM
+    /// files, 0600 for the engine's user. The password goes through the environment, never a
+    /// command line. OpenSSL 3 writes AES-256/PBKDF2 PKCS12, which Java 17 reads.
+    async fn build_keystore(&self) -> Result<()> {
+        let c = &self.placement.certificate;
+        let target = self.keystore();
+        let tmp = target.with_extension("p12.tmp");
+        let out = tokio::process::Command::new(OPENSSL)
+            .arg("pkcs12")
+            .arg("-export")
+            .arg("-in")
+            .arg(&c.certificate)
+            .arg("-inkey")
+            .arg(&c.private_key)
+            .arg("-certfile")
+            .arg(&c.chain)
+            .args([
+                "-name",
+                "broker",
+                "-passout",
+                "env:FERRYMQ_KEYSTORE_PASSWORD",
+                "-out",
+            ])
+            .arg(&tmp)
+            .env(
+                "FERRYMQ_KEYSTORE_PASSWORD",
+                &self.placement.keystore_password,
+            )
+            .output()
+            .await
+            .context("running openssl pkcs12")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "openssl pkcs12 failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+                    .chars()
+                    .take(300)
+                    .collect::<String>()
+            );
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        if let Ok(Some(user)) = nix::unistd::User::from_name(self.system_user()) {
+            nix::unistd::chown(&tmp, Some(user.uid), Some(user.gid))?;
+        }
+        std::fs::rename(&tmp, &target).with_context(|| format!("writing {}", target.display()))?;
+        Ok(())
     }
 }
 
@@ -170,7 +238,7 @@ impl Engine for ActiveMq {
 
     async fn health(&self) -> Health {
         let address = self.placement.address;
-        match probe::openwire(address, OPENWIRE_PORT).await {
+        match probe::openwire(address, OPENWIRE_PORT, self.tls.as_ref()).await {
             Ok(()) => Health::Serving,
             Err(e) => {
                 let log = self.log_file();
@@ -199,21 +267,47 @@ impl Engine for ActiveMq {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        vec![
-            format!("tcp://{}", self.socket(OPENWIRE_PORT)),
-            format!("stomp://{}", self.socket(STOMP_PORT)),
-            format!("mqtt://{}", self.socket(MQTT_PORT)),
-        ]
+        let mut endpoints = vec![
+            format!("ssl://{}", self.socket(OPENWIRE_PORT)),
+            format!("stomp+ssl://{}", self.socket(STOMP_PORT)),
+            format!("mqtt+ssl://{}", self.socket(MQTT_PORT)),
+        ];
+        if self.placement.plain_listeners {
+            endpoints.extend([
+                format!("tcp://{}", self.socket(OPENWIRE_PLAIN_PORT)),
+                format!("stomp://{}", self.socket(STOMP_PLAIN_PORT)),
+                format!("mqtt://{}", self.socket(MQTT_PLAIN_PORT)),
+            ]);
+        }
+        endpoints
+    }
+
+    /// Java reads its keystore once, at start: a new certificate takes a restart (on
+    /// active/standby, a restart of the active one is a failover to the standby).
+    async fn install_certificate(&self, changed: bool) -> Result<bool> {
+        if changed || !self.keystore().exists() {
+            self.build_keystore().await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Connect checks: a standby opens no port, so only the active passes them.
     fn listeners(&self) -> Vec<Listener> {
-        [
+        let mut ports = vec![
             ("openwire", OPENWIRE_PORT),
             ("stomp", STOMP_PORT),
             ("mqtt", MQTT_PORT),
-        ]
-        .into_iter()
+        ];
+        if self.placement.plain_listeners {
+            ports.extend([
+                ("openwire_plain", OPENWIRE_PLAIN_PORT),
+                ("stomp_plain", STOMP_PLAIN_PORT),
+                ("mqtt_plain", MQTT_PLAIN_PORT),
+            ]);
+        }
+        ports
+            .into_iter()
         .map(|(name, port)| Listener {
             name,
             port,
@@ -252,6 +346,7 @@ pub(crate) mod tests {
             password: password.into(),
             console_access: console,
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -272,6 +367,17 @@ pub(crate) mod tests {
             cookie: "COOKIE".into(),
             peers: vec![address],
             instance_index: 0,
+            certificate: crate::certificates::CertificateFiles::in_dir(Path::new(
+                "/state/b-1/engine/tls",
+            )),
+            deployment_ca_pem: String::new(),
+            plain_listeners: false,
+            keystore_password: "keystore-secret".into(),
+            passwords: [
+                ("admin-user".to_string(), "admin-password-1".to_string()),
+                ("app".to_string(), "app-password-12".to_string()),
+            ]
+            .into(),
         }
     }
 
@@ -316,9 +422,9 @@ pub(crate) mod tests {
         assert_eq!(
             amq.endpoints(),
             [
-                "tcp://10.9.8.7:61617",
-                "stomp://10.9.8.7:61614",
-                "mqtt://10.9.8.7:8883"
+                "ssl://10.9.8.7:61617",
+                "stomp+ssl://10.9.8.7:61614",
+                "mqtt+ssl://10.9.8.7:8883"
             ]
         );
         assert_eq!(amq.console_url(), "");

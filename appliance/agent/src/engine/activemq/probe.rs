@@ -8,11 +8,11 @@
 
 use anyhow::{bail, Context, Result};
 use std::io::{Read, Seek, SeekFrom};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const WIREFORMAT_INFO: u8 = 1;
@@ -32,12 +32,14 @@ const LIFECYCLE: &str = "Apache ActiveMQ ";
 /// The standby line comes early in a run; the tail is enough, and cheap.
 const TAIL_BYTES: u64 = 64 * 1024;
 
-pub async fn openwire(address: IpAddr, port: u16) -> Result<()> {
+/// `tls`: the client configuration trusting the deployment CA (`ssl://`), None for `tcp://`.
+pub async fn openwire(
+    address: IpAddr,
+    port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<()> {
     let limit = Duration::from_secs(3);
-    let mut stream = timeout(limit, TcpStream::connect(SocketAddr::new(address, port)))
-        .await
-        .context("connect timed out")?
-        .context("connect")?;
+    let mut stream = crate::engine::connect::connect(address, port, tls, limit).await?;
     let mut head = [0u8; HEAD];
     timeout(limit, stream.read_exact(&mut head))
         .await
@@ -111,7 +113,7 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
         let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        assert!(openwire(ip, port).await.is_err());
+        assert!(openwire(ip, port, None).await.is_err());
 
         // Answers like a broker.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -125,7 +127,7 @@ mod tests {
                 let _ = s.write_all(&[0u8; 0x152 - 9]).await;
             }
         });
-        assert!(openwire(ip, port).await.is_ok());
+        assert!(openwire(ip, port, None).await.is_ok());
     }
 
     const STARTING: &str = "2026-11-22 01:10:11,900 | INFO  | Using Persistence Adapter: \

@@ -3,8 +3,16 @@
 //! (ISO-8859-1 with `\uXXXX` escapes). The broker re-reads them on the next login after they
 //! change, so user changes take no restart; the agent reads the same files back to report the
 //! users the engine has.
+//!
+//! Passwords: JAAS's `PropertiesLoginModule` compares plain text (its only alternative, jasypt
+//! `ENC(…)`, is reversible with a key that would sit on the same host: no protection, only
+//! obfuscation). So `users.properties` (0600, owned by `activemq`) is the one place a password
+//! is kept as such. The agent's store keeps only a salted hash: a password arrives with an
+//! apply, is written here, and afterwards the file's value is kept while it matches the hash. A
+//! value that does not match (changed behind FerryMQ's back) is reported as drift, and a user
+//! removed from the file stays removed until the next apply brings the password again.
 
-use super::config::{GROUP_ADMINS, GROUP_USERS};
+use super::config::{GROUP_ADMINS, GROUP_CONSOLE, GROUP_UNRESTRICTED, GROUP_USERS};
 use crate::engine::{ObservedUsers, Placement};
 use anyhow::{bail, Context, Result};
 use ferrymq_api::agent::User;
@@ -24,9 +32,8 @@ pub fn check_names(users: &[User]) -> Result<()> {
             bail!("ActiveMQ user name {name:?} is empty, contains a comma or starts with /");
         }
         for g in &u.groups {
-            if g.is_empty() {
-                bail!("user {name:?} has an empty group name");
-            }
+            ferrymq_api::validate::group_name(g)
+                .map_err(|e| anyhow::anyhow!("user {name:?}: {e}"))?;
         }
     }
     Ok(())
@@ -39,44 +46,95 @@ fn header(p: &Placement) -> String {
     )
 }
 
-pub fn users_properties(p: &Placement) -> String {
+/// ISO-8859-1 bytes as text: every byte is the code point of the same value.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| char::from(*b)).collect()
+}
+
+/// The password to write for `u`: the one just applied (in memory), else the one already in
+/// the file (`current`); None when neither has it (a user removed behind FerryMQ's back).
+fn password_for<'a>(
+    p: &'a Placement,
+    u: &User,
+    current: &'a [(String, String)],
+) -> Option<&'a str> {
+    if let Some(pw) = p.passwords.get(&u.username) {
+        return Some(pw);
+    }
+    if !u.password.is_empty() {
+        // A spec stored before passwords were hashed.
+        return p
+            .users
+            .iter()
+            .find(|x| x.username == u.username)
+            .map(|x| x.password.as_str());
+    }
+    current
+        .iter()
+        .find(|(k, _)| *k == u.username)
+        .map(|(_, v)| v.as_str())
+}
+
+pub fn users_properties(p: &Placement, current: &[(String, String)]) -> String {
     let mut out = header(p);
     for u in &p.users {
-        let _ = writeln!(
-            out,
-            "{}={}",
-            escape_key(&u.username),
-            escape_value(&u.password)
-        );
+        if let Some(password) = password_for(p, u, current) {
+            let _ = writeln!(
+                out,
+                "{}={}",
+                escape_key(&u.username),
+                escape_value(password)
+            );
+        }
     }
     out
 }
 
-/// `admins` holds the users with console access, `users` every user, then the spec's own
-/// groups in name order.
+/// The spec's own group names (not the ones FerryMQ makes), sorted.
+pub fn group_names(users: &[User]) -> Vec<String> {
+    let mut names: Vec<String> = users
+        .iter()
+        .flat_map(|u| u.groups.iter().cloned())
+        .filter(|g| g != GROUP_ADMINS)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// `admins` (asked for), `console` (console access), `unrestricted` (no group of one's own),
+/// `users` (everyone), then the spec's own groups in name order.
 pub fn groups_properties(p: &Placement) -> String {
     let mut admins: Vec<&str> = vec![];
+    let mut console: Vec<&str> = vec![];
+    let mut unrestricted: Vec<&str> = vec![];
     let mut everyone: Vec<&str> = vec![];
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for u in &p.users {
         let name = u.username.as_str();
         add(&mut everyone, name);
         if u.console_access {
-            add(&mut admins, name);
+            add(&mut console, name);
+        }
+        if u.groups.iter().all(|g| g == GROUP_ADMINS) {
+            add(&mut unrestricted, name);
         }
         for g in &u.groups {
             match g.as_str() {
-                GROUP_USERS => {}
-                // A spec that names the console group itself gives its users what it gives.
                 GROUP_ADMINS => add(&mut admins, name),
                 g => add(groups.entry(g).or_default(), name),
             }
         }
     }
     let mut out = header(p);
-    for (group, members) in [(GROUP_ADMINS, &admins), (GROUP_USERS, &everyone)]
-        .into_iter()
-        .chain(groups.iter().map(|(g, m)| (*g, m)))
+    for (group, members) in [
+        (GROUP_ADMINS, &admins),
+        (GROUP_CONSOLE, &console),
+        (GROUP_UNRESTRICTED, &unrestricted),
+        (GROUP_USERS, &everyone),
+    ]
+    .into_iter()
+    .chain(groups.iter().map(|(g, m)| (*g, m)))
     {
         if !members.is_empty() {
             let _ = writeln!(
@@ -101,8 +159,7 @@ pub fn observe(users: &Path, groups: &Path, desired: &[User]) -> Result<Observed
     let read = |path: &Path| {
         std::fs::read(path)
             .with_context(|| format!("reading {}", path.display()))
-            // The files are ISO-8859-1: every byte is the code point of the same value.
-            .map(|bytes| bytes.iter().map(|b| char::from(*b)).collect::<String>())
+            .map(|bytes| latin1(&bytes))
     };
     let passwords = parse(&read(users)?);
     let groups: Vec<(String, Vec<String>)> = parse(&read(groups)?)
@@ -119,20 +176,28 @@ pub fn observe(users: &Path, groups: &Path, desired: &[User]) -> Result<Observed
     let mut observed = ObservedUsers::default();
     for (name, password) in passwords {
         if let Some(want) = desired.iter().find(|u| u.username == name) {
-            if want.password != password {
+            let same = if want.password_hash.is_empty() {
+                want.password == password
+            } else {
+                crate::password::verify(&want.password_hash, &password)
+            };
+            if !same {
                 observed.password_drift.push(name.clone());
             }
         }
         let member_of = |g: &(String, Vec<String>)| g.1.contains(&name);
         observed.users.push(User {
             username: name.clone(),
-            password: String::new(),
-            console_access: groups.iter().any(|g| g.0 == GROUP_ADMINS && member_of(g)),
+            console_access: groups.iter().any(|g| g.0 == GROUP_CONSOLE && member_of(g)),
             groups: groups
                 .iter()
-                .filter(|g| g.0 != GROUP_ADMINS && g.0 != GROUP_USERS && member_of(g))
+                .filter(|g| {
+                    ![GROUP_CONSOLE, GROUP_UNRESTRICTED, GROUP_USERS].contains(&g.0.as_str())
+                        && member_of(g)
+                })
                 .map(|g| g.0.clone())
                 .collect(),
+            ..Default::default()
         });
     }
     Ok(observed)
@@ -271,7 +336,7 @@ mod tests {
     fn users_file_is_user_equals_password() {
         let p = placement("mq.m5.large");
         assert_eq!(
-            users_properties(&p),
+            users_properties(&p, &[]),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
              admin-user=admin-password-1\n\
              app=app-password-12\n"
@@ -279,18 +344,45 @@ mod tests {
     }
 
     #[test]
+    fn without_the_password_in_memory_the_file_keeps_its_own() {
+        let mut p = placement("mq.m5.large");
+        // As stored: hashes only, and no apply since the agent started.
+        for u in &mut p.users {
+            u.password_hash = crate::password::hash(&u.password).expect("hash");
+            u.password.clear();
+        }
+        p.passwords.clear();
+        let current = vec![("admin-user".to_string(), "admin-password-1".to_string())];
+        // `app` was removed from the file behind FerryMQ's back: it stays removed (drift)
+        // until an apply brings its password again.
+        assert_eq!(
+            users_properties(&p, &current),
+            "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
+             admin-user=admin-password-1\n"
+        );
+        p.passwords.insert("app".into(), "app-password-12".into());
+        assert!(users_properties(&p, &current).ends_with("app=app-password-12\n"));
+    }
+
+    #[test]
     fn groups_file_has_admins_users_and_spec_groups() {
         let mut p = placement("mq.m5.large");
         p.users
             .push(user("ops", "ops-password-123", true, &["orders", "audit"]));
+        p.users
+            .push(user("root", "root-password-12", false, &["admins"]));
         assert_eq!(
             groups_properties(&p),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
-             admins=admin-user,ops\n\
-             users=admin-user,app,ops\n\
+             admins=root\n\
+             console=admin-user,ops\n\
+             unrestricted=admin-user,root\n\
+             users=admin-user,app,ops,root\n\
              audit=ops\n\
              orders=app,ops\n"
         );
+        assert_eq!(group_names(&p.users), ["audit", "orders"]);
+        p.users.pop();
         // No console user: no admins line at all.
         p.users.retain(|u| !u.console_access);
         assert_eq!(
@@ -316,7 +408,7 @@ mod tests {
             .enumerate()
             .map(|(i, pw)| user(&format!("u{i} x"), pw, false, &[]))
             .collect();
-        let text = users_properties(&p);
+        let text = users_properties(&p, &[]);
         assert!(text.is_ascii(), "{text}");
         let parsed = parse(&text);
         let want: Vec<(String, String)> = p
@@ -354,7 +446,7 @@ mod tests {
         let mut p = placement("mq.m5.large");
         p.users
             .push(user("ops", "ops-password-123", false, &["orders"]));
-        std::fs::write(dir.join(USERS), users_properties(&p)).expect("write");
+        std::fs::write(dir.join(USERS), users_properties(&p, &[])).expect("write");
         std::fs::write(dir.join(GROUPS), groups_properties(&p)).expect("write");
 
         let mut desired = p.users.clone();

@@ -1,7 +1,8 @@
 //! Renders `rabbitmq.conf` and its companions from the broker's spec.
 
-use super::{RabbitMq, AGENT_USER, AMQP_PORT, CONSOLE_PORT};
+use super::{RabbitMq, AGENT_USER, AMQPS_PORT, AMQP_PORT, CONSOLE_PORT, CONSOLE_TLS_PORT};
 use crate::engine::RenderedFile;
+use std::fmt::Write as _;
 
 pub const CONF: &str = "rabbitmq.conf";
 pub const PLUGINS: &str = "enabled_plugins";
@@ -37,11 +38,41 @@ fn rabbitmq_conf(node: &RabbitMq) -> String {
     let limits = crate::sizing::rabbitmq(p.instance_type);
     // The default user is created only when the node first boots with an empty database:
     // making it the agent's own user means `guest` never exists on a FerryMQ broker.
+    let c = &p.certificate;
+    let mut listeners = String::new();
+    if p.plain_listeners {
+        let _ = write!(
+            listeners,
+            "listeners.tcp.1 = {}\n\
+             management.tcp.ip = {address}\n\
+             management.tcp.port = {CONSOLE_PORT}\n",
+            super::socket(address, AMQP_PORT)
+        );
+    } else {
+        listeners.push_str("listeners.tcp = none\n");
+    }
+    // TLS 1.2 and 1.3 only; clients are not asked for certificates (they log in with users).
+    for prefix in ["ssl_options", "management.ssl"] {
+        let _ = write!(
+            listeners,
+            "{prefix}.cacertfile = {chain}\n\
+             {prefix}.certfile = {cert}\n\
+             {prefix}.keyfile = {key}\n\
+             {prefix}.versions.1 = tlsv1.3\n\
+             {prefix}.versions.2 = tlsv1.2\n",
+            chain = c.chain.display(),
+            cert = c.certificate.display(),
+            key = c.private_key.display(),
+        );
+    }
     format!(
         "# Managed by FerryMQ for broker {id}; changes here are overwritten.\n\
-         listeners.tcp.1 = {amqp}\n\
-         management.tcp.ip = {ip}\n\
-         management.tcp.port = {CONSOLE_PORT}\n\
+         listeners.ssl.1 = {amqps}\n\
+         ssl_options.verify = verify_none\n\
+         ssl_options.fail_if_no_peer_cert = false\n\
+         management.ssl.ip = {ip}\n\
+         management.ssl.port = {CONSOLE_TLS_PORT}\n\
+         {listeners}\
          default_vhost = /\n\
          default_user = {AGENT_USER}\n\
          default_pass = {pass}\n\
@@ -58,7 +89,7 @@ fn rabbitmq_conf(node: &RabbitMq) -> String {
          channel_max = {channel_max}\n\
          disk_free_limit.absolute = {disk_free}\n",
         id = p.broker_id,
-        amqp = super::socket(address, AMQP_PORT),
+        amqps = super::socket(address, AMQPS_PORT),
         ip = address,
         pass = p.agent_password,
         memory = p.instance_type.memory_bytes(),
@@ -119,6 +150,7 @@ pub fn disk_free_limit(volume_bytes: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Engine;
 
     #[test]
     fn conf_binds_the_host_address_and_replaces_guest() {
@@ -135,6 +167,13 @@ mod tests {
             cookie: "COOKIE".into(),
             peers: vec![address],
             instance_index: 0,
+            certificate: crate::certificates::CertificateFiles::in_dir(std::path::Path::new(
+                "/state/b-1/engine/tls",
+            )),
+            deployment_ca_pem: String::new(),
+            plain_listeners: false,
+            keystore_password: String::new(),
+            passwords: Default::default(),
         })
         .expect("node");
         let files = render(&node);
@@ -144,11 +183,26 @@ mod tests {
             std::path::Path::new("/state/b-1/engine/rabbitmq.conf")
         );
         assert!(conf.secret);
+        let tls = |prefix: &str| {
+            format!(
+                "{prefix}.cacertfile = /state/b-1/engine/tls/chain.pem\n\
+                 {prefix}.certfile = /state/b-1/engine/tls/server.pem\n\
+                 {prefix}.keyfile = /state/b-1/engine/tls/server-key.pem\n\
+                 {prefix}.versions.1 = tlsv1.3\n\
+                 {prefix}.versions.2 = tlsv1.2\n"
+            )
+        };
         let expected = "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
-            listeners.tcp.1 = 10.9.8.7:5672\n\
-            management.tcp.ip = 10.9.8.7\n\
-            management.tcp.port = 15672\n\
-            default_vhost = /\n\
+            listeners.ssl.1 = 10.9.8.7:5671\n\
+            ssl_options.verify = verify_none\n\
+            ssl_options.fail_if_no_peer_cert = false\n\
+            management.ssl.ip = 10.9.8.7\n\
+            management.ssl.port = 15671\n\
+            listeners.tcp = none\n"
+            .to_string()
+            + &tls("ssl_options")
+            + &tls("management.ssl")
+            + "default_vhost = /\n\
             default_user = ferrymq-agent\n\
             default_pass = s3cret-agent-pass\n\
             default_user_tags.administrator = true\n\
@@ -164,6 +218,27 @@ mod tests {
             channel_max = 2047\n\
             disk_free_limit.absolute = 50000000\n";
         assert_eq!(conf.contents, expected);
+        assert_eq!(node.endpoints(), ["amqps://10.9.8.7:5671"]);
+        assert_eq!(node.console_url(), "https://10.9.8.7:15671");
+
+        // Plain listeners only when asked for, beside the TLS ones.
+        let mut plain = node.placement.clone();
+        plain.plain_listeners = true;
+        let plain = RabbitMq::new(plain).expect("node");
+        let plain_conf = &render(&plain)[0].contents;
+        assert!(plain_conf.contains(
+            "listeners.tcp.1 = 10.9.8.7:5672\n\
+             management.tcp.ip = 10.9.8.7\n\
+             management.tcp.port = 15672\n"
+        ));
+        assert!(
+            plain_conf.contains("listeners.ssl.1 = 10.9.8.7:5671\n")
+                && !plain_conf.contains("listeners.tcp = none")
+        );
+        assert_eq!(
+            plain.endpoints(),
+            ["amqps://10.9.8.7:5671", "amqp://10.9.8.7:5672"]
+        );
         assert!(!conf.contents.contains("guest"));
         assert_eq!(files[1].contents, "[rabbitmq_management].\n");
         assert!(files[3].secret && files[3].path.ends_with(".erlang.cookie"));

@@ -1,8 +1,14 @@
 //! Users through the RabbitMQ management HTTP API, authenticated as the agent's own user.
 //!
-//! Passwords are compared against the engine's own salted SHA-256 hashes, so a sync changes
-//! nothing when nothing differs (re-applies do no work) and a password changed behind
-//! FerryMQ's back shows up as drift.
+//! Users are sent with `password_hash` (RabbitMQ's own salted SHA-256, computed by the agent
+//! on apply, see `reconcile::users`), never with the plain password, and compared by that hash:
+//! a sync changes nothing when nothing differs (re-applies do no work) and a password changed
+//! behind FerryMQ's back shows up as drift.
+//!
+//! Tags and permissions: `console_access` is the `administrator` tag (Amazon MQ's RabbitMQ
+//! console user); each of the user's `groups` becomes a tag of the same name (RabbitMQ's own
+//! tags `management`, `monitoring`, `policymaker` give what RabbitMQ says they give; other
+//! names are free labels). Every user may configure, write and read everything on vhost `/`.
 
 use super::AGENT_USER;
 use crate::engine::ObservedUsers;
@@ -17,6 +23,8 @@ use std::time::Duration;
 
 /// The tag that gives a user the management console (Amazon MQ's `console_access`).
 const CONSOLE_TAG: &str = "administrator";
+/// RabbitMQ's name of the hashing it does and that the agent does for it.
+const SHA256: &str = "rabbit_password_hashing_sha256";
 const VHOST: &str = "%2F";
 
 pub struct Management {
@@ -49,12 +57,31 @@ enum Tags {
 
 impl Tags {
     fn contains(&self, tag: &str) -> bool {
-        match self {
-            Tags::List(l) => l.iter().any(|t| t == tag),
-            Tags::Text(s) => s.split(',').any(|t| t.trim() == tag),
-            Tags::None => false,
-        }
+        self.names().iter().any(|t| t == tag)
     }
+
+    fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = match self {
+            Tags::List(l) => l.clone(),
+            Tags::Text(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
+            Tags::None => vec![],
+        };
+        names.retain(|t| !t.is_empty());
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// The tags a spec user has on RabbitMQ, sorted.
+fn desired_tags(user: &User) -> Vec<String> {
+    let mut tags: Vec<String> = user.groups.clone();
+    if user.console_access {
+        tags.push(CONSOLE_TAG.to_string());
+    }
+    tags.sort();
+    tags.dedup();
+    tags
 }
 
 #[derive(Deserialize, Debug)]
@@ -67,8 +94,15 @@ struct ApiPermission {
 }
 
 impl Management {
-    pub fn new(base: String, user: &str, password: &str) -> Result<Self> {
+    /// `tls`: trusts the deployment CA only; the console serves the broker's certificate.
+    pub fn new(
+        base: String,
+        user: &str,
+        password: &str,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
             .timeout(Duration::from_secs(10))
             .build()
             .context("building the management HTTP client")?;
@@ -130,16 +164,25 @@ impl Management {
         let permissions: Vec<ApiPermission> = self.get("/permissions").await?;
         let mut changed = false;
         for want in desired {
-            let up_to_date = existing.get(&want.username).is_some_and(|have| {
-                have.tags.contains(CONSOLE_TAG) == want.console_access
-                    && password_matches(have, &want.password)
-            });
+            let tags = desired_tags(want);
+            let up_to_date = existing
+                .get(&want.username)
+                .is_some_and(|have| have.tags.names() == tags && password_matches(have, want));
             if !up_to_date {
-                let tags = if want.console_access { CONSOLE_TAG } else { "" };
+                let tags = tags.join(",");
+                let body = if want.password_hash.is_empty() {
+                    json!({ "password": want.password, "tags": tags })
+                } else {
+                    json!({
+                        "password_hash": want.password_hash,
+                        "hashing_algorithm": SHA256,
+                        "tags": tags,
+                    })
+                };
                 self.send(
                     reqwest::Method::PUT,
                     &format!("/users/{}", want.username),
-                    Some(json!({ "password": want.password, "tags": tags })),
+                    Some(body),
                 )
                 .await?;
                 tracing::info!(user = %want.username, "user set");
@@ -255,15 +298,20 @@ impl Management {
                 continue;
             }
             if let Some(want) = desired.iter().find(|u| u.username == have.name) {
-                if !password_matches(&have, &want.password) {
+                if !password_matches(&have, want) {
                     observed.password_drift.push(have.name.clone());
                 }
             }
             observed.users.push(User {
                 username: have.name.clone(),
-                password: String::new(),
                 console_access: have.tags.contains(CONSOLE_TAG),
-                groups: vec![],
+                groups: have
+                    .tags
+                    .names()
+                    .into_iter()
+                    .filter(|t| t != CONSOLE_TAG)
+                    .collect(),
+                ..Default::default()
             });
         }
         Ok(observed)
@@ -296,12 +344,21 @@ async fn check(resp: reqwest::Response, method: &str, path: &str) -> Result<reqw
     )
 }
 
-/// RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt ‖ SHA-256(salt ‖ password)),
-/// with a 4-byte salt.
-fn password_matches(user: &ApiUser, password: &str) -> bool {
-    if user.hashing_algorithm != "rabbit_password_hashing_sha256" {
+/// Whether the engine's password is the spec's: the same hash the agent sent, or (for a spec
+/// stored before hashes) the plain password checked against the engine's hash.
+fn password_matches(have: &ApiUser, want: &User) -> bool {
+    if have.hashing_algorithm != SHA256 {
         return false;
     }
+    if !want.password_hash.is_empty() {
+        return have.password_hash == want.password_hash;
+    }
+    hash_matches(have, &want.password)
+}
+
+/// RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt ‖ SHA-256(salt ‖ password)),
+/// with a 4-byte salt.
+fn hash_matches(user: &ApiUser, password: &str) -> bool {
     let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(&user.password_hash) else {
         return false;
     };
@@ -338,8 +395,17 @@ mod tests {
             hashing_algorithm: "rabbit_password_hashing_sha256".into(),
             tags: Tags::List(vec!["administrator".into()]),
         };
-        assert!(password_matches(&user, "right-password-1"));
-        assert!(!password_matches(&user, "wrong-password-1"));
+        assert!(hash_matches(&user, "right-password-1"));
+        assert!(!hash_matches(&user, "wrong-password-1"));
+        let want = |hash: &str| User {
+            password_hash: hash.into(),
+            ..Default::default()
+        };
+        assert!(password_matches(&user, &want(&user.password_hash)));
+        assert!(!password_matches(
+            &user,
+            &want(&hashed([9, 9, 9, 9], "right-password-1"))
+        ));
         assert!(user.tags.contains(CONSOLE_TAG));
     }
 

@@ -13,28 +13,40 @@ use management::Management;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+/// Amazon MQ's ports: AMQPS and the console over HTTPS, always served.
+pub const AMQPS_PORT: u16 = 5671;
+pub const CONSOLE_TLS_PORT: u16 = 15671;
+/// Plain AMQP and HTTP console, only with `plain_listeners`.
 pub const AMQP_PORT: u16 = 5672;
 pub const CONSOLE_PORT: u16 = 15672;
 /// The engine user the agent manages the broker with; never reported as a broker user.
 pub const AGENT_USER: &str = "ferrymq-agent";
 const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 /// One RabbitMQ node of one broker on this host.
 pub struct RabbitMq {
     pub placement: Placement,
     management: Management,
+    tls: std::sync::Arc<rustls::ClientConfig>,
 }
 
 impl RabbitMq {
     pub fn new(placement: Placement) -> Result<Self> {
+        let tls = crate::certificates::client_config(&placement.deployment_ca_pem)?;
         let management = Management::new(
-            format!("http://{}/api", socket(placement.address, CONSOLE_PORT)),
+            format!(
+                "https://{}/api",
+                socket(placement.address, CONSOLE_TLS_PORT)
+            ),
             AGENT_USER,
             &placement.agent_password,
+            tls.clone(),
         )?;
         Ok(RabbitMq {
             placement,
             management,
+            tls,
         })
     }
 
@@ -149,10 +161,10 @@ impl Engine for RabbitMq {
     }
 
     async fn health(&self) -> Health {
-        if let Err(e) = probe::amqp(self.placement.address, AMQP_PORT).await {
+        if let Err(e) = probe::amqp(self.placement.address, AMQPS_PORT, Some(&self.tls)).await {
             return Health::NotServing(format!(
-                "AMQP on {}: {e:#}",
-                socket(self.placement.address, AMQP_PORT)
+                "AMQPS on {}: {e:#}",
+                socket(self.placement.address, AMQPS_PORT)
             ));
         }
         if !self.placement.clustered() {
@@ -181,19 +193,36 @@ impl Engine for RabbitMq {
         }
     }
 
+    /// AMQPS and the HTTPS console always, the plain ones when the user asked for them; TLS
+    /// passes through the load balancer untouched, its checks speak TLS to the node.
     fn listeners(&self) -> Vec<Listener> {
-        vec![
+        let mut listeners = vec![
             Listener {
-                name: "amqp",
-                port: AMQP_PORT,
-                check: ListenerCheck::AmqpHeader,
+                name: "amqps",
+                port: AMQPS_PORT,
+                check: ListenerCheck::AmqpHeaderTls,
             },
             Listener {
                 name: "console",
-                port: CONSOLE_PORT,
+                port: CONSOLE_TLS_PORT,
                 check: ListenerCheck::Connect,
             },
-        ]
+        ];
+        if self.placement.plain_listeners {
+            listeners.extend([
+                Listener {
+                    name: "amqp",
+                    port: AMQP_PORT,
+                    check: ListenerCheck::AmqpHeader,
+                },
+                Listener {
+                    name: "console_plain",
+                    port: CONSOLE_PORT,
+                    check: ListenerCheck::Connect,
+                },
+            ]);
+        }
+        listeners
     }
 
     async fn ready_to_start(&self) -> Result<(), String> {
@@ -205,7 +234,7 @@ impl Engine for RabbitMq {
         // listed node it reaches; started before any peer serves it would form a cluster of
         // its own. The first instance never waits: it is the one a new cluster forms on.
         for peer in p.peers.iter().filter(|a| **a != p.address) {
-            if probe::amqp(*peer, AMQP_PORT).await.is_ok() {
+            if probe::amqp(*peer, AMQPS_PORT, Some(&self.tls)).await.is_ok() {
                 return Ok(());
             }
         }
@@ -239,14 +268,54 @@ impl Engine for RabbitMq {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        vec![format!(
-            "amqp://{}",
-            socket(self.placement.address, AMQP_PORT)
-        )]
+        let a = self.placement.address;
+        let mut endpoints = vec![format!("amqps://{}", socket(a, AMQPS_PORT))];
+        if self.placement.plain_listeners {
+            endpoints.push(format!("amqp://{}", socket(a, AMQP_PORT)));
+        }
+        endpoints
     }
 
     fn console_url(&self) -> String {
-        format!("http://{}", socket(self.placement.address, CONSOLE_PORT))
+        format!(
+            "https://{}",
+            socket(self.placement.address, CONSOLE_TLS_PORT)
+        )
+    }
+
+    /// RabbitMQ reads certificate files again once Erlang's PEM cache is cleared: renewed
+    /// files take effect for new connections without a restart, and open ones keep going.
+    async fn install_certificate(&self, changed: bool) -> Result<bool> {
+        if !changed {
+            return Ok(false);
+        }
+        let Ok(Some(user)) = nix::unistd::User::from_name(self.system_user()) else {
+            return Ok(false);
+        };
+        let out = tokio::process::Command::new(CTL)
+            .args([
+                "--longnames",
+                "-n",
+                &self.node_name(),
+                "eval",
+                "ssl:clear_pem_cache().",
+            ])
+            .env("HOME", &self.placement.config_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => {
+                tracing::info!(broker = %self.placement.broker_id, "certificate reloaded (PEM cache cleared)")
+            }
+            // Not running yet: it reads the new files when it starts.
+            Ok(o) => tracing::debug!(status = %o.status, "clear_pem_cache"),
+            Err(e) => tracing::debug!("clear_pem_cache: {e}"),
+        }
+        Ok(false)
     }
 
     async fn after_stop(&self) -> Result<()> {

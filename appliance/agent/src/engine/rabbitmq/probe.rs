@@ -2,11 +2,12 @@
 //! goes out and a `connection.start` method frame must come back. A port that is merely open
 //! (the node still booting, a proxy) does not pass.
 
+use crate::engine::connect::connect;
 use anyhow::{bail, Context, Result};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
@@ -14,12 +15,14 @@ const FRAME_METHOD: u8 = 1;
 const CLASS_CONNECTION: u16 = 10;
 const METHOD_START: u16 = 10;
 
-pub async fn amqp(address: IpAddr, port: u16) -> Result<()> {
+/// `tls`: the client configuration trusting the deployment CA (AMQPS), None for plain AMQP.
+pub async fn amqp(
+    address: IpAddr,
+    port: u16,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Result<()> {
     let limit = Duration::from_secs(3);
-    let mut stream = timeout(limit, TcpStream::connect(SocketAddr::new(address, port)))
-        .await
-        .context("connect timed out")?
-        .context("connect")?;
+    let mut stream = connect(address, port, tls, limit).await?;
     stream
         .write_all(PROTOCOL_HEADER)
         .await
@@ -59,6 +62,8 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         drop(listener);
-        assert!(amqp("127.0.0.1".parse().expect("ip"), port).await.is_err());
+        assert!(amqp("127.0.0.1".parse().expect("ip"), port, None)
+            .await
+            .is_err());
     }
 }

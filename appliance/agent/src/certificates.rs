@@ -1,0 +1,277 @@
+//! Brokers' TLS server certificates, issued on the host by its broker CA.
+//!
+//! `pki issue-host` gives every host, beside its agent certificate, an intermediate CA of the
+//! deployment CA (CA:true, path length 0). The agent signs its brokers' server certificates
+//! with it, so clients verify a broker with the deployment CA alone (the one `ca_certificate`
+//! returns), while the deployment CA's key stays offline and a stolen host key can sign only
+//! leaf certificates. Certificates last [`LIFETIME`] and are issued again once less than
+//! [`RENEW_BEFORE`] is left, or when the broker's names change.
+
+use crate::pki;
+use anyhow::{Context, Result};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+pub const LIFETIME: Duration = Duration::days(90);
+pub const RENEW_BEFORE: Duration = Duration::days(30);
+
+/// The host's broker-issuing CA and the deployment CA above it.
+pub struct BrokerCa {
+    cert_pem: String,
+    key_pem: String,
+    pub deployment_ca_pem: String,
+}
+
+impl std::fmt::Debug for BrokerCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerCa(..)")
+    }
+}
+
+impl BrokerCa {
+    /// Reads `broker-ca.pem`, `broker-ca-key.pem` and `ca.pem` from the agent's TLS directory.
+    pub fn load(tls_dir: &Path) -> Result<BrokerCa> {
+        let read = |name: &str| {
+            let path = tls_dir.join(name);
+            std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading {} (issue the host's certificates again with `ferrymq-agent pki issue-host`: it now also issues the host's broker CA)",
+                    path.display()
+                )
+            })
+        };
+        Ok(BrokerCa {
+            cert_pem: read(pki::BROKER_CA_CERT)?,
+            key_pem: read(pki::BROKER_CA_KEY)?,
+            deployment_ca_pem: read(pki::CA_CERT)?,
+        })
+    }
+
+    /// Identifies this CA in issued certificates' records, so a host whose broker CA was
+    /// issued again re-issues its brokers' certificates.
+    fn fingerprint(&self) -> String {
+        hex::encode(Sha256::digest(self.cert_pem.as_bytes()))
+    }
+
+    /// A server certificate for `names` (addresses become IP SANs, the rest DNS SANs).
+    pub fn issue(&self, names: &[String], now: OffsetDateTime) -> Result<Issued> {
+        let ca_key = KeyPair::from_pem(&self.key_pem).context("parsing the broker CA key")?;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &ca_key)
+            .context("parsing the broker CA certificate")?;
+        let key = KeyPair::generate().context("generating a broker key")?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "FerryMQ");
+        dn.push(
+            DnType::CommonName,
+            names.first().map(String::as_str).unwrap_or("broker"),
+        );
+        params.distinguished_name = dn;
+        params.subject_alt_names = names
+            .iter()
+            .map(|n| match n.parse::<IpAddr>() {
+                Ok(ip) => Ok(SanType::IpAddress(ip)),
+                Err(_) => Ok(SanType::DnsName(n.as_str().try_into().with_context(
+                    || format!("certificate name {n:?} is neither an address nor a DNS name"),
+                )?)),
+            })
+            .collect::<Result<_>>()?;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = now - Duration::minutes(5);
+        params.not_after = now + LIFETIME;
+        let cert = params
+            .signed_by(&key, &issuer)
+            .context("signing the broker certificate")?;
+        Ok(Issued {
+            certificate_pem: cert.pem(),
+            private_key_pem: key.serialize_pem(),
+            chain_pem: format!("{}{}", self.cert_pem, self.deployment_ca_pem),
+            record: Record {
+                names: names.to_vec(),
+                not_after: params.not_after.unix_timestamp(),
+                issuer: self.fingerprint(),
+            },
+        })
+    }
+}
+
+/// A freshly issued certificate, its key, and the chain up to (and with) the deployment CA.
+pub struct Issued {
+    pub certificate_pem: String,
+    pub private_key_pem: String,
+    pub chain_pem: String,
+    pub record: Record,
+}
+
+/// What was issued, kept beside the files to decide on renewal without parsing them.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub issuer: String,
+}
+
+impl Record {
+    pub fn not_after_rfc3339(&self) -> String {
+        OffsetDateTime::from_unix_timestamp(self.not_after)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// Whether a certificate recorded as `have` must be issued again for `names` by `ca` at `now`.
+pub fn needs_issue(
+    have: Option<&Record>,
+    names: &[String],
+    ca: &BrokerCa,
+    now: OffsetDateTime,
+) -> bool {
+    match have {
+        None => true,
+        Some(r) => {
+            r.names != names
+                || r.issuer != ca.fingerprint()
+                || r.not_after - now.unix_timestamp() < RENEW_BEFORE.whole_seconds()
+        }
+    }
+}
+
+/// The broker's certificate files (PEM), as engines are configured with them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// The broker CA and the deployment CA: what a server sends after its certificate.
+    pub chain: PathBuf,
+    /// The deployment CA alone: what the agent's own probes trust.
+    pub deployment_ca: PathBuf,
+    pub record: PathBuf,
+}
+
+impl CertificateFiles {
+    pub fn in_dir(dir: &Path) -> Self {
+        CertificateFiles {
+            certificate: dir.join("server.pem"),
+            private_key: dir.join("server-key.pem"),
+            chain: dir.join("chain.pem"),
+            deployment_ca: dir.join("ca.pem"),
+            record: dir.join("issued.json"),
+        }
+    }
+
+    pub fn read_record(&self) -> Option<Record> {
+        serde_json::from_slice(&std::fs::read(&self.record).ok()?).ok()
+    }
+}
+
+/// A rustls client configuration trusting only the deployment CA: the agent's probes and
+/// management calls check the broker's certificate as any client would.
+pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("parsing the deployment CA")?)
+            .context("adding the deployment CA")?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier;
+
+    fn ca(dir: &Path) -> BrokerCa {
+        let _ = std::fs::remove_dir_all(dir);
+        pki::init(&dir.join("pki")).expect("init");
+        pki::issue_host(
+            &dir.join("pki"),
+            "10.1.2.3".parse().expect("ip"),
+            &dir.join("host"),
+        )
+        .expect("issue host");
+        BrokerCa::load(&dir.join("host")).expect("load")
+    }
+
+    #[test]
+    fn issued_certificates_verify_with_the_deployment_ca_alone() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-certs-{}", std::process::id()));
+        let ca = ca(&dir);
+        let now = OffsetDateTime::now_utc();
+        let names = vec!["10.1.2.3".to_string(), "broker.example".to_string()];
+        let issued = ca.issue(&names, now).expect("issue");
+        let leaf = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).expect("leaf");
+        let chain: Vec<CertificateDer> =
+            CertificateDer::pem_slice_iter(issued.chain_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("chain");
+        assert_eq!(chain.len(), 2, "broker CA then deployment CA");
+        // rustls's own verifier, rooted at the deployment CA only, with the broker CA as the
+        // intermediate a server sends.
+        client_config(&ca.deployment_ca_pem).expect("client config");
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.deployment_ca_pem.as_bytes()).expect("ca"))
+            .expect("root");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let v =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+        for name in ["10.1.2.3", "broker.example"] {
+            let server = rustls::pki_types::ServerName::try_from(name).expect("name");
+            v.verify_server_cert(
+                &leaf,
+                &chain[..1],
+                &server,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let other = rustls::pki_types::ServerName::try_from("10.9.9.9").expect("name");
+        assert!(v
+            .verify_server_cert(
+                &leaf,
+                &chain[..1],
+                &other,
+                &[],
+                rustls::pki_types::UnixTime::now()
+            )
+            .is_err());
+
+        // Renewal: not before a third of the lifetime is left; at once for other names.
+        let r = &issued.record;
+        assert!(!needs_issue(Some(r), &names, &ca, now));
+        assert!(!needs_issue(Some(r), &names, &ca, now + Duration::days(59)));
+        assert!(needs_issue(Some(r), &names, &ca, now + Duration::days(61)));
+        assert!(needs_issue(Some(r), &names[..1], &ca, now));
+        assert!(needs_issue(None, &names, &ca, now));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
