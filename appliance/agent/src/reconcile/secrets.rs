@@ -61,6 +61,7 @@ pub fn derived(cluster_secret: &str) -> BrokerSecrets {
     BrokerSecrets {
         agent_password: derive("agent-password", 48),
         cookie: derive("erlang-cookie", 40).to_uppercase(),
+        keystore_password: derive("keystore-password", 48),
     }
 }
 
