@@ -25,6 +25,22 @@ impl FieldError {
     }
 }
 
+/// Configuration revisions count from 1, as in Amazon MQ.
+pub fn configuration_revision(revision: u32) -> Result<(), String> {
+    if revision == 0 {
+        return Err("configuration revision must be 1 or more".into());
+    }
+    Ok(())
+}
+
+/// Amazon MQ refuses audit logs for RabbitMQ (it has no audit log to publish).
+pub fn audit_log(engine: EngineType, audit: bool) -> Result<(), String> {
+    if audit && engine == EngineType::RabbitMq {
+        return Err("audit logs are not supported for RabbitMQ (ActiveMQ only)".into());
+    }
+    Ok(())
+}
+
 /// Broker ids are `b-` and letters, digits and dashes: they name directories on hosts.
 pub fn broker_id(id: &str) -> Result<(), String> {
     let rest = id.strip_prefix("b-").filter(|r| !r.is_empty());
@@ -267,6 +283,7 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
     check("id", broker_id(&spec.broker_id));
     check("broker_name", broker_name(&spec.broker_name));
     let engine = engine_type(&spec.engine_type);
+    let known_engine = engine.as_ref().ok().copied();
     let mode = deployment_mode(&spec.deployment_mode);
     check(
         "host_instance_type",
@@ -317,6 +334,20 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
                 "host {host:?} is already an earlier instance; each instance needs its own host"
             )),
         );
+    }
+    if let (Some(conf), Some(e)) = (&spec.configuration, known_engine) {
+        check("configuration.id", crate::configuration::id(&conf.id));
+        check(
+            "configuration.revision",
+            configuration_revision(conf.revision),
+        );
+        check(
+            "configuration.data",
+            crate::configuration::data(e, &conf.data),
+        );
+    }
+    if let (Some(logs), Some(e)) = (&spec.logs, known_engine) {
+        check("logs.audit", audit_log(e, logs.audit));
     }
     if spec.instance_index as usize >= spec.instances.len() {
         check(
@@ -418,6 +449,7 @@ mod tests {
                 groups: vec![],
             }],
             encryption: None,
+            ..Default::default()
         }
     }
 
