@@ -4,6 +4,7 @@
 mod api;
 mod engine;
 mod host;
+mod maintenance;
 mod pki;
 mod reconcile;
 mod sizing;
@@ -115,6 +116,9 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
         .client_ca_root(Certificate::from_pem(read(pki::CA_CERT)?));
 
     let brokers_dir = state_dir.join("brokers");
+    let configurations = Arc::new(store::ConfigurationStore::new(
+        state_dir.join("configurations"),
+    ));
     let store = Arc::new(store::FsStore::new(&brokers_dir));
     let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
     let kind = supervisor::Supervisor::kind(supervisor.as_ref());
@@ -128,7 +132,11 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     Server::builder()
         .tls_config(tls)
         .context("configuring TLS")?
-        .add_service(AgentServer::new(api::AgentService::new(reconciler, kind)))
+        .add_service(AgentServer::new(api::AgentService::new(
+            reconciler,
+            kind,
+            configurations,
+        )))
         .serve_with_shutdown(listen, async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -217,8 +217,17 @@ pub fn username(name: &str) -> Result<(), String> {
             "username {name:?} is the engine's default user, which FerryMQ removes"
         ));
     }
+    if name == RESERVED_USER {
+        return Err(format!(
+            "username {name:?} is reserved for the FerryMQ agent's own engine user"
+        ));
+    }
     Ok(())
 }
+
+/// The engine user each agent manages its broker with (RabbitMQ) and reads statistics as
+/// (ActiveMQ).
+pub const RESERVED_USER: &str = "ferrymq-agent";
 
 /// Amazon MQ's password rule: 12–250 characters, at least 4 different ones, no `,` `:` `=`.
 /// The message never repeats the password.

@@ -5,10 +5,13 @@
 
 use crate::host;
 use crate::reconcile::{ApplyError, Reconciler};
+use crate::store::{ConfigurationStore, PutError};
 use ferrymq_api::agent::agent_server::Agent;
 use ferrymq_api::agent::{
-    ApplyBrokerRequest, BrokerStatus, DeleteBrokerRequest, DeleteBrokerResponse, GetBrokerRequest,
-    GetHostFactsRequest, HostFacts,
+    ApplyBrokerRequest, BrokerStatus, ConfigurationRevision, DeleteBrokerRequest,
+    DeleteBrokerResponse, DeleteConfigurationRequest, DeleteConfigurationResponse,
+    GetBrokerRequest, GetConfigurationRequest, GetHostFactsRequest, HostFacts,
+    PutConfigurationRequest,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -16,13 +19,19 @@ use tonic::{Request, Response, Status};
 pub struct AgentService {
     reconciler: Arc<Reconciler>,
     supervisor_kind: &'static str,
+    configurations: Arc<ConfigurationStore>,
 }
 
 impl AgentService {
-    pub fn new(reconciler: Arc<Reconciler>, supervisor_kind: &'static str) -> Self {
+    pub fn new(
+        reconciler: Arc<Reconciler>,
+        supervisor_kind: &'static str,
+        configurations: Arc<ConfigurationStore>,
+    ) -> Self {
         AgentService {
             reconciler,
             supervisor_kind,
+            configurations,
         }
     }
 }
@@ -90,5 +99,58 @@ impl Agent for AgentService {
         ferrymq_api::validate::broker_id(&id).map_err(Status::invalid_argument)?;
         let existed = self.reconciler.delete(&id).await.map_err(internal)?;
         Ok(Response::new(DeleteBrokerResponse { existed }))
+    }
+
+    async fn put_configuration(
+        &self,
+        req: Request<PutConfigurationRequest>,
+    ) -> Result<Response<ConfigurationRevision>, Status> {
+        let rev = req
+            .into_inner()
+            .revision
+            .ok_or_else(|| Status::invalid_argument("revision is required"))?;
+        let store = self.configurations.clone();
+        match tokio::task::spawn_blocking(move || store.put(rev))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            Ok(stored) => Ok(Response::new(stored)),
+            Err(PutError::Invalid(m)) => Err(Status::invalid_argument(m)),
+            Err(e @ PutError::Conflict { .. }) => Err(Status::already_exists(e.to_string())),
+            Err(PutError::Internal(e)) => Err(internal(e)),
+        }
+    }
+
+    async fn get_configuration(
+        &self,
+        req: Request<GetConfigurationRequest>,
+    ) -> Result<Response<ConfigurationRevision>, Status> {
+        let req = req.into_inner();
+        match self
+            .configurations
+            .get(&req.id, req.revision)
+            .map_err(Status::invalid_argument)?
+        {
+            Some(rev) => Ok(Response::new(rev)),
+            None if req.revision == 0 => Err(Status::not_found(format!(
+                "no configuration {} on this host",
+                req.id
+            ))),
+            None => Err(Status::not_found(format!(
+                "no revision {} of configuration {} on this host",
+                req.revision, req.id
+            ))),
+        }
+    }
+
+    async fn delete_configuration(
+        &self,
+        req: Request<DeleteConfigurationRequest>,
+    ) -> Result<Response<DeleteConfigurationResponse>, Status> {
+        let existed = self
+            .configurations
+            .delete(&req.into_inner().id)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(DeleteConfigurationResponse { existed }))
     }
 }

@@ -9,7 +9,7 @@ pub mod rabbitmq;
 
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
-use ferrymq_api::agent::User;
+use ferrymq_api::agent::{ConfigurationRef, Logs, User};
 use ferrymq_api::catalogue::InstanceType;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -35,6 +35,11 @@ pub struct Placement {
     pub agent_password: String,
     /// A secret shared by a broker's instances (the Erlang cookie for RabbitMQ).
     pub cookie: String,
+    /// The configuration revision to merge into what the engine renders (its data is
+    /// validated again by the engine's allow-list before use).
+    pub configuration: Option<ConfigurationRef>,
+    /// Amazon MQ's `logs { general, audit }`.
+    pub logs: Logs,
 }
 
 /// A configuration file as the engine wants it on disk.

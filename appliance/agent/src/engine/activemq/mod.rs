@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 pub const OPENWIRE_PORT: u16 = 61617;
 pub const STOMP_PORT: u16 = 61614;
 pub const MQTT_PORT: u16 = 8883;
+/// The broker user the agent reads statistics as (STOMP); never reported as a broker user.
+pub const AGENT_USER: &str = "ferrymq-agent";
 
 const HOME: &str = "/usr/share/activemq";
 const JVM_DIR: &str = "/usr/lib/jvm";
@@ -254,6 +256,8 @@ pub(crate) mod tests {
             ],
             agent_password: "agent-secret".into(),
             cookie: "COOKIE".into(),
+            configuration: None,
+            logs: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! users the engine has.
 
 use super::config::{GROUP_ADMINS, GROUP_USERS};
+use super::AGENT_USER;
 use crate::engine::{ObservedUsers, Placement};
 use anyhow::{bail, Context, Result};
 use ferrymq_api::agent::User;
@@ -39,8 +40,16 @@ fn header(p: &Placement) -> String {
     )
 }
 
+/// The spec's users, then the agent's own (it reads the broker's statistics for metrics; it is
+/// never reported as a broker user).
 pub fn users_properties(p: &Placement) -> String {
     let mut out = header(p);
+    let _ = writeln!(
+        out,
+        "{}={}",
+        escape_key(AGENT_USER),
+        escape_value(&p.agent_password)
+    );
     for u in &p.users {
         let _ = writeln!(
             out,
@@ -55,7 +64,7 @@ pub fn users_properties(p: &Placement) -> String {
 /// `admins` holds the users with console access, `users` every user, then the spec's own
 /// groups in name order.
 pub fn groups_properties(p: &Placement) -> String {
-    let mut admins: Vec<&str> = vec![];
+    let mut admins: Vec<&str> = vec![AGENT_USER];
     let mut everyone: Vec<&str> = vec![];
     let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for u in &p.users {
@@ -118,6 +127,9 @@ pub fn observe(users: &Path, groups: &Path, desired: &[User]) -> Result<Observed
         .collect();
     let mut observed = ObservedUsers::default();
     for (name, password) in passwords {
+        if name == AGENT_USER {
+            continue;
+        }
         if let Some(want) = desired.iter().find(|u| u.username == name) {
             if want.password != password {
                 observed.password_drift.push(name.clone());
@@ -273,6 +285,7 @@ mod tests {
         assert_eq!(
             users_properties(&p),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
+             ferrymq-agent=agent-secret\n\
              admin-user=admin-password-1\n\
              app=app-password-12\n"
         );
@@ -286,16 +299,17 @@ mod tests {
         assert_eq!(
             groups_properties(&p),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
-             admins=admin-user,ops\n\
+             admins=ferrymq-agent,admin-user,ops\n\
              users=admin-user,app,ops\n\
              audit=ops\n\
              orders=app,ops\n"
         );
-        // No console user: no admins line at all.
+        // No console user: the agent alone in admins.
         p.users.retain(|u| !u.console_access);
         assert_eq!(
             groups_properties(&p),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
+             admins=ferrymq-agent\n\
              users=app\n\
              orders=app\n"
         );
@@ -319,10 +333,13 @@ mod tests {
         let text = users_properties(&p);
         assert!(text.is_ascii(), "{text}");
         let parsed = parse(&text);
-        let want: Vec<(String, String)> = p
-            .users
-            .iter()
-            .map(|u| (u.username.clone(), u.password.clone()))
+        let want: Vec<(String, String)> = [(AGENT_USER.to_string(), p.agent_password.clone())]
+            .into_iter()
+            .chain(
+                p.users
+                    .iter()
+                    .map(|u| (u.username.clone(), u.password.clone())),
+            )
             .collect();
         assert_eq!(parsed, want);
     }

@@ -59,7 +59,7 @@ fn socket(address: IpAddr, port: u16) -> String {
 #[tonic::async_trait]
 impl Engine for RabbitMq {
     fn render(&self) -> Result<Vec<RenderedFile>> {
-        Ok(config::render(self))
+        config::render(self)
     }
 
     fn units(&self) -> Vec<UnitSpec> {
