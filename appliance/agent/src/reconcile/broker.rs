@@ -137,7 +137,7 @@ fn engine_for(
         agent_password: secrets.agent_password,
         cookie: secrets.cookie,
         configuration,
-        logs: spec.logs.clone().unwrap_or_default(),
+        logs: spec.logs.unwrap_or_default(),
     };
     match engine {
         EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(placement)?)),
