@@ -3,7 +3,7 @@
 
 use crate::client::Credentials;
 use crate::data_sources::{engine_versions, instance_types};
-use crate::resources::broker;
+use crate::resources::{broker, configuration};
 use crate::tfplugin::{
     ApplyRequest, ApplyResponse, Attribute, AttributePath, Block, Diagnostic, Diagnostics,
     ImportedResource, PlanRequest, PlanResponse, Provider, ReadResponse, Schema, Type, Value,
@@ -98,7 +98,13 @@ impl Provider for FerryMq {
     }
 
     fn resource_schemas(&self) -> BTreeMap<String, Schema> {
-        BTreeMap::from([(broker::TYPE_NAME.to_string(), broker::schema())])
+        BTreeMap::from([
+            (broker::TYPE_NAME.to_string(), broker::schema()),
+            (
+                configuration::TYPE_NAME.to_string(),
+                configuration::schema(),
+            ),
+        ])
     }
 
     fn data_source_schemas(&self) -> BTreeMap<String, Schema> {
@@ -146,6 +152,7 @@ impl Provider for FerryMq {
     async fn validate_resource_config(&self, type_name: &str, config: &Value) -> Diagnostics {
         match type_name {
             broker::TYPE_NAME => broker::validate(config),
+            configuration::TYPE_NAME => configuration::validate(config),
             other => vec![unknown_type("resource type", other)],
         }
     }
@@ -153,6 +160,7 @@ impl Provider for FerryMq {
     async fn plan_resource_change(&self, type_name: &str, req: PlanRequest) -> PlanResponse {
         match type_name {
             broker::TYPE_NAME => broker::plan(req),
+            configuration::TYPE_NAME => configuration::plan(req),
             other => PlanResponse {
                 diagnostics: vec![unknown_type("resource type", other)],
                 ..Default::default()
@@ -173,6 +181,7 @@ impl Provider for FerryMq {
         };
         match type_name {
             broker::TYPE_NAME => broker::apply(&creds, req).await,
+            configuration::TYPE_NAME => configuration::apply(&creds, req).await,
             other => ApplyResponse {
                 new_state: req.prior_state,
                 diagnostics: vec![unknown_type("resource type", other)],
@@ -199,6 +208,7 @@ impl Provider for FerryMq {
         };
         match type_name {
             broker::TYPE_NAME => broker::read(&creds, current_state).await,
+            configuration::TYPE_NAME => configuration::read(&creds, current_state).await,
             other => ReadResponse {
                 new_state: current_state,
                 private,
@@ -214,6 +224,7 @@ impl Provider for FerryMq {
     ) -> (Vec<ImportedResource>, Diagnostics) {
         match type_name {
             broker::TYPE_NAME => broker::import(id),
+            configuration::TYPE_NAME => configuration::import(id),
             other => (vec![], vec![unknown_type("resource type", other)]),
         }
     }

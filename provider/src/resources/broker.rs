@@ -12,7 +12,8 @@ use crate::tfplugin::{
 };
 use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{
-    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, User,
+    BrokerSpec, BrokerState, BrokerStatus, ConfigurationRef, EncryptionOptions, Instance, Logs,
+    User,
 };
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
@@ -58,6 +59,20 @@ pub fn schema() -> Schema {
         .attribute(Attribute::required("key_file", Type::String).description(
             "Absolute path, on each host, of the file holding the volume key (the stand-in for a KMS key); the key itself never enters Terraform state.",
         ));
+    let configuration = Block::new()
+        .description("The ferrymq_configuration revision the broker runs (Amazon MQ: configuration { id, revision }).")
+        .attribute(Attribute::required("id", Type::String).description("The ferrymq_configuration's id."))
+        .attribute(Attribute::required("revision", Type::Number).description(
+            "The revision to run, e.g. ferrymq_configuration.x.latest_revision; an earlier one rolls back.",
+        ));
+    let logs = Block::new()
+        .description("Engine logs (Amazon MQ: CloudWatch Logs; FerryMQ: the journal, or files in the broker's directory on the host).")
+        .attribute(Attribute::optional("general", Type::Bool).description(
+            "The engine's general log at INFO; off (default): warnings and errors only.",
+        ))
+        .attribute(Attribute::optional("audit", Type::Bool).description(
+            "ActiveMQ only: connection, session, producer and consumer events to audit.log.",
+        ));
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
         .attribute(Attribute::optional("update", Type::String))
@@ -100,12 +115,20 @@ pub fn schema() -> Schema {
                     "Per instance: endpoints, console URL, address, role (active/standby, read live).",
                 ),
             )
+            .attribute(Attribute::optional("apply_immediately", Type::Bool).description(
+                "Apply a change that takes an engine restart (a configuration revision) now; otherwise it waits for the maintenance window and shows in pending_changes.",
+            ))
+            .attribute(Attribute::computed("pending_changes", Type::list(Type::String)).description(
+                "Changes stored on the hosts that wait for the maintenance window.",
+            ))
             .attribute(Attribute::computed("failover_url", Type::String).description(
                 "failover:(…) URL over every instance's OpenWire endpoint, for ActiveMQ clients; empty for RabbitMQ.",
             ))
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("encryption_options", encryption))
+            .block(NestedBlock::single("configuration", configuration))
+            .block(NestedBlock::single("logs", logs))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
 }
@@ -134,7 +157,13 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         }
     }
     if req.prior_state.is_null() {
-        for computed in ["id", "status", "instances", "failover_url"] {
+        for computed in [
+            "id",
+            "status",
+            "instances",
+            "failover_url",
+            "pending_changes",
+        ] {
             planned.set_attr(computed, Value::Unknown);
         }
     } else {
@@ -146,6 +175,7 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         if planned != req.prior_state {
             // The broker reports its state again after the update.
             planned.set_attr("status", Value::Unknown);
+            planned.set_attr("pending_changes", Value::Unknown);
         }
     }
     resp.planned_state = planned;
@@ -189,6 +219,7 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
             for (attr, empty) in [
                 ("instances", Value::List(vec![])),
                 ("failover_url", Value::string("")),
+                ("pending_changes", Value::List(vec![])),
             ] {
                 if !partial.get(attr).is_fully_known() {
                     partial.set_attr(attr, empty);
@@ -207,8 +238,19 @@ async fn converge(
     planned: &Value,
     timeout: Duration,
 ) -> Result<Vec<BrokerStatus>, String> {
-    let base = spec_from(id, planned);
+    let mut base = spec_from(id, planned);
     let agents = agents(creds, planned)?;
+    if let Some(conf) = &mut base.configuration {
+        // Each host gets the revision's data in its spec: it runs what it was sent.
+        let rev = super::configuration::fetch(&agents, &conf.id, conf.revision).await?;
+        if rev.engine_type != base.engine_type {
+            return Err(format!(
+                "configuration {} is for {}, the broker runs {}",
+                conf.id, rev.engine_type, base.engine_type
+            ));
+        }
+        conf.data = rev.data;
+    }
     let mut generations = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
         let mut spec = base.clone();
@@ -394,7 +436,50 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
             .map(|key_file| EncryptionOptions {
                 key_file: key_file.to_string(),
             }),
+        // The revision's data is fetched from the hosts when applying.
+        configuration: planned
+            .get("configuration")
+            .get("id")
+            .as_str()
+            .map(|id| ConfigurationRef {
+                id: id.to_string(),
+                revision: planned
+                    .get("configuration")
+                    .get("revision")
+                    .as_i64()
+                    .and_then(|r| u32::try_from(r).ok())
+                    .unwrap_or(0),
+                data: String::new(),
+            }),
+        apply_immediately: planned.get("apply_immediately").as_bool().unwrap_or(false),
+        logs: match planned.get("logs") {
+            Value::Object(_) => Some(Logs {
+                general: planned
+                    .get("logs")
+                    .get("general")
+                    .as_bool()
+                    .unwrap_or(false),
+                audit: planned.get("logs").get("audit").as_bool().unwrap_or(false),
+            }),
+            _ => None,
+        },
     }
+}
+
+/// `logs` as the agent stores it, keeping a flag the configuration left out (null) as null
+/// while the broker has it off, so an unchanged configuration plans no change.
+fn logs_state(logs: Option<&Logs>, prior: &Value) -> Value {
+    let Some(logs) = logs else {
+        return Value::Null;
+    };
+    let flag = |attr: &str, on: bool| match prior.get("logs").get(attr) {
+        Value::Null if !on => Value::Null,
+        _ => Value::Bool(on),
+    };
+    Value::object([
+        ("general", flag("general", logs.general)),
+        ("audit", flag("audit", logs.audit)),
+    ])
 }
 
 /// The state as the agents report the broker, keeping what only the configuration knows
@@ -509,6 +594,33 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                 .as_ref()
                 .map(|e| Value::object([("key_file", Value::string(&e.key_file))]))
                 .unwrap_or(Value::Null),
+        ),
+        (
+            "configuration",
+            spec.configuration
+                .as_ref()
+                .map(|c| {
+                    Value::object([
+                        ("id", Value::string(&c.id)),
+                        ("revision", Value::from(c.revision)),
+                    ])
+                })
+                .unwrap_or(Value::Null),
+        ),
+        ("logs", logs_state(spec.logs.as_ref(), prior)),
+        // Write-only, as in Amazon MQ: the configuration's value.
+        ("apply_immediately", prior.get("apply_immediately").clone()),
+        (
+            "pending_changes",
+            Value::List({
+                // Every instance of a broker reports the same change: list it once.
+                let mut changes: Vec<&String> = statuses
+                    .iter()
+                    .flat_map(|s| s.pending_changes.iter())
+                    .collect();
+                changes.dedup();
+                changes.into_iter().map(Value::string).collect()
+            }),
         ),
         ("timeouts", prior.get("timeouts").clone()),
     ])

@@ -1,3 +1,4 @@
 //! Managed resources, one file each.
 
 pub mod broker;
+pub mod configuration;
