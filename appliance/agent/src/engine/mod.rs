@@ -7,6 +7,7 @@
 pub mod activemq;
 pub mod rabbitmq;
 
+use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::{ConfigurationRef, Logs, User};
@@ -90,4 +91,7 @@ pub trait Engine: Send + Sync {
     fn console_url(&self) -> String;
     /// Host-level leftovers once the engine's units are stopped for good.
     async fn after_stop(&self) -> Result<()>;
+    /// The engine's figures for the metrics endpoint (Amazon MQ's metric names in the HELP);
+    /// fails when the engine does not answer.
+    async fn metrics(&self) -> Result<Vec<Sample>>;
 }

@@ -396,6 +396,15 @@ fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
     Ok(true)
 }
 
+/// The engine's figures for the metrics endpoint, asked of the engine as it runs now.
+pub async fn engine_metrics(
+    ctx: &Context,
+    spec: &BrokerSpec,
+) -> Result<Vec<crate::metrics::Sample>> {
+    let engine = engine_for(ctx, spec, &ctx.volume_dir(), 0, None)?;
+    engine.metrics().await
+}
+
 /// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
 pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     let instance = spec.instances.get(spec.instance_index as usize);

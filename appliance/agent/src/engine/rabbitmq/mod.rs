@@ -3,9 +3,11 @@
 
 mod config;
 mod management;
+mod metrics;
 mod probe;
 
 use super::{Engine, Health, ObservedUsers, Placement, RenderedFile};
+use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
@@ -158,5 +160,9 @@ impl Engine for RabbitMq {
             tracing::debug!(status = %out.status, "epmd -kill");
         }
         Ok(())
+    }
+
+    async fn metrics(&self) -> Result<Vec<Sample>> {
+        metrics::samples(&self.management, &self.node_name()).await
     }
 }
