@@ -47,7 +47,7 @@ const BROKER_CHILDREN: &[&str] = &[
 /// Every other element: its attributes and its children. Elements are looked up by name
 /// wherever they appear under an allowed parent.
 const ELEMENTS: &[(&str, &[&str], &[&str])] = &[
-    // <destinationPolicy><policyMap><policyMap><policyEntries><policyEntry …/>
+    // <destinationPolicy><policyMap><policyEntries><policyEntry …/>
     ("destinationPolicy", &[], &["policyMap"]),
     (
         "policyMap",
@@ -322,7 +322,7 @@ const ELEMENTS: &[(&str, &[&str], &[&str])] = &[
     ("queryBasedSubscriptionRecoveryPolicy", &[], &[]),
     (
         "timedSubscriptionRecoveryPolicy",
-        &["recoverDuration", "zeroExpirationOverride"],
+        &["recoverDuration"],
         &[],
     ),
     // <destinationInterceptors>: mirrored queues and virtual destinations.

@@ -252,8 +252,6 @@ fn audit_plugin<W: io::Write>(w: &mut Writer<W>) -> io::Result<()> {
             ("logProducerEvents", "true"),
             ("logConsumerEvents", "true"),
             ("logTransactionEvents", "true"),
-            ("logAdvisoryEvents", "false"),
-            ("logMessageEvents", "false"),
             ("logInternalEvents", "false"),
         ])
         .write_empty()?;
