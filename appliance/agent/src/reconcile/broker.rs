@@ -460,6 +460,54 @@ mod tests {
     }
 
     #[test]
+    fn a_new_revision_waits_unless_applied_immediately() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-applied-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let ctx = Context {
+            broker_dir: dir.clone(),
+            supervisor: Arc::new(crate::supervisor::DirectSupervisor::new(dir.join("units"))),
+            previous: None,
+        };
+        let revision = |n: u32| ConfigurationRef {
+            id: "c-1".into(),
+            revision: n,
+            data: format!("heartbeat = {n}\n"),
+        };
+        let mut s = spec();
+        s.configuration = Some(revision(1));
+        // The first pass takes the spec's revision: nothing runs yet.
+        let mut status = BrokerStatus::default();
+        let run = configuration_to_run(&ctx, &s, &mut status).expect("run");
+        assert_eq!(run, Some(revision(1)));
+        assert!(status.pending_changes.is_empty());
+        // A new revision without apply_immediately: the running one stays, the new one waits.
+        s.configuration = Some(revision(2));
+        let mut status = BrokerStatus::default();
+        let run = configuration_to_run(&ctx, &s, &mut status).expect("run");
+        assert_eq!(run, Some(revision(1)));
+        assert_eq!(status.configuration_revision, 1);
+        assert_eq!(status.pending_changes.len(), 1);
+        assert!(status.pending_changes[0]
+            .starts_with("configuration c-1 revision 2 (running configuration c-1 revision 1)"));
+        // Applied immediately when asked, and then kept.
+        s.apply_immediately = true;
+        let mut status = BrokerStatus::default();
+        assert_eq!(
+            configuration_to_run(&ctx, &s, &mut status).expect("run"),
+            Some(revision(2))
+        );
+        s.apply_immediately = false;
+        let mut status = BrokerStatus::default();
+        assert_eq!(
+            configuration_to_run(&ctx, &s, &mut status).expect("run"),
+            Some(revision(2))
+        );
+        assert!(status.pending_changes.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn statuses_never_carry_passwords() {
         let s = pending_status(&spec());
         assert_eq!(s.spec.expect("spec").users[0].password, "");

@@ -320,11 +320,7 @@ const ELEMENTS: &[(&str, &[&str], &[&str])] = &[
     ("lastImageSubscriptionRecoveryPolicy", &[], &[]),
     ("noSubscriptionRecoveryPolicy", &[], &[]),
     ("queryBasedSubscriptionRecoveryPolicy", &[], &[]),
-    (
-        "timedSubscriptionRecoveryPolicy",
-        &["recoverDuration"],
-        &[],
-    ),
+    ("timedSubscriptionRecoveryPolicy", &["recoverDuration"], &[]),
     // <destinationInterceptors>: mirrored queues and virtual destinations.
     (
         "destinationInterceptors",
