@@ -56,6 +56,8 @@ BIN_DIR = Path(os.environ.get("FERRYMQ_BIN_DIR", str(REPO / "target" / "debug"))
 AGENT_BIN = "ferrymq-agent"
 PROVIDER_BIN = "terraform-provider-ferrymq"
 AGENT_PORT = 7443
+# The agent's Prometheus metrics listener (plain HTTP, GET /metrics).
+METRICS_PORT = 9404
 AMQP_PORT = 5672
 CONSOLE_PORT = 15672
 # ActiveMQ's listeners, on Amazon MQ's port numbers.
@@ -227,6 +229,10 @@ class Host:
     @property
     def agent_endpoint(self) -> str:
         return f"{self.address}:{AGENT_PORT}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.address}:{METRICS_PORT}/metrics"
 
     def broker_dirs(self) -> list[Path]:
         d = self.brokers_dir
@@ -500,6 +506,7 @@ class Lab:
             "--listen", h.agent_endpoint,
             "--state-dir", str(h.state_dir),
             "--tls-dir", str(h.tls_dir),
+            "--metrics-listen", f"{h.address}:{METRICS_PORT}",
         ]
         # Own session: the agent (and the engines it starts) outlive this Python process and are
         # not hit by a Ctrl-C meant for it.

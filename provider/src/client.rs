@@ -5,8 +5,9 @@ use anyhow::Context as _;
 use ferrymq_api::agent::agent_client::AgentClient;
 use ferrymq_api::agent::{
     ApplyBrokerRequest, ApplyBrokerUserRequest, BrokerSpec, BrokerState, BrokerStatus,
-    BrokerUserStatus, DeleteBrokerRequest, DeleteBrokerUserRequest, GetBrokerRequest,
-    GetBrokerUserRequest, User,
+    BrokerUserStatus, ConfigurationRevision, DeleteBrokerRequest, DeleteBrokerUserRequest,
+    DeleteConfigurationRequest, GetBrokerRequest, GetBrokerUserRequest, GetConfigurationRequest,
+    PutConfigurationRequest, User,
 };
 use ferrymq_api::DEFAULT_AGENT_PORT;
 use std::time::{Duration, Instant};
@@ -45,9 +46,10 @@ impl From<tonic::Status> for ClientError {
         let msg = s.message().to_string();
         match s.code() {
             Code::NotFound => ClientError::NotFound(msg),
-            Code::InvalidArgument | Code::FailedPrecondition | Code::PermissionDenied => {
-                ClientError::Refused(msg)
-            }
+            Code::InvalidArgument
+            | Code::FailedPrecondition
+            | Code::PermissionDenied
+            | Code::AlreadyExists => ClientError::Refused(msg),
             Code::Unauthenticated => {
                 ClientError::Refused(format!("agent refused our certificate: {msg}"))
             }
@@ -213,6 +215,46 @@ impl Agent {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+}
+
+/// Configuration revisions (`ferrymq_configuration`) kept by the agent.
+impl Agent {
+    pub async fn put_configuration(
+        &self,
+        revision: ConfigurationRevision,
+    ) -> Result<ConfigurationRevision, ClientError> {
+        let mut c = self.client.clone();
+        c.put_configuration(PutConfigurationRequest {
+            revision: Some(revision),
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    /// One revision; 0: the latest.
+    pub async fn get_configuration(
+        &self,
+        id: &str,
+        revision: u32,
+    ) -> Result<ConfigurationRevision, ClientError> {
+        let mut c = self.client.clone();
+        c.get_configuration(GetConfigurationRequest {
+            id: id.to_string(),
+            revision,
+        })
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| self.unavailable(s.into()))
+    }
+
+    pub async fn delete_configuration(&self, id: &str) -> Result<bool, ClientError> {
+        let mut c = self.client.clone();
+        c.delete_configuration(DeleteConfigurationRequest { id: id.to_string() })
+            .await
+            .map(|r| r.into_inner().existed)
+            .map_err(|s| self.unavailable(s.into()))
     }
 }
 

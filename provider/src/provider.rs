@@ -3,7 +3,7 @@
 
 use crate::client::Credentials;
 use crate::data_sources::{engine_versions, instance_type_recommendation, instance_types};
-use crate::resources::{broker, broker_user};
+use crate::resources::{broker, broker_user, configuration};
 use crate::tfplugin::{
     ApplyRequest, ApplyResponse, Attribute, AttributePath, Block, Diagnostic, Diagnostics,
     ImportedResource, PlanRequest, PlanResponse, Provider, ReadResponse, Schema, Type, Value,
@@ -101,6 +101,10 @@ impl Provider for FerryMq {
         BTreeMap::from([
             (broker::TYPE_NAME.to_string(), broker::schema()),
             (broker_user::TYPE_NAME.to_string(), broker_user::schema()),
+            (
+                configuration::TYPE_NAME.to_string(),
+                configuration::schema(),
+            ),
         ])
     }
 
@@ -154,6 +158,7 @@ impl Provider for FerryMq {
         match type_name {
             broker::TYPE_NAME => broker::validate(config),
             broker_user::TYPE_NAME => broker_user::validate(config),
+            configuration::TYPE_NAME => configuration::validate(config),
             other => vec![unknown_type("resource type", other)],
         }
     }
@@ -162,6 +167,7 @@ impl Provider for FerryMq {
         match type_name {
             broker::TYPE_NAME => broker::plan(req),
             broker_user::TYPE_NAME => broker_user::plan(req),
+            configuration::TYPE_NAME => configuration::plan(req),
             other => PlanResponse {
                 diagnostics: vec![unknown_type("resource type", other)],
                 ..Default::default()
@@ -183,6 +189,7 @@ impl Provider for FerryMq {
         match type_name {
             broker::TYPE_NAME => broker::apply(&creds, req).await,
             broker_user::TYPE_NAME => broker_user::apply(&creds, req).await,
+            configuration::TYPE_NAME => configuration::apply(&creds, req).await,
             other => ApplyResponse {
                 new_state: req.prior_state,
                 diagnostics: vec![unknown_type("resource type", other)],
@@ -210,6 +217,7 @@ impl Provider for FerryMq {
         match type_name {
             broker::TYPE_NAME => broker::read(&creds, current_state).await,
             broker_user::TYPE_NAME => broker_user::read(&creds, current_state).await,
+            configuration::TYPE_NAME => configuration::read(&creds, current_state).await,
             other => ReadResponse {
                 new_state: current_state,
                 private,
@@ -226,6 +234,7 @@ impl Provider for FerryMq {
         match type_name {
             broker::TYPE_NAME => broker::import(id),
             broker_user::TYPE_NAME => broker_user::import(id),
+            configuration::TYPE_NAME => configuration::import(id),
             other => (vec![], vec![unknown_type("resource type", other)]),
         }
     }

@@ -71,6 +71,7 @@ pub fn broker(config: &Value) -> Diagnostics {
         }
     }
     d.extend(load_balancer_block(config));
+    d.extend(configuration_and_logs(config));
     if let Value::Object(_) = config.get("timeouts") {
         for op in ["create", "update", "delete"] {
             if let Some(text) = config.get("timeouts").get(op).as_str() {
@@ -82,6 +83,47 @@ pub fn broker(config: &Value) -> Diagnostics {
                     ));
                 }
             }
+        }
+    }
+    d
+}
+
+/// The `configuration` reference and the `logs` flags the engine supports.
+fn configuration_and_logs(config: &Value) -> Diagnostics {
+    let mut d = Vec::new();
+    let conf = config.get("configuration");
+    if let Some(id) = conf.get("id").as_str() {
+        if let Err(m) = ferrymq_api::configuration::id(id) {
+            d.push(error(
+                AttributePath::root("configuration").attr("id"),
+                "Invalid configuration id",
+                m,
+            ));
+        }
+    }
+    if let Some(revision) = conf.get("revision").as_i64() {
+        let r = u32::try_from(revision)
+            .map_err(|_| format!("configuration revision {revision} is out of range"))
+            .and_then(validate::configuration_revision);
+        if let Err(m) = r {
+            d.push(error(
+                AttributePath::root("configuration").attr("revision"),
+                "Invalid configuration revision",
+                m,
+            ));
+        }
+    }
+    let engine = config
+        .get("engine_type")
+        .as_str()
+        .and_then(|e| validate::engine_type(e).ok());
+    if let (Some(e), Some(audit)) = (engine, config.get("logs").get("audit").as_bool()) {
+        if let Err(m) = validate::audit_log(e, audit) {
+            d.push(error(
+                AttributePath::root("logs").attr("audit"),
+                "Unsupported logs.audit",
+                m,
+            ));
         }
     }
     d
@@ -459,6 +501,28 @@ mod tests {
             paths(&d),
             ["load_balancer.virtual_ip", "load_balancer.hosts"]
         );
+    }
+
+    #[test]
+    fn audit_logs_are_activemq_only_and_revisions_count_from_one() {
+        let mut c = config();
+        c.set_attr(
+            "logs",
+            Value::object([("general", Value::Bool(true)), ("audit", Value::Bool(true))]),
+        );
+        c.set_attr(
+            "configuration",
+            Value::object([
+                ("id", Value::string("c-1")),
+                ("revision", Value::from(0u32)),
+            ]),
+        );
+        let d = broker(&c);
+        assert_eq!(paths(&d), ["configuration.revision", "logs.audit"]);
+        assert!(d[1].detail.contains("RabbitMQ"));
+        c.set_attr("engine_type", "ActiveMQ");
+        c.set_attr("engine_version", "5.17.2");
+        assert!(!paths(&broker(&c)).contains(&"logs.audit".to_string()));
     }
 
     #[test]

@@ -6,6 +6,8 @@ mod certificates;
 mod engine;
 mod host;
 mod load_balancer;
+mod maintenance;
+mod metrics;
 mod password;
 mod pki;
 mod reconcile;
@@ -43,6 +45,10 @@ enum Command {
         /// (see `pki issue-host`).
         #[arg(long, env = "FERRYMQ_TLS_DIR", default_value = "/etc/ferrymq/tls")]
         tls_dir: PathBuf,
+        /// Address and port of the Prometheus metrics listener (plain HTTP, `GET /metrics`),
+        /// e.g. the host's address and 9404; none when unset.
+        #[arg(long, env = "FERRYMQ_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Make the deployment's certificates.
     Pki {
@@ -91,6 +97,7 @@ fn main() -> Result<()> {
             listen,
             state_dir,
             tls_dir,
+            metrics_listen,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -100,12 +107,22 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            tokio::runtime::Runtime::new()?.block_on(serve(listen, state_dir, tls_dir))
+            tokio::runtime::Runtime::new()?.block_on(serve(
+                listen,
+                state_dir,
+                tls_dir,
+                metrics_listen,
+            ))
         }
     }
 }
 
-async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    tls_dir: PathBuf,
+    metrics_listen: Option<SocketAddr>,
+) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let read = |name: &str| {
         let path = tls_dir.join(name);
@@ -119,6 +136,9 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
         .client_ca_root(Certificate::from_pem(read(pki::CA_CERT)?));
 
     let brokers_dir = state_dir.join("brokers");
+    let configurations = Arc::new(store::ConfigurationStore::new(
+        state_dir.join("configurations"),
+    ));
     let store = Arc::new(store::FsStore::new(&brokers_dir));
     let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
     let kind = supervisor::Supervisor::kind(supervisor.as_ref());
@@ -138,12 +158,38 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     // what the host runs, not "creation in progress".
     reconciler.pass().await.context("first reconcile pass")?;
     tokio::spawn(reconciler.clone().run());
+    if let Some(metrics_listen) = metrics_listen {
+        let source = reconciler.clone();
+        let collect = move || {
+            let source = source.clone();
+            async move {
+                let mut samples = tokio::task::spawn_blocking(metrics::host::samples)
+                    .await
+                    .ok()
+                    .and_then(|r| r.map_err(|e| tracing::warn!("host metrics: {e:#}")).ok())
+                    .unwrap_or_default();
+                samples.extend(source.metrics().await);
+                metrics::render(&samples)
+            }
+        };
+        // Bound before serving the API, so a port already taken stops the agent at start.
+        let listener = metrics::http::bind(metrics_listen).await?;
+        tokio::spawn(async move {
+            if let Err(e) = metrics::http::serve(listener, collect).await {
+                tracing::error!("metrics listener stopped: {e:#}");
+            }
+        });
+    }
 
     tracing::info!(%listen, state_dir = %state_dir.display(), "agent serving");
     Server::builder()
         .tls_config(tls)
         .context("configuring TLS")?
-        .add_service(AgentServer::new(api::AgentService::new(reconciler, kind)))
+        .add_service(AgentServer::new(api::AgentService::new(
+            reconciler,
+            kind,
+            configurations,
+        )))
         .serve_with_shutdown(listen, async {
             let _ = tokio::signal::ctrl_c().await;
         })

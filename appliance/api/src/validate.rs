@@ -26,6 +26,22 @@ impl FieldError {
     }
 }
 
+/// Configuration revisions count from 1, as in Amazon MQ.
+pub fn configuration_revision(revision: u32) -> Result<(), String> {
+    if revision == 0 {
+        return Err("configuration revision must be 1 or more".into());
+    }
+    Ok(())
+}
+
+/// Amazon MQ refuses audit logs for RabbitMQ (it has no audit log to publish).
+pub fn audit_log(engine: EngineType, audit: bool) -> Result<(), String> {
+    if audit && engine == EngineType::RabbitMq {
+        return Err("audit logs are not supported for RabbitMQ (ActiveMQ only)".into());
+    }
+    Ok(())
+}
+
 /// Broker ids are `b-` and letters, digits and dashes: they name directories on hosts.
 pub fn broker_id(id: &str) -> Result<(), String> {
     let rest = id.strip_prefix("b-").filter(|r| !r.is_empty());
@@ -202,6 +218,11 @@ pub fn username(name: &str) -> Result<(), String> {
             "username {name:?} is the engine's default user, which FerryMQ removes"
         ));
     }
+    if name == RESERVED_USER {
+        return Err(format!(
+            "username {name:?} is reserved for the FerryMQ agent's own engine user"
+        ));
+    }
     Ok(())
 }
 
@@ -254,6 +275,9 @@ pub fn certificate_name(name: &str) -> Result<(), String> {
         ))
     }
 }
+/// The engine user each agent manages its broker with (RabbitMQ) and reads statistics as
+/// (ActiveMQ).
+pub const RESERVED_USER: &str = "ferrymq-agent";
 
 /// Amazon MQ's password rule: 12–250 characters, at least 4 different ones, no `,` `:` `=`.
 /// The message never repeats the password.
@@ -376,6 +400,7 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
     check("id", broker_id(&spec.broker_id));
     check("broker_name", broker_name(&spec.broker_name));
     let engine = engine_type(&spec.engine_type);
+    let known_engine = engine.as_ref().ok().copied();
     let mode = deployment_mode(&spec.deployment_mode);
     check(
         "host_instance_type",
@@ -446,6 +471,20 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
                 load_balancer_hosts(&hosts, instance_hosts),
             );
         }
+    }
+    if let (Some(conf), Some(e)) = (&spec.configuration, known_engine) {
+        check("configuration.id", crate::configuration::id(&conf.id));
+        check(
+            "configuration.revision",
+            configuration_revision(conf.revision),
+        );
+        check(
+            "configuration.data",
+            crate::configuration::data(e, &conf.data),
+        );
+    }
+    if let (Some(logs), Some(e)) = (&spec.logs, known_engine) {
+        check("logs.audit", audit_log(e, logs.audit));
     }
     if spec.instance_index as usize >= spec.instances.len() {
         check(

@@ -12,7 +12,8 @@ use crate::tfplugin::{
 };
 use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{
-    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, LoadBalancer, User,
+    BrokerSpec, BrokerState, BrokerStatus, ConfigurationRef, EncryptionOptions, Instance,
+    LoadBalancer, Logs, User,
 };
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
@@ -69,6 +70,20 @@ pub fn schema() -> Schema {
         .attribute(Attribute::optional("hosts", Type::list(Type::String)).description(
             "Addresses of the hosts that run the load balancer; left out, the broker's own hosts.",
         ));
+    let configuration = Block::new()
+        .description("The ferrymq_configuration revision the broker runs (Amazon MQ: configuration { id, revision }).")
+        .attribute(Attribute::required("id", Type::String).description("The ferrymq_configuration's id."))
+        .attribute(Attribute::required("revision", Type::Number).description(
+            "The revision to run, e.g. ferrymq_configuration.x.latest_revision; an earlier one rolls back.",
+        ));
+    let logs = Block::new()
+        .description("Engine logs (Amazon MQ: CloudWatch Logs; FerryMQ: the journal, or files in the broker's directory on the host).")
+        .attribute(Attribute::optional("general", Type::Bool).description(
+            "The engine's general log at INFO; off (default): warnings and errors only.",
+        ))
+        .attribute(Attribute::optional("audit", Type::Bool).description(
+            "ActiveMQ only: connection, session, producer and consumer events to audit.log.",
+        ));
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
         .attribute(Attribute::optional("update", Type::String))
@@ -120,6 +135,12 @@ pub fn schema() -> Schema {
             .attribute(Attribute::computed("ca_certificate", Type::String).description(
                 "PEM of the deployment CA the broker's TLS certificate chains to: give it to clients to verify the broker.",
             ))
+            .attribute(Attribute::optional("apply_immediately", Type::Bool).description(
+                "Apply a change that takes an engine restart (a configuration revision) now; otherwise it waits for the maintenance window and shows in pending_changes.",
+            ))
+            .attribute(Attribute::computed("pending_changes", Type::list(Type::String)).description(
+                "Changes stored on the hosts that wait for the maintenance window.",
+            ))
             .attribute(Attribute::computed("failover_url", Type::String).description(
                 "failover:(…) URL over every instance's OpenWire (ssl://) endpoint, for ActiveMQ clients; empty for RabbitMQ.",
             ))
@@ -133,6 +154,8 @@ pub fn schema() -> Schema {
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("encryption_options", encryption))
             .block(NestedBlock::single("load_balancer", load_balancer))
+            .block(NestedBlock::single("configuration", configuration))
+            .block(NestedBlock::single("logs", logs))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
 }
@@ -169,6 +192,7 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             "load_balancer_endpoint",
             "load_balancer_endpoints",
             "ca_certificate",
+            "pending_changes",
         ] {
             planned.set_attr(computed, Value::Unknown);
         }
@@ -181,6 +205,7 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         if planned != req.prior_state {
             // The broker reports its state again after the update.
             planned.set_attr("status", Value::Unknown);
+            planned.set_attr("pending_changes", Value::Unknown);
         }
         if planned.get("load_balancer") != req.prior_state.get("load_balancer") {
             for computed in ["load_balancer_endpoint", "load_balancer_endpoints"] {
@@ -232,6 +257,7 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
                 ("load_balancer_endpoint", Value::string("")),
                 ("load_balancer_endpoints", Value::List(vec![])),
                 ("ca_certificate", Value::string("")),
+                ("pending_changes", Value::List(vec![])),
             ] {
                 if !partial.get(attr).is_fully_known() {
                     partial.set_attr(attr, empty);
@@ -257,6 +283,17 @@ async fn converge(
         base.cluster_secret = cluster_secret();
     }
     let agents = agents(creds, planned)?;
+    if let Some(conf) = &mut base.configuration {
+        // Each host gets the revision's data in its spec: it runs what it was sent.
+        let rev = super::configuration::fetch(&agents, &conf.id, conf.revision).await?;
+        if rev.engine_type != base.engine_type {
+            return Err(format!(
+                "configuration {} is for {}, the broker runs {}",
+                conf.id, rev.engine_type, base.engine_type
+            ));
+        }
+        conf.data = rev.data;
+    }
     let mut generations = Vec::new();
     for (i, agent) in agents.iter().enumerate() {
         let mut spec = base.clone();
@@ -489,8 +526,51 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
                     .filter_map(|h| h.as_str().map(str::to_string))
                     .collect(),
             }),
+        // The revision's data is fetched from the hosts when applying.
+        configuration: planned
+            .get("configuration")
+            .get("id")
+            .as_str()
+            .map(|id| ConfigurationRef {
+                id: id.to_string(),
+                revision: planned
+                    .get("configuration")
+                    .get("revision")
+                    .as_i64()
+                    .and_then(|r| u32::try_from(r).ok())
+                    .unwrap_or(0),
+                data: String::new(),
+            }),
+        apply_immediately: planned.get("apply_immediately").as_bool().unwrap_or(false),
+        logs: match planned.get("logs") {
+            Value::Object(_) => Some(Logs {
+                general: planned
+                    .get("logs")
+                    .get("general")
+                    .as_bool()
+                    .unwrap_or(false),
+                audit: planned.get("logs").get("audit").as_bool().unwrap_or(false),
+            }),
+            _ => None,
+        },
         ..Default::default()
     }
+}
+
+/// `logs` as the agent stores it, keeping a flag the configuration left out (null) as null
+/// while the broker has it off, so an unchanged configuration plans no change.
+fn logs_state(logs: Option<&Logs>, prior: &Value) -> Value {
+    let Some(logs) = logs else {
+        return Value::Null;
+    };
+    let flag = |attr: &str, on: bool| match prior.get("logs").get(attr) {
+        Value::Null if !on => Value::Null,
+        _ => Value::Bool(on),
+    };
+    Value::object([
+        ("general", flag("general", logs.general)),
+        ("audit", flag("audit", logs.audit)),
+    ])
 }
 
 /// The state as the agents report the broker, keeping what only the configuration knows
@@ -645,6 +725,18 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                 .unwrap_or(Value::Null),
         ),
         (
+            "configuration",
+            spec.configuration
+                .as_ref()
+                .map(|c| {
+                    Value::object([
+                        ("id", Value::string(&c.id)),
+                        ("revision", Value::from(c.revision)),
+                    ])
+                })
+                .unwrap_or(Value::Null),
+        ),
+        (
             "load_balancer_endpoint",
             Value::string(
                 first
@@ -663,6 +755,21 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                     .map(Value::string)
                     .collect(),
             ),
+        ),
+        ("logs", logs_state(spec.logs.as_ref(), prior)),
+        // Write-only, as in Amazon MQ: the configuration's value.
+        ("apply_immediately", prior.get("apply_immediately").clone()),
+        (
+            "pending_changes",
+            Value::List({
+                // Every instance of a broker reports the same change: list it once.
+                let mut changes: Vec<&String> = statuses
+                    .iter()
+                    .flat_map(|s| s.pending_changes.iter())
+                    .collect();
+                changes.dedup();
+                changes.into_iter().map(Value::string).collect()
+            }),
         ),
         ("timeouts", prior.get("timeouts").clone()),
     ])

@@ -2,3 +2,4 @@
 
 pub mod broker;
 pub mod broker_user;
+pub mod configuration;

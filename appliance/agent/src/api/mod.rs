@@ -5,11 +5,14 @@
 
 use crate::host;
 use crate::reconcile::{ApplyError, Reconciler};
+use crate::store::{ConfigurationStore, PutError};
 use ferrymq_api::agent::agent_server::Agent;
 use ferrymq_api::agent::{
     ApplyBrokerRequest, ApplyBrokerUserRequest, BrokerStatus, BrokerUserStatus,
-    DeleteBrokerRequest, DeleteBrokerResponse, DeleteBrokerUserRequest, DeleteBrokerUserResponse,
-    GetBrokerRequest, GetBrokerUserRequest, GetHostFactsRequest, HostFacts,
+    ConfigurationRevision, DeleteBrokerRequest, DeleteBrokerResponse, DeleteBrokerUserRequest,
+    DeleteBrokerUserResponse, DeleteConfigurationRequest, DeleteConfigurationResponse,
+    GetBrokerRequest, GetBrokerUserRequest, GetConfigurationRequest, GetHostFactsRequest,
+    HostFacts, PutConfigurationRequest,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -17,13 +20,19 @@ use tonic::{Request, Response, Status};
 pub struct AgentService {
     reconciler: Arc<Reconciler>,
     supervisor_kind: &'static str,
+    configurations: Arc<ConfigurationStore>,
 }
 
 impl AgentService {
-    pub fn new(reconciler: Arc<Reconciler>, supervisor_kind: &'static str) -> Self {
+    pub fn new(
+        reconciler: Arc<Reconciler>,
+        supervisor_kind: &'static str,
+        configurations: Arc<ConfigurationStore>,
+    ) -> Self {
         AgentService {
             reconciler,
             supervisor_kind,
+            configurations,
         }
     }
 }
@@ -145,5 +154,58 @@ impl Agent for AgentService {
             .map_err(internal)?
             .is_some();
         Ok(Response::new(DeleteBrokerUserResponse { existed }))
+    }
+
+    async fn put_configuration(
+        &self,
+        req: Request<PutConfigurationRequest>,
+    ) -> Result<Response<ConfigurationRevision>, Status> {
+        let rev = req
+            .into_inner()
+            .revision
+            .ok_or_else(|| Status::invalid_argument("revision is required"))?;
+        let store = self.configurations.clone();
+        match tokio::task::spawn_blocking(move || store.put(rev))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+        {
+            Ok(stored) => Ok(Response::new(stored)),
+            Err(PutError::Invalid(m)) => Err(Status::invalid_argument(m)),
+            Err(e @ PutError::Conflict { .. }) => Err(Status::already_exists(e.to_string())),
+            Err(PutError::Internal(e)) => Err(internal(e)),
+        }
+    }
+
+    async fn get_configuration(
+        &self,
+        req: Request<GetConfigurationRequest>,
+    ) -> Result<Response<ConfigurationRevision>, Status> {
+        let req = req.into_inner();
+        match self
+            .configurations
+            .get(&req.id, req.revision)
+            .map_err(Status::invalid_argument)?
+        {
+            Some(rev) => Ok(Response::new(rev)),
+            None if req.revision == 0 => Err(Status::not_found(format!(
+                "no configuration {} on this host",
+                req.id
+            ))),
+            None => Err(Status::not_found(format!(
+                "no revision {} of configuration {} on this host",
+                req.revision, req.id
+            ))),
+        }
+    }
+
+    async fn delete_configuration(
+        &self,
+        req: Request<DeleteConfigurationRequest>,
+    ) -> Result<Response<DeleteConfigurationResponse>, Status> {
+        let existed = self
+            .configurations
+            .delete(&req.into_inner().id)
+            .map_err(Status::invalid_argument)?;
+        Ok(Response::new(DeleteConfigurationResponse { existed }))
     }
 }

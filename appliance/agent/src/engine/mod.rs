@@ -9,9 +9,10 @@ pub mod connect;
 pub mod rabbitmq;
 
 use crate::certificates::CertificateFiles;
+use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
-use ferrymq_api::agent::User;
+use ferrymq_api::agent::{ConfigurationRef, Logs, User};
 use ferrymq_api::catalogue::InstanceType;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -55,6 +56,11 @@ pub struct Placement {
     /// converged: for engines that must have them (ActiveMQ's JAAS files). Others use the
     /// users' `password_hash`.
     pub passwords: BTreeMap<String, String>,
+    /// The configuration revision to merge into what the engine renders (its data is
+    /// validated again by the engine's allow-list before use).
+    pub configuration: Option<ConfigurationRef>,
+    /// Amazon MQ's `logs { general, audit }`.
+    pub logs: Logs,
 }
 
 impl Placement {
@@ -152,4 +158,7 @@ pub trait Engine: Send + Sync {
     async fn install_certificate(&self, changed: bool) -> Result<bool>;
     /// Host-level leftovers once the engine's units are stopped for good.
     async fn after_stop(&self) -> Result<()>;
+    /// The engine's figures for the metrics endpoint (Amazon MQ's metric names in the HELP);
+    /// fails when the engine does not answer.
+    async fn metrics(&self) -> Result<Vec<Sample>>;
 }

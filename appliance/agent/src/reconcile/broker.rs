@@ -9,7 +9,7 @@ use crate::load_balancer::Plan as LoadBalancerPlan;
 use crate::storage::{block, encryption, shared};
 use crate::supervisor::{Supervisor, UnitState};
 use anyhow::{Context as _, Result};
-use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, Volume};
+use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, ConfigurationRef, Volume};
 use ferrymq_api::catalogue::{self, EngineType};
 use nix::unistd::{chown, User};
 use std::collections::BTreeMap;
@@ -24,6 +24,9 @@ use std::time::Duration;
 const STORAGE_SHARED: &str = "efs";
 pub const ROLE_ACTIVE: &str = "active";
 pub const ROLE_STANDBY: &str = "standby";
+
+/// The configuration revision the engine was last rendered with, in the broker's directory.
+const APPLIED_CONFIGURATION: &str = "applied-configuration.json";
 
 /// How long an engine gets to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(60);
@@ -191,6 +194,7 @@ fn engine_for(
     spec: &BrokerSpec,
     data_root: &Path,
     volume_bytes: u64,
+    configuration: Option<ConfigurationRef>,
 ) -> Result<Box<dyn Engine>> {
     let address = instance_address(spec).map_err(anyhow::Error::msg)?;
     // A cluster's instances share their secrets (derived from the spec's); other brokers keep
@@ -223,6 +227,8 @@ fn engine_for(
         plain_listeners: spec.plain_listeners,
         keystore_password: secrets.keystore_password,
         passwords: ctx.passwords.clone(),
+        configuration,
+        logs: spec.logs.unwrap_or_default(),
     };
     match engine {
         EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(placement)?)),
@@ -337,7 +343,8 @@ async fn converge_steps(
     }
 
     let volume_bytes = status.volume.as_ref().map_or(0, |v| v.size_bytes);
-    let engine = engine_for(ctx, spec, &data_root, volume_bytes)
+    let configuration = configuration_to_run(ctx, spec, status)?;
+    let engine = engine_for(ctx, spec, &data_root, volume_bytes, configuration)
         .map_err(|e| Failure::Permanent(format!("{e:#}")))?;
     status.endpoints = engine.endpoints();
     status.console_url = engine.console_url();
@@ -494,6 +501,65 @@ fn ensure_certificate(
     Ok((issued.record, true))
 }
 
+/// What the broker's directory records as the configuration its engine was rendered with.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct AppliedConfiguration {
+    configuration: Option<ConfigurationRef>,
+}
+
+/// The configuration revision the engine runs now: the spec's, unless switching to it takes a
+/// restart that must wait for the maintenance window (then the previous one, and the change is
+/// reported in `pending_changes`). A broker's first pass takes the spec's: nothing runs yet.
+fn configuration_to_run(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    status: &mut BrokerStatus,
+) -> Result<Option<ConfigurationRef>> {
+    let path = ctx.broker_dir.join(APPLIED_CONFIGURATION);
+    let applied: Option<AppliedConfiguration> = match fs::read(&path) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("reading {}", path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let desired = AppliedConfiguration {
+        configuration: spec.configuration.clone(),
+    };
+    let run = match applied {
+        Some(applied) if applied == desired => applied,
+        Some(applied) if !crate::maintenance::may_restart_now(spec) => {
+            status.pending_changes.push(describe_change(
+                &applied.configuration,
+                &desired.configuration,
+            ));
+            applied
+        }
+        _ => {
+            crate::store::write_atomically(&path, &serde_json::to_vec(&desired)?)?;
+            desired
+        }
+    };
+    if let Some(c) = &run.configuration {
+        status.configuration_id = c.id.clone();
+        status.configuration_revision = c.revision;
+    }
+    Ok(run.configuration)
+}
+
+fn describe_change(from: &Option<ConfigurationRef>, to: &Option<ConfigurationRef>) -> String {
+    let name = |c: &Option<ConfigurationRef>| match c {
+        Some(c) => format!("configuration {} revision {}", c.id, c.revision),
+        None => "no configuration".to_string(),
+    };
+    format!(
+        "{} (running {}) takes an engine restart: waiting for the maintenance window, or apply with apply_immediately = true",
+        name(to),
+        name(from)
+    )
+}
+
 /// Refuses, before anything is prepared or started, a host with fewer CPUs or less memory than
 /// the spec's instance type (an unknown type is refused later, with the engine).
 fn check_host_fits(spec: &BrokerSpec) -> Result<(), String> {
@@ -517,6 +583,15 @@ pub(super) fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool
     Ok(true)
 }
 
+/// The engine's figures for the metrics endpoint, asked of the engine as it runs now.
+pub async fn engine_metrics(
+    ctx: &Context,
+    spec: &BrokerSpec,
+) -> Result<Vec<crate::metrics::Sample>> {
+    let engine = engine_for(ctx, spec, &ctx.volume_dir(), 0, None)?;
+    engine.metrics().await
+}
+
 /// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
 pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     let instance = spec.instances.get(spec.instance_index as usize);
@@ -527,7 +602,7 @@ pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
             .await
             .context("load balancer stop task")??;
     }
-    match engine_for(ctx, spec, &ctx.volume_dir(), 0) {
+    match engine_for(ctx, spec, &ctx.volume_dir(), 0, None) {
         Ok(engine) => {
             for unit in engine.units().into_iter().rev() {
                 let sup = ctx.supervisor.clone();
@@ -578,6 +653,57 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_new_revision_waits_unless_applied_immediately() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-applied-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let ctx = Context {
+            broker_dir: dir.clone(),
+            supervisor: Arc::new(crate::supervisor::DirectSupervisor::new(dir.join("units"))),
+            previous: None,
+            broker_ca: Arc::new(Err("no broker CA in this test".into())),
+            passwords: BTreeMap::new(),
+            sync_users: false,
+        };
+        let revision = |n: u32| ConfigurationRef {
+            id: "c-1".into(),
+            revision: n,
+            data: format!("heartbeat = {n}\n"),
+        };
+        let mut s = spec();
+        s.configuration = Some(revision(1));
+        // The first pass takes the spec's revision: nothing runs yet.
+        let mut status = BrokerStatus::default();
+        let run = configuration_to_run(&ctx, &s, &mut status).expect("run");
+        assert_eq!(run, Some(revision(1)));
+        assert!(status.pending_changes.is_empty());
+        // A new revision without apply_immediately: the running one stays, the new one waits.
+        s.configuration = Some(revision(2));
+        let mut status = BrokerStatus::default();
+        let run = configuration_to_run(&ctx, &s, &mut status).expect("run");
+        assert_eq!(run, Some(revision(1)));
+        assert_eq!(status.configuration_revision, 1);
+        assert_eq!(status.pending_changes.len(), 1);
+        assert!(status.pending_changes[0]
+            .starts_with("configuration c-1 revision 2 (running configuration c-1 revision 1)"));
+        // Applied immediately when asked, and then kept.
+        s.apply_immediately = true;
+        let mut status = BrokerStatus::default();
+        assert_eq!(
+            configuration_to_run(&ctx, &s, &mut status).expect("run"),
+            Some(revision(2))
+        );
+        s.apply_immediately = false;
+        let mut status = BrokerStatus::default();
+        assert_eq!(
+            configuration_to_run(&ctx, &s, &mut status).expect("run"),
+            Some(revision(2))
+        );
+        assert!(status.pending_changes.is_empty());
+        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

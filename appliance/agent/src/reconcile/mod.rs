@@ -11,6 +11,7 @@ mod users;
 pub use broker::pending_status;
 
 use crate::certificates::BrokerCa;
+use crate::metrics::Sample;
 use crate::store::SpecStore;
 use crate::supervisor::Supervisor;
 use anyhow::Result;
@@ -292,6 +293,67 @@ impl Reconciler {
             .unwrap_or_else(|| broker::pending_status(&spec));
         status.generation = generation;
         Ok(status)
+    }
+
+    /// Every broker's figures for the metrics endpoint: whether it runs, its volume, and what
+    /// its engine reports (`ferrymq_engine_up` 0 when the engine does not answer, e.g. a
+    /// standby). Runs beside passes: it only reads.
+    pub async fn metrics(&self) -> Vec<Sample> {
+        let stored = match self.store.load_all() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("metrics: {e:#}");
+                return vec![];
+            }
+        };
+        let mut out = Vec::new();
+        for s in stored {
+            let spec = &s.spec;
+            let status = self.status(&spec.broker_id);
+            let mut broker = vec![Sample::gauge(
+                "ferrymq_broker_running",
+                "1 when the broker instance on this host is RUNNING (Amazon MQ: broker state).",
+                f64::from(
+                    status
+                        .as_ref()
+                        .is_some_and(|st| st.state == BrokerState::Running as i32),
+                ),
+            )];
+            if let Some(v) = status.as_ref().and_then(|st| st.volume.as_ref()) {
+                broker.push(Sample::gauge(
+                    "ferrymq_volume_size_bytes",
+                    "Size of the broker's data volume.",
+                    v.size_bytes as f64,
+                ));
+                broker.push(Sample::gauge(
+                    "ferrymq_volume_used_bytes",
+                    "Bytes used on the broker's data volume.",
+                    v.used_bytes as f64,
+                ));
+            }
+            let ctx = self.ctx(&spec.broker_id);
+            let up = match broker::engine_metrics(&ctx, spec).await {
+                Ok(samples) => {
+                    broker.extend(samples);
+                    1.0
+                }
+                Err(e) => {
+                    tracing::debug!(broker = %spec.broker_id, "engine metrics: {e:#}");
+                    0.0
+                }
+            };
+            broker.push(Sample::gauge(
+                "ferrymq_engine_up",
+                "1 when the engine answered the metrics query (0: down, starting, or a standby).",
+                up,
+            ));
+            out.extend(crate::metrics::for_broker(
+                broker,
+                &spec.broker_id,
+                &spec.broker_name,
+            ));
+        }
+        out
     }
 
     pub fn status(&self, broker_id: &str) -> Option<BrokerStatus> {

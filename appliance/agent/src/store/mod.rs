@@ -3,8 +3,10 @@
 //!
 //! The store does not interpret specs; it only keeps them durable and versioned.
 
+mod configurations;
 mod fs;
 
+pub use configurations::{ConfigurationStore, PutError};
 pub use fs::{write_atomically, FsStore};
 
 use anyhow::Result;

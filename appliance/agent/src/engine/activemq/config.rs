@@ -7,6 +7,7 @@ use super::{
 };
 use crate::engine::RenderedFile;
 use anyhow::{Context, Result};
+use ferrymq_api::configuration::activemq::{self as user_config, ActiveMqConfig, Element};
 use quick_xml::events::{BytesDecl, BytesText, Event};
 use quick_xml::Writer;
 use std::io;
@@ -15,6 +16,10 @@ pub const XML: &str = "activemq.xml";
 pub const LOGIN_CONFIG: &str = "login.config";
 pub const LOG4J: &str = "log4j.properties";
 pub const LOG: &str = "activemq.log";
+/// The audit log (`logs.audit`): connection, session, producer and consumer events.
+pub const AUDIT_LOG: &str = "audit.log";
+/// The logger of ActiveMQ's `loggingBrokerPlugin`.
+const AUDIT_LOGGER: &str = "org.apache.activemq.broker.util.LoggingBrokerPlugin";
 /// The JAAS application name the broker's authentication plugin logs in with.
 const JAAS_APP: &str = "activemq";
 
@@ -86,11 +91,18 @@ pub fn render(amq: &ActiveMq) -> Result<Vec<RenderedFile>> {
     let current = std::fs::read(amq.config_file(users::USERS))
         .map(|b| users::parse(&users::latin1(&b)))
         .unwrap_or_default();
+    // Checked by the API already; checked again here so a stored spec from an older agent
+    // can never put a forbidden element into the broker's configuration.
+    let configuration = match &p.configuration {
+        Some(c) => user_config::parse(&c.data)
+            .map_err(|e| anyhow::anyhow!("configuration {} revision {}: {e}", c.id, c.revision))?,
+        None => ActiveMqConfig::default(),
+    };
     Ok(vec![
         // Secret: it holds the keystore's password.
         file(
             XML,
-            activemq_xml(amq).context("rendering activemq.xml")?,
+            activemq_xml(amq, &configuration).context("rendering activemq.xml")?,
             true,
             true,
         ),
@@ -107,7 +119,10 @@ pub fn render(amq: &ActiveMq) -> Result<Vec<RenderedFile>> {
     ])
 }
 
-fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
+/// FerryMQ's `activemq.xml` with the configuration revision merged in: its `<broker>`
+/// attributes, sections and plugins added, its `kahaDB` and `systemUsage` attributes added to
+/// FerryMQ's elements (the allow-list keeps every name FerryMQ sets out of them).
+fn activemq_xml(amq: &ActiveMq, conf: &ActiveMqConfig) -> io::Result<String> {
     let p = &amq.placement;
     let data = p.data_dir.display().to_string();
     let kahadb = amq.kahadb_dir().display().to_string();
@@ -155,7 +170,11 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
                     ("useJmx", "false"),
                     ("schedulerSupport", "false"),
                 ])
+                .with_attributes(pairs(&conf.broker_attributes))
                 .write_inner_content(|w| {
+                    for section in &conf.sections {
+                        copy(w, section)?;
+                    }
                     // The store's lock decides which of two instances on shared storage is
                     // active; the other polls for it every second and opens no port meanwhile.
                     w.create_element("persistenceAdapter")
@@ -165,6 +184,7 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
                                     ("directory", kahadb.as_str()),
                                     ("lockKeepAlivePeriod", "2000"),
                                 ])
+                                .with_attributes(pairs(&conf.kahadb_attributes))
                                 .write_inner_content(|w| {
                                     w.create_element("locker").write_inner_content(|w| {
                                         w.create_element("shared-file-locker")
@@ -180,7 +200,16 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
                         w.create_element("jaasAuthenticationPlugin")
                             .with_attribute(("configuration", JAAS_APP))
                             .write_empty()?;
-                        authorization(w, &users::group_names(&p.users))
+                        authorization(w, &users::group_names(&p.users))?;
+                        // Answers the agent's metrics queries (ActiveMQ.Statistics.*).
+                        w.create_element("statisticsBrokerPlugin").write_empty()?;
+                        if p.logs.audit {
+                            audit_plugin(w)?;
+                        }
+                        for plugin in &conf.plugins {
+                            copy(w, plugin)?;
+                        }
+                        Ok(())
                     })?;
                     // Every listener serves the broker's certificate (PKCS12 made by the agent).
                     w.create_element("sslContext").write_inner_content(|w| {
@@ -194,19 +223,21 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
                         Ok(())
                     })?;
                     w.create_element("systemUsage").write_inner_content(|w| {
-                        w.create_element("systemUsage").write_inner_content(|w| {
-                            let percent = MEMORY_PERCENT_OF_HEAP.to_string();
-                            usage(w, "memoryUsage", ("percentOfJvmHeap", &percent))?;
-                            let (store, temp) = match disk_limits(p.volume_bytes) {
-                                Some((store, temp)) => (mib(store), mib(temp)),
-                                None => (
-                                    STORE_LIMIT_UNKNOWN_VOLUME.into(),
-                                    TEMP_LIMIT_UNKNOWN_VOLUME.into(),
-                                ),
-                            };
-                            usage(w, "storeUsage", ("limit", &store))?;
-                            usage(w, "tempUsage", ("limit", &temp))
-                        })?;
+                        w.create_element("systemUsage")
+                            .with_attributes(pairs(&conf.system_usage_attributes))
+                            .write_inner_content(|w| {
+                                let percent = MEMORY_PERCENT_OF_HEAP.to_string();
+                                usage(w, "memoryUsage", ("percentOfJvmHeap", &percent))?;
+                                let (store, temp) = match disk_limits(p.volume_bytes) {
+                                    Some((store, temp)) => (mib(store), mib(temp)),
+                                    None => (
+                                        STORE_LIMIT_UNKNOWN_VOLUME.into(),
+                                        TEMP_LIMIT_UNKNOWN_VOLUME.into(),
+                                    ),
+                                };
+                                usage(w, "storeUsage", ("limit", &store))?;
+                                usage(w, "tempUsage", ("limit", &temp))
+                            })?;
                         Ok(())
                     })?;
                     w.create_element("transportConnectors")
@@ -225,6 +256,36 @@ fn activemq_xml(amq: &ActiveMq) -> io::Result<String> {
     let mut xml = String::from_utf8(w.into_inner()).map_err(io::Error::other)?;
     xml.push('\n');
     Ok(xml)
+}
+
+fn pairs(attributes: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    attributes.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+/// Writes an element of the configuration revision as it was given.
+fn copy<W: io::Write>(w: &mut Writer<W>, element: &Element) -> io::Result<()> {
+    for event in element.events() {
+        w.write_event(event)?;
+    }
+    Ok(())
+}
+
+/// `logs.audit`: ActiveMQ's logging plugin records who connects, opens sessions, produces and
+/// consumes (never message bodies) under [`AUDIT_LOGGER`], which `log4j.properties` sends to
+/// [`AUDIT_LOG`].
+fn audit_plugin<W: io::Write>(w: &mut Writer<W>) -> io::Result<()> {
+    w.create_element("loggingBrokerPlugin")
+        .with_attributes([
+            ("logAll", "false"),
+            ("logConnectionEvents", "true"),
+            ("logSessionEvents", "true"),
+            ("logProducerEvents", "true"),
+            ("logConsumerEvents", "true"),
+            ("logTransactionEvents", "true"),
+            ("logInternalEvents", "false"),
+        ])
+        .write_empty()?;
+    Ok(())
 }
 
 /// The authorization map, from groups. Each entry grants read, write and admin (create):
@@ -325,19 +386,27 @@ fn login_config() -> String {
     )
 }
 
-/// log4j 1.2 (the backend of Debian's package): everything to stdout (the journal, or
-/// `console.log` under the direct supervisor: the history across restarts), and this run's log
-/// to `activemq.log`, truncated at start, which the agent reads to tell a standby from a
-/// broker that is stuck.
+/// log4j 1.2 (the backend of Debian's package): the general log to stdout (the journal, or
+/// `console.log` in the broker's directory under the direct supervisor: the history across
+/// restarts), at INFO with `logs.general`, else warnings and errors only; this run's log to
+/// `activemq.log` at INFO whatever `logs` says, truncated at start, which the agent reads to
+/// tell a standby from a broker that is stuck; with `logs.audit`, the audit events also to
+/// `audit.log` (kept across restarts).
 fn log4j_properties(amq: &ActiveMq) -> String {
     let log = users::escape_value(&amq.log_file().display().to_string());
-    format!(
+    let console_threshold = if amq.placement.logs.general {
+        "INFO"
+    } else {
+        "WARN"
+    };
+    let mut out = format!(
         "# Managed by FerryMQ; changes here are overwritten.\n\
          log4j.rootLogger=INFO, console, logfile\n\
          log4j.logger.org.apache.activemq.spring=WARN\n\
          log4j.logger.org.springframework=WARN\n\
          log4j.logger.org.apache.xbean=WARN\n\
          log4j.appender.console=org.apache.log4j.ConsoleAppender\n\
+         log4j.appender.console.Threshold={console_threshold}\n\
          log4j.appender.console.layout=org.apache.log4j.PatternLayout\n\
          log4j.appender.console.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n\n\
          log4j.appender.logfile=org.apache.log4j.RollingFileAppender\n\
@@ -347,7 +416,21 @@ fn log4j_properties(amq: &ActiveMq) -> String {
          log4j.appender.logfile.MaxBackupIndex=1\n\
          log4j.appender.logfile.layout=org.apache.log4j.PatternLayout\n\
          log4j.appender.logfile.layout.ConversionPattern=%d | %-5p | %m | %c | %t%n\n"
-    )
+    );
+    if amq.placement.logs.audit {
+        let audit = users::escape_value(&amq.config_file(AUDIT_LOG).display().to_string());
+        out.push_str(&format!(
+            "log4j.logger.{AUDIT_LOGGER}=INFO, audit\n\
+             log4j.appender.audit=org.apache.log4j.RollingFileAppender\n\
+             log4j.appender.audit.File={audit}\n\
+             log4j.appender.audit.Append=true\n\
+             log4j.appender.audit.MaxFileSize=10MB\n\
+             log4j.appender.audit.MaxBackupIndex=5\n\
+             log4j.appender.audit.layout=org.apache.log4j.PatternLayout\n\
+             log4j.appender.audit.layout.ConversionPattern=%d | %m%n\n"
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -433,7 +516,7 @@ mod tests {
     #[test]
     fn broker_names_paths_and_switches() {
         let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
-        let xml = activemq_xml(&amq).expect("xml");
+        let xml = activemq_xml(&amq, &ActiveMqConfig::default()).expect("xml");
         assert!(xml.starts_with(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- Managed by FerryMQ for broker b-1;"
         ));
@@ -500,7 +583,13 @@ mod tests {
         }
         let mut p = placement("mq.m5.large");
         p.volume_bytes = 512 * MIB;
-        let el = parse(&activemq_xml(&ActiveMq::new(p).expect("engine")).expect("xml"));
+        let el = parse(
+            &activemq_xml(
+                &ActiveMq::new(p).expect("engine"),
+                &ActiveMqConfig::default(),
+            )
+            .expect("xml"),
+        );
         let limit = |name: &str| {
             one(
                 &el,
@@ -516,7 +605,7 @@ mod tests {
     #[test]
     fn connectors_bind_the_host_on_amazon_mq_ports() {
         let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
-        let el = parse(&activemq_xml(&amq).expect("xml"));
+        let el = parse(&activemq_xml(&amq, &ActiveMqConfig::default()).expect("xml"));
         let connectors: Vec<(String, String)> =
             find(&el, "beans/broker/transportConnectors/transportConnector")
                 .into_iter()
@@ -542,7 +631,11 @@ mod tests {
         // Plain listeners on ActiveMQ's own ports only when asked for, beside the TLS ones.
         let mut p = placement("mq.m5.large");
         p.plain_listeners = true;
-        let el = parse(&activemq_xml(&ActiveMq::new(p).expect("engine")).expect("xml"));
+        let xml = activemq_xml(
+            &ActiveMq::new(p).expect("engine"),
+            &ActiveMqConfig::default(),
+        );
+        let el = parse(&xml.expect("xml"));
         let uris: Vec<String> = find(&el, "beans/broker/transportConnectors/transportConnector")
             .into_iter()
             .map(|e| {
@@ -565,11 +658,11 @@ mod tests {
             ]
         );
         // Connectors Debian's package cannot start would stop the broker.
-        let xml = activemq_xml(&amq).expect("xml");
+        let xml = activemq_xml(&amq, &ActiveMqConfig::default()).expect("xml");
         assert!(!xml.contains("amqp://") && !xml.contains("ws://"));
 
         let micro = ActiveMq::new(placement("mq.t3.micro")).expect("engine");
-        let el = parse(&activemq_xml(&micro).expect("xml"));
+        let el = parse(&activemq_xml(&micro, &ActiveMqConfig::default()).expect("xml"));
         for c in find(&el, "beans/broker/transportConnectors/transportConnector") {
             assert!(c.attrs["uri"].contains("maximumConnections=300&"));
         }
@@ -580,7 +673,7 @@ mod tests {
         let mut p = placement("mq.m5.large");
         p.address = "fd00::7".parse().expect("ip");
         let amq = ActiveMq::new(p).expect("engine");
-        let el = parse(&activemq_xml(&amq).expect("xml"));
+        let el = parse(&activemq_xml(&amq, &ActiveMqConfig::default()).expect("xml"));
         let first = find(&el, "beans/broker/transportConnectors/transportConnector")[0];
         assert!(first.attrs["uri"].starts_with("ssl://[fd00::7]:61617?"));
     }
@@ -588,7 +681,7 @@ mod tests {
     #[test]
     fn jaas_and_authorization_map() {
         let amq = ActiveMq::new(placement("mq.m5.large")).expect("engine");
-        let el = parse(&activemq_xml(&amq).expect("xml"));
+        let el = parse(&activemq_xml(&amq, &ActiveMqConfig::default()).expect("xml"));
         assert_eq!(
             one(&el, "beans/broker/plugins/jaasAuthenticationPlugin").attrs,
             attrs(&[("configuration", "activemq")])
@@ -636,11 +729,74 @@ mod tests {
         p.broker_id = "b-<x>&\"---".into();
         p.data_dir = "/data/a&b\"<c>".into();
         let amq = ActiveMq::new(p).expect("engine");
-        let xml = activemq_xml(&amq).expect("xml");
+        let xml = activemq_xml(&amq, &ActiveMqConfig::default()).expect("xml");
         let el = parse(&xml);
         let broker = one(&el, BROKER);
         assert_eq!(broker.attrs["brokerName"], "b-<x>&\"---");
         assert_eq!(broker.attrs["dataDirectory"], "/data/a&b\"<c>");
+    }
+
+    #[test]
+    fn configuration_revision_is_merged_into_ferrymqs_elements() {
+        let mut p = placement("mq.m5.large");
+        p.configuration = Some(ferrymq_api::agent::ConfigurationRef {
+            id: "c-1".into(),
+            revision: 2,
+            data: r#"<broker xmlns="http://activemq.apache.org/schema/core" schedulePeriodForDestinationPurge="10000">
+  <destinationPolicy><policyMap><policyEntries>
+    <policyEntry queue="&gt;" maxPageSize="150"/>
+  </policyEntries></policyMap></destinationPolicy>
+  <plugins><timeStampingBrokerPlugin zeroExpirationOverride="600000"/></plugins>
+  <persistenceAdapter><kahaDB concurrentStoreAndDispatchQueues="false"/></persistenceAdapter>
+  <systemUsage><systemUsage sendFailIfNoSpace="true"/></systemUsage>
+</broker>"#
+                .into(),
+        });
+        p.logs.audit = true;
+        let amq = ActiveMq::new(p).expect("engine");
+        let files = render(&amq).expect("render");
+        let el = parse(&files[0].contents);
+        let broker = one(&el, BROKER);
+        assert_eq!(broker.attrs["schedulePeriodForDestinationPurge"], "10000");
+        assert_eq!(broker.attrs["brokerName"], "b-1");
+        assert_eq!(
+            one(
+                &el,
+                "beans/broker/destinationPolicy/policyMap/policyEntries/policyEntry"
+            )
+            .attrs,
+            attrs(&[("queue", ">"), ("maxPageSize", "150")])
+        );
+        let plugins: Vec<String> = el
+            .iter()
+            .filter(|e| {
+                e.path.starts_with("beans/broker/plugins/") && e.path.matches('/').count() == 3
+            })
+            .map(|e| e.path.rsplit('/').next().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(
+            plugins,
+            [
+                "jaasAuthenticationPlugin",
+                "authorizationPlugin",
+                "statisticsBrokerPlugin",
+                "loggingBrokerPlugin",
+                "timeStampingBrokerPlugin"
+            ]
+        );
+        let kahadb = one(&el, "beans/broker/persistenceAdapter/kahaDB");
+        assert_eq!(kahadb.attrs["concurrentStoreAndDispatchQueues"], "false");
+        assert_eq!(kahadb.attrs["lockKeepAlivePeriod"], "2000");
+        assert_eq!(
+            one(&el, "beans/broker/systemUsage/systemUsage").attrs["sendFailIfNoSpace"],
+            "true"
+        );
+        let log4j = &files[2].contents;
+        assert!(log4j.contains("log4j.appender.console.Threshold=WARN\n"));
+        assert!(log4j.contains(
+            "log4j.logger.org.apache.activemq.broker.util.LoggingBrokerPlugin=INFO, audit\n"
+        ));
+        assert!(log4j.contains("log4j.appender.audit.File=/state/b-1/engine/audit.log\n"));
     }
 
     #[test]

@@ -15,9 +15,11 @@
 
 mod config;
 mod probe;
+mod statistics;
 mod users;
 
 use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, RenderedFile};
+use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::{Context, Result};
 use ferrymq_api::agent::User;
@@ -35,6 +37,8 @@ pub const MQTT_PLAIN_PORT: u16 = 1883;
 /// Java reads keys from keystores, not PEM: the agent converts the broker's PEM files with
 /// `openssl pkcs12` (OpenSSL is on every appliance; see `build_keystore`).
 const OPENSSL: &str = "openssl";
+/// The broker user the agent reads statistics as (STOMP); never reported as a broker user.
+pub const AGENT_USER: &str = "ferrymq-agent";
 
 const HOME: &str = "/usr/share/activemq";
 const JVM_DIR: &str = "/usr/lib/jvm";
@@ -48,6 +52,16 @@ const ADD_OPENS: &[&str] = &[
     "java.base/java.util=ALL-UNNAMED",
     "java.base/java.util.concurrent=ALL-UNNAMED",
     "java.base/java.net=ALL-UNNAMED",
+];
+
+/// Jars ActiveMQ's STOMP transport needs to send map and advisory messages (the statistics
+/// plugin's answers, which the agent reads for its metrics) and Debian's `activemq` package does
+/// not pull in: XStream with its JSON (Jettison) and XML pull (XPP3) drivers, from Debian's
+/// `libxstream-java`, `libjettison-java` and `libxpp3-java`.
+const STOMP_MAP_JARS: &[&str] = &[
+    "/usr/share/java/xstream.jar",
+    "/usr/share/java/jettison.jar",
+    "/usr/share/java/xpp3.jar",
 ];
 
 /// One ActiveMQ broker instance of one broker on this host.
@@ -206,6 +220,7 @@ impl Engine for ActiveMq {
                 "-Dlog4j.configuration=file:{}",
                 display(&self.config_file(config::LOG4J))
             ),
+            format!("-Dactivemq.classpath={}", STOMP_MAP_JARS.join(":")),
             "-jar".into(),
             format!("{HOME}/bin/activemq.jar"),
             "start".into(),
@@ -308,12 +323,12 @@ impl Engine for ActiveMq {
         }
         ports
             .into_iter()
-        .map(|(name, port)| Listener {
-            name,
-            port,
-            check: ListenerCheck::Connect,
-        })
-        .collect()
+            .map(|(name, port)| Listener {
+                name,
+                port,
+                check: ListenerCheck::Connect,
+            })
+            .collect()
     }
 
     /// Empty: Debian's `activemq` package has no web console (no `activemq-web-console`, no
@@ -325,6 +340,85 @@ impl Engine for ActiveMq {
     async fn after_stop(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn metrics(&self) -> Result<Vec<Sample>> {
+        // Counted before the agent's own STOMP connection opens.
+        let connections =
+            statistics::connection_count(&[OPENWIRE_PORT, STOMP_PORT, MQTT_PORT]) as f64;
+        let stats = statistics::query(
+            SocketAddr::new(self.placement.address, STOMP_PORT),
+            AGENT_USER,
+            &self.placement.agent_password,
+        )
+        .await?;
+        Ok(metrics(&stats, connections))
+    }
+}
+
+/// Amazon MQ's ActiveMQ metrics from the statistics plugin's figures. The agent's own query
+/// holds one consumer (its reply subscription) and one producer while the figures are taken:
+/// they are left out of the totals.
+fn metrics(stats: &statistics::Statistics, connections: f64) -> Vec<Sample> {
+    let b = &stats.broker;
+    let g = Sample::gauge;
+    let c = Sample::counter;
+    let mut out = vec![
+        g("ferrymq_activemq_connection_count", "ConnectionCount: established client connections (OpenWire, STOMP, MQTT).", connections),
+        g("ferrymq_activemq_total_message_count", "TotalMessageCount: messages stored in the broker's queues and topics.", b.get("size")),
+        c("ferrymq_activemq_total_enqueue_count", "TotalEnqueueCount: messages sent to the broker since it started.", b.get("enqueueCount")),
+        c("ferrymq_activemq_total_dequeue_count", "TotalDequeueCount: messages acknowledged by consumers since the broker started.", b.get("dequeueCount")),
+        g("ferrymq_activemq_total_consumer_count", "TotalConsumerCount: message consumers.", (b.get("consumerCount") - 1.0).max(0.0)),
+        g("ferrymq_activemq_total_producer_count", "TotalProducerCount: message producers.", (b.get("producerCount") - 1.0).max(0.0)),
+        g("ferrymq_activemq_store_percent_usage", "StorePercentUsage: percent of the store limit used.", b.get("storePercentUsage")),
+        g("ferrymq_activemq_temp_percent_usage", "TempPercentUsage: percent of the temp limit used.", b.get("tempPercentUsage")),
+        g("ferrymq_activemq_memory_percent_usage", "Percent of the broker's memory limit (systemUsage memoryUsage, 70 % of the heap) used; Amazon MQ's HeapUsage needs JMX, which FerryMQ does not run.", b.get("memoryPercentUsage")),
+    ];
+    for (queue, f) in &stats.queues {
+        let q = |name, help, value| g(name, help, value).label("queue", queue.clone());
+        out.extend([
+            q(
+                "ferrymq_activemq_queue_size",
+                "QueueSize: messages in the queue.",
+                f.get("size"),
+            ),
+            q(
+                "ferrymq_activemq_queue_consumer_count",
+                "ConsumerCount (per queue).",
+                f.get("consumerCount"),
+            ),
+            q(
+                "ferrymq_activemq_queue_producer_count",
+                "ProducerCount (per queue).",
+                f.get("producerCount"),
+            ),
+            q(
+                "ferrymq_activemq_queue_enqueue_count",
+                "EnqueueCount (per queue): messages sent to it since the broker started.",
+                f.get("enqueueCount"),
+            ),
+            q(
+                "ferrymq_activemq_queue_dequeue_count",
+                "DequeueCount (per queue): messages acknowledged from it since the broker started.",
+                f.get("dequeueCount"),
+            ),
+            q(
+                "ferrymq_activemq_queue_expired_count",
+                "ExpiredCount (per queue).",
+                f.get("expiredCount"),
+            ),
+            q(
+                "ferrymq_activemq_queue_inflight_count",
+                "InFlightCount (per queue): delivered, not yet acknowledged.",
+                f.get("inflightCount"),
+            ),
+            q(
+                "ferrymq_activemq_queue_memory_percent_usage",
+                "MemoryUsage (per queue): percent of the memory limit the queue uses.",
+                f.get("memoryPercentUsage"),
+            ),
+        ]);
+    }
+    out
 }
 
 /// `address` as the engine's configuration wants it: IPv6 in brackets.
@@ -378,6 +472,8 @@ pub(crate) mod tests {
                 ("app".to_string(), "app-password-12".to_string()),
             ]
             .into(),
+            configuration: None,
+            logs: Default::default(),
         }
     }
 
@@ -401,6 +497,7 @@ pub(crate) mod tests {
             "-Dactivemq.data=/state/b-1/volume/activemq",
             "-Djava.security.auth.login.config=/state/b-1/engine/login.config",
             "-Dlog4j.configuration=file:/state/b-1/engine/log4j.properties",
+            "-Dactivemq.classpath=/usr/share/java/xstream.jar:/usr/share/java/jettison.jar:",
         ] {
             assert!(joined.contains(want), "{want} missing from {joined}");
         }

@@ -13,6 +13,7 @@
 //! removed from the file stays removed until the next apply brings the password again.
 
 use super::config::{GROUP_ADMINS, GROUP_CONSOLE, GROUP_UNRESTRICTED, GROUP_USERS};
+use super::AGENT_USER;
 use crate::engine::{ObservedUsers, Placement};
 use anyhow::{bail, Context, Result};
 use ferrymq_api::agent::User;
@@ -75,8 +76,16 @@ fn password_for<'a>(
         .map(|(_, v)| v.as_str())
 }
 
+/// The spec's users, then the agent's own (it reads the broker's statistics for metrics; it is
+/// never reported as a broker user).
 pub fn users_properties(p: &Placement, current: &[(String, String)]) -> String {
     let mut out = header(p);
+    let _ = writeln!(
+        out,
+        "{}={}",
+        escape_key(AGENT_USER),
+        escape_value(&p.agent_password)
+    );
     for u in &p.users {
         if let Some(password) = password_for(p, u, current) {
             let _ = writeln!(
@@ -105,7 +114,7 @@ pub fn group_names(users: &[User]) -> Vec<String> {
 /// `admins` (asked for), `console` (console access), `unrestricted` (no group of one's own),
 /// `users` (everyone), then the spec's own groups in name order.
 pub fn groups_properties(p: &Placement) -> String {
-    let mut admins: Vec<&str> = vec![];
+    let mut admins: Vec<&str> = vec![AGENT_USER];
     let mut console: Vec<&str> = vec![];
     let mut unrestricted: Vec<&str> = vec![];
     let mut everyone: Vec<&str> = vec![];
@@ -175,6 +184,9 @@ pub fn observe(users: &Path, groups: &Path, desired: &[User]) -> Result<Observed
         .collect();
     let mut observed = ObservedUsers::default();
     for (name, password) in passwords {
+        if name == AGENT_USER {
+            continue;
+        }
         if let Some(want) = desired.iter().find(|u| u.username == name) {
             let same = if want.password_hash.is_empty() {
                 want.password == password
@@ -338,6 +350,7 @@ mod tests {
         assert_eq!(
             users_properties(&p, &[]),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
+             ferrymq-agent=agent-secret\n\
              admin-user=admin-password-1\n\
              app=app-password-12\n"
         );
@@ -358,6 +371,7 @@ mod tests {
         assert_eq!(
             users_properties(&p, &current),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
+             ferrymq-agent=agent-secret\n\
              admin-user=admin-password-1\n"
         );
         p.passwords.insert("app".into(), "app-password-12".into());
@@ -374,7 +388,7 @@ mod tests {
         assert_eq!(
             groups_properties(&p),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
-             admins=root\n\
+             admins=ferrymq-agent,root\n\
              console=admin-user,ops\n\
              unrestricted=admin-user,root\n\
              users=admin-user,app,ops,root\n\
@@ -383,11 +397,12 @@ mod tests {
         );
         assert_eq!(group_names(&p.users), ["audit", "orders"]);
         p.users.pop();
-        // No console user: no admins line at all.
+        // No console user: the agent alone in admins.
         p.users.retain(|u| !u.console_access);
         assert_eq!(
             groups_properties(&p),
             "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
+             admins=ferrymq-agent\n\
              users=app\n\
              orders=app\n"
         );
@@ -411,10 +426,13 @@ mod tests {
         let text = users_properties(&p, &[]);
         assert!(text.is_ascii(), "{text}");
         let parsed = parse(&text);
-        let want: Vec<(String, String)> = p
-            .users
-            .iter()
-            .map(|u| (u.username.clone(), u.password.clone()))
+        let want: Vec<(String, String)> = [(AGENT_USER.to_string(), p.agent_password.clone())]
+            .into_iter()
+            .chain(
+                p.users
+                    .iter()
+                    .map(|u| (u.username.clone(), u.password.clone())),
+            )
             .collect();
         assert_eq!(parsed, want);
     }

@@ -2,6 +2,7 @@
 
 use super::{RabbitMq, AGENT_USER, AMQPS_PORT, AMQP_PORT, CONSOLE_PORT, CONSOLE_TLS_PORT};
 use crate::engine::RenderedFile;
+use anyhow::Result;
 use std::fmt::Write as _;
 
 pub const CONF: &str = "rabbitmq.conf";
@@ -11,16 +12,17 @@ pub const PLUGINS: &str = "enabled_plugins";
 pub const ENV: &str = "rabbitmq-env.conf";
 const COOKIE: &str = ".erlang.cookie";
 
-pub fn render(node: &RabbitMq) -> Vec<RenderedFile> {
+pub fn render(node: &RabbitMq) -> Result<Vec<RenderedFile>> {
     let p = &node.placement;
+    let conf = rabbitmq_conf(node)?;
     let file = |name: &str, contents: String, secret: bool| RenderedFile {
         path: p.config_dir.join(name),
         contents,
         secret,
         restart_on_change: true,
     };
-    vec![
-        file(CONF, rabbitmq_conf(node), true),
+    Ok(vec![
+        file(CONF, conf, true),
         file(PLUGINS, "[rabbitmq_management].\n".into(), false),
         file(
             ENV,
@@ -28,11 +30,29 @@ pub fn render(node: &RabbitMq) -> Vec<RenderedFile> {
             false,
         ),
         file(COOKIE, p.cookie.clone(), true),
-    ]
+    ])
 }
 
-fn rabbitmq_conf(node: &RabbitMq) -> String {
+/// FerryMQ's settings, then the configuration revision's keys (checked again against the
+/// allow-list, which keeps every key FerryMQ sets out of it).
+fn rabbitmq_conf(node: &RabbitMq) -> Result<String> {
     let p = &node.placement;
+    let mut conf = ferrymq_conf(node);
+    if let Some(c) = &p.configuration {
+        let settings = ferrymq_api::configuration::rabbitmq::parse(&c.data)
+            .map_err(|e| anyhow::anyhow!("configuration {} revision {}: {e}", c.id, c.revision))?;
+        let _ = writeln!(conf, "# configuration {} revision {}", c.id, c.revision);
+        for (key, value) in settings {
+            let _ = writeln!(conf, "{key} = {value}");
+        }
+    }
+    Ok(conf)
+}
+
+fn ferrymq_conf(node: &RabbitMq) -> String {
+    let p = &node.placement;
+    // logs.general: RabbitMQ's log at info, else warnings and errors only.
+    let log_level = if p.logs.general { "info" } else { "warning" };
     let address = p.address;
     // Memory alarm, connection and channel limits of the instance type (see `sizing`).
     let limits = crate::sizing::rabbitmq(p.instance_type);
@@ -82,7 +102,7 @@ fn rabbitmq_conf(node: &RabbitMq) -> String {
          default_permissions.write = .*\n\
          loopback_users = none\n\
          log.console = false\n\
-         log.file.level = info\n\
+         log.file.level = {log_level}\n\
          total_memory_available_override_value = {memory}\n\
          vm_memory_high_watermark.absolute = {watermark}\n\
          connection_max = {connection_max}\n\
@@ -174,9 +194,11 @@ mod tests {
             plain_listeners: false,
             keystore_password: String::new(),
             passwords: Default::default(),
+            configuration: None,
+            logs: Default::default(),
         })
         .expect("node");
-        let files = render(&node);
+        let files = render(&node).expect("render");
         let conf = &files[0];
         assert_eq!(
             conf.path,
@@ -211,7 +233,7 @@ mod tests {
             default_permissions.write = .*\n\
             loopback_users = none\n\
             log.console = false\n\
-            log.file.level = info\n\
+            log.file.level = warning\n\
             total_memory_available_override_value = 8589934592\n\
             vm_memory_high_watermark.absolute = 3435973836\n\
             connection_max = 5000\n\
@@ -225,7 +247,7 @@ mod tests {
         let mut plain = node.placement.clone();
         plain.plain_listeners = true;
         let plain = RabbitMq::new(plain).expect("node");
-        let plain_conf = &render(&plain)[0].contents;
+        let plain_conf = &render(&plain).expect("render")[0].contents;
         assert!(plain_conf.contains(
             "listeners.tcp.1 = 10.9.8.7:5672\n\
              management.tcp.ip = 10.9.8.7\n\
@@ -250,21 +272,12 @@ mod tests {
             .iter()
             .map(|a| a.parse().expect("ip"))
             .collect();
-        let node = RabbitMq::new(crate::engine::Placement {
-            broker_id: "b-1".into(),
-            address: peers[1],
-            config_dir: "/state/b-1/engine".into(),
-            data_dir: "/state/b-1/volume/rabbitmq".into(),
-            instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
-            volume_bytes: 0,
-            users: vec![],
-            agent_password: "s3cret-agent-pass".into(),
-            cookie: "COOKIE".into(),
-            peers,
-            instance_index: 1,
-        })
-        .expect("node");
-        let conf = &render(&node)[0].contents;
+        let mut p = crate::engine::activemq::tests::placement("mq.m5.large");
+        p.address = peers[1];
+        p.peers = peers;
+        p.instance_index = 1;
+        let node = RabbitMq::new(p).expect("node");
+        let conf = &render(&node).expect("render")[0].contents;
         assert!(conf.ends_with(
             "disk_free_limit.absolute = 50000000\n\
              cluster_formation.peer_discovery_backend = classic_config\n\
@@ -275,6 +288,34 @@ mod tests {
              cluster_formation.classic_config.nodes.3 = rabbit@10.9.8.3\n"
         ));
         assert!(!conf.contains("COOKIE"));
+    }
+
+    #[test]
+    fn configuration_keys_follow_ferrymqs_own_and_logs_set_the_level() {
+        let mut p = crate::engine::activemq::tests::placement("mq.m5.large");
+        p.configuration = Some(ferrymq_api::agent::ConfigurationRef {
+            id: "c-1".into(),
+            revision: 2,
+            data: "# tuning\nconsumer_timeout = 900000\nheartbeat = 17\n".into(),
+        });
+        p.logs.general = true;
+        let node = RabbitMq::new(p.clone()).expect("node");
+        let conf = &render(&node).expect("render")[0].contents;
+        assert!(conf.contains("log.file.level = info\n"));
+        assert!(conf.ends_with(
+            "disk_free_limit.absolute = 50000000\n\
+             # configuration c-1 revision 2\n\
+             consumer_timeout = 900000\n\
+             heartbeat = 17\n"
+        ));
+        // A stored spec can never carry a key FerryMQ owns into the file.
+        p.configuration = Some(ferrymq_api::agent::ConfigurationRef {
+            id: "c-1".into(),
+            revision: 3,
+            data: "listeners.tcp.1 = 0.0.0.0:5672\n".into(),
+        });
+        let e = render(&RabbitMq::new(p).expect("node")).unwrap_err();
+        assert!(format!("{e:#}").contains("listeners.tcp.1"));
     }
 
     #[test]

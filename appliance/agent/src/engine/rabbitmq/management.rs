@@ -114,7 +114,7 @@ impl Management {
         })
     }
 
-    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
+    pub(super) async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
         let resp = self
             .http
             .get(format!("{}{path}", self.base))

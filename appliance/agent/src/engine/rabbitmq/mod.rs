@@ -3,9 +3,11 @@
 
 mod config;
 mod management;
+mod metrics;
 mod probe;
 
 use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, RenderedFile};
+use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::User;
@@ -98,7 +100,7 @@ fn socket(address: IpAddr, port: u16) -> String {
 #[tonic::async_trait]
 impl Engine for RabbitMq {
     fn render(&self) -> Result<Vec<RenderedFile>> {
-        Ok(config::render(self))
+        config::render(self)
     }
 
     fn units(&self) -> Vec<UnitSpec> {
@@ -234,7 +236,10 @@ impl Engine for RabbitMq {
         // listed node it reaches; started before any peer serves it would form a cluster of
         // its own. The first instance never waits: it is the one a new cluster forms on.
         for peer in p.peers.iter().filter(|a| **a != p.address) {
-            if probe::amqp(*peer, AMQPS_PORT, Some(&self.tls)).await.is_ok() {
+            if probe::amqp(*peer, AMQPS_PORT, Some(&self.tls))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
         }
@@ -330,5 +335,9 @@ impl Engine for RabbitMq {
             tracing::debug!(status = %out.status, "epmd -kill");
         }
         Ok(())
+    }
+
+    async fn metrics(&self) -> Result<Vec<Sample>> {
+        metrics::samples(&self.management, &self.node_name()).await
     }
 }
