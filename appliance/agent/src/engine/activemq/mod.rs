@@ -342,15 +342,32 @@ impl Engine for ActiveMq {
     }
 
     async fn metrics(&self) -> Result<Vec<Sample>> {
+        let p = &self.placement;
         // Counted before the agent's own STOMP connection opens.
-        let connections =
-            statistics::connection_count(&[OPENWIRE_PORT, STOMP_PORT, MQTT_PORT]) as f64;
-        let stats = statistics::query(
-            SocketAddr::new(self.placement.address, STOMP_PORT),
-            AGENT_USER,
-            &self.placement.agent_password,
-        )
-        .await?;
+        let mut ports = vec![OPENWIRE_PORT, STOMP_PORT, MQTT_PORT];
+        if p.plain_listeners {
+            ports.extend([OPENWIRE_PLAIN_PORT, STOMP_PLAIN_PORT, MQTT_PLAIN_PORT]);
+        }
+        let connections = statistics::connection_count(&ports) as f64;
+        // STOMP+SSL as any client, trusting the deployment CA; the plain listener only when
+        // that CA cannot be read and the broker serves plain listeners anyway.
+        let at = match (&self.tls, p.plain_listeners) {
+            (Some(tls), _) => statistics::Endpoint {
+                address: p.address,
+                port: STOMP_PORT,
+                tls: Some(tls),
+            },
+            (None, true) => statistics::Endpoint {
+                address: p.address,
+                port: STOMP_PLAIN_PORT,
+                tls: None,
+            },
+            (None, false) => anyhow::bail!(
+                "no statistics: the deployment CA of broker {} cannot be read, so its STOMP+SSL listener cannot be checked",
+                p.broker_id
+            ),
+        };
+        let stats = statistics::query(at, AGENT_USER, &p.agent_password).await?;
         Ok(metrics(&stats, connections))
     }
 }

@@ -6,17 +6,22 @@
 //! broker's), which STOMP delivers as XStream XML (`jms-map-xml`). Both answers are sent in
 //! order on the one connection, so the broker's map marks the end of the queues' list.
 //!
+//! The agent connects to the broker's STOMP listener as a client would: over TLS (STOMP+SSL,
+//! checking the broker's certificate against the deployment CA), the plain one only where no
+//! TLS client configuration is at hand and the broker serves plain listeners.
+//!
 //! Connections are not in the plugin's figures: they are counted from the host's TCP table
 //! (`/proc/net/tcp`, per network namespace), before the agent's own connection opens.
 
+use crate::engine::connect::{connect, Io};
 use anyhow::{anyhow, bail, Context, Result};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// A whole query (connect, ask, read every answer) gets this long.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,17 +49,26 @@ pub struct Statistics {
     pub queues: Vec<(String, Figures)>,
 }
 
-pub async fn query(stomp: SocketAddr, user: &str, password: &str) -> Result<Statistics> {
-    tokio::time::timeout(QUERY_TIMEOUT, query_inner(stomp, user, password))
-        .await
-        .map_err(|_| anyhow!("no statistics from {stomp} within {QUERY_TIMEOUT:?}"))?
+/// Where the agent asks: the STOMP listener at `address:port`, over TLS with `tls` (the client
+/// configuration trusting the deployment CA), plain without.
+pub struct Endpoint<'a> {
+    pub address: IpAddr,
+    pub port: u16,
+    pub tls: Option<&'a Arc<rustls::ClientConfig>>,
 }
 
-async fn query_inner(stomp: SocketAddr, user: &str, password: &str) -> Result<Statistics> {
+pub async fn query(at: Endpoint<'_>, user: &str, password: &str) -> Result<Statistics> {
+    let (address, port) = (at.address, at.port);
+    tokio::time::timeout(QUERY_TIMEOUT, query_inner(at, user, password))
+        .await
+        .map_err(|_| anyhow!("no statistics from {address}:{port} within {QUERY_TIMEOUT:?}"))?
+}
+
+async fn query_inner(at: Endpoint<'_>, user: &str, password: &str) -> Result<Statistics> {
     let mut conn = Connection {
-        stream: TcpStream::connect(stomp)
+        stream: connect(at.address, at.port, at.tls, QUERY_TIMEOUT)
             .await
-            .with_context(|| format!("connecting to STOMP on {stomp}"))?,
+            .with_context(|| format!("connecting to STOMP on {}:{}", at.address, at.port))?,
         buf: Vec::new(),
     };
     conn.send(&format!(
@@ -118,7 +132,7 @@ fn header(value: &str) -> String {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
