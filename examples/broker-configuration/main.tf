@@ -32,6 +32,8 @@ resource "ferrymq_broker" "this" {
   engine_version     = var.engine_version
   host_instance_type = var.host_instance_type
   deployment_mode    = "SINGLE_INSTANCE"
+  # TLS listeners always; the plain ones too only when asked for (clients without TLS).
+  plain_listeners = var.plain_listeners
 
   instance {
     host   = var.host

@@ -67,6 +67,12 @@ variable "audit_log" {
   default     = false
 }
 
+variable "plain_listeners" {
+  description = "Also serve the engines' plain (non-TLS) listeners, beside the TLS ones."
+  type        = bool
+  default     = false
+}
+
 variable "users" {
   description = "Broker users. Passwords: at least 12 characters, no ',', ':' or '='."
   type = list(object({
