@@ -7,7 +7,8 @@ refused at plan with its name and nothing reaches the host; revision 1 applies; 
 applies with a visible effect on the broker (ActiveMQ: timeStampingBrokerPlugin sets an expiry
 on messages sent without one; RabbitMQ: the heartbeat the broker proposes to clients); pinning
 revision 1 rolls back; a revision without apply_immediately waits as a pending change; the
-metrics endpoint shows a queue's depth rise and fall as a client sends and consumes. The host
+metrics endpoint shows a queue's depth rise and fall as a client sends and consumes, and keeps
+the engine's figures once the plain listeners are off (the agent queries over TLS). The host
 is left as found.
 """
 
@@ -142,6 +143,20 @@ def depth_rises_and_falls(host, name: str, queue: str, send, consume) -> dict:
     wait_until(lambda: metric(host, name, queue=queue) == 0, METRICS_TIMEOUT,
                lambda: f"{name}{{queue={queue!r}}} == 0; last: {metric(host, name, queue=queue)}", interval=1)
     return {"rise_seconds": round(rise, 1), "fall_seconds": round(time.monotonic() - start, 1)}
+
+
+def metrics_without_plain_listeners(host, tf, engine: str, data: str, figure: str, **extra) -> None:
+    """Turns the plain listeners off (the engine restarts with TLS listeners only) and checks
+    the agent still reads the engine's figures: its own queries go over TLS."""
+    tf.write_vars(variables(host, engine, data, plain_listeners=False, **extra))
+    res = tf.apply()
+    out = tf.output()
+    assert "1 changed" in res.output and out["status"] == "RUNNING", res.output
+    plain = [e for e in out["endpoints"] if e.startswith(("amqp://", "stomp://", "tcp://", "mqtt://"))]
+    assert plain == [], f"plain endpoints left: {out['endpoints']}"
+    wait_until(lambda: metric(host, "ferrymq_engine_up") == 1 and metric(host, figure) is not None,
+               METRICS_TIMEOUT, lambda: f"ferrymq_engine_up 1 and {figure} without plain listeners; "
+               f"last up: {metric(host, 'ferrymq_engine_up')}", interval=1)
 
 
 # ---- ActiveMQ ----------------------------------------------------------------------------------
@@ -279,6 +294,12 @@ def test_07_activemq_audit_log_records_the_clients(host):
     assert APP["password"] not in audit.read_text(errors="replace")
 
 
+def test_07b_activemq_metrics_need_no_plain_listener(host):
+    S.need("amq_pending")
+    metrics_without_plain_listeners(host, S.s["amq_tf"], "ActiveMQ", AMQ_STAMPING,
+                                    "ferrymq_activemq_total_message_count", audit_log=True)
+
+
 def test_08_activemq_destroy_removes_broker_and_revisions(host):
     tf = S.s["amq_tf"]
     res = tf.destroy()
@@ -351,6 +372,13 @@ def test_13_rabbitmq_metrics_show_queue_depth_rising_and_falling(host):
                  "ferrymq_rabbitmq_queues", "ferrymq_rabbitmq_consumers"):
         assert want in names, f"{want} missing from {sorted(names)}"
     amqp.delete_queue(ep, APP["username"], APP["password"], queue)
+
+
+def test_13b_rabbitmq_metrics_need_no_plain_listener(host):
+    S.need("rmq_rev1")
+    metrics_without_plain_listeners(host, S.s["rmq_tf"], "RabbitMQ", RMQ_REV2,
+                                    "ferrymq_rabbitmq_mem_used_bytes", general_log=True,
+                                    configuration_revision=1)
 
 
 def test_14_rabbitmq_destroy_removes_broker_and_revisions(host):

@@ -212,6 +212,17 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
                 planned.set_attr(computed, Value::Unknown);
             }
         }
+        // Endpoints (the instances' and the load balancer's) list the plain listeners only
+        // while they are served.
+        if planned.get("plain_listeners") != req.prior_state.get("plain_listeners") {
+            for computed in [
+                "instances",
+                "load_balancer_endpoint",
+                "load_balancer_endpoints",
+            ] {
+                planned.set_attr(computed, Value::Unknown);
+            }
+        }
     }
     resp.planned_state = planned;
     resp
@@ -869,6 +880,25 @@ mod tests {
         });
         assert_eq!(again.planned_state, state);
         assert!(again.requires_replace.is_empty());
+    }
+
+    #[test]
+    fn turning_plain_listeners_off_leaves_the_endpoints_to_the_apply() {
+        let mut p = planned();
+        p.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        p.set_attr("storage_type", "ebs");
+        p.set_attr("plain_listeners", true);
+        let state = state_from(&[running(spec_from("b-1", &p))], &p);
+        let mut proposed = state.clone();
+        proposed.set_attr("plain_listeners", false);
+        let resp = plan(PlanRequest {
+            prior_state: state,
+            proposed_new_state: proposed.clone(),
+            config: proposed,
+            prior_private: vec![],
+        });
+        assert!(resp.planned_state.get("instances").is_unknown());
+        assert!(resp.requires_replace.is_empty());
     }
 
     #[test]
