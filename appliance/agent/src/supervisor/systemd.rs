@@ -216,6 +216,19 @@ impl Supervisor for SystemdSupervisor {
         Ok(self.record(name).starts + restarts)
     }
 
+    fn signal(&self, name: &str, signal: nix::sys::signal::Signal) -> Result<()> {
+        // Only a running unit has a main process to signal; a stopped one needs no reload.
+        if let UnitState::Running { .. } = self.state(name)? {
+            systemctl(&[
+                "kill",
+                "--kill-who=main",
+                &format!("--signal={}", signal.as_str()),
+                &service_name(name),
+            ])?;
+        }
+        Ok(())
+    }
+
     fn forget(&self, name: &str) -> Result<()> {
         for file in [service_name(name), slice_name(name)] {
             match fs::remove_file(self.unit_dir.join(&file)) {
