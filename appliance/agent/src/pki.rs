@@ -87,7 +87,7 @@ pub fn issue_host(ca_dir: &Path, address: IpAddr, out: &Path) -> Result<()> {
 
 /// An intermediate that may sign server certificates only: path length 0 (no CA below it),
 /// key usage certificate signing, per host so that losing one host's key exposes one host.
-fn broker_ca_params(address: IpAddr) -> Result<CertificateParams> {
+pub fn broker_ca_params(address: IpAddr) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(&format!("FerryMQ broker CA {address}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));

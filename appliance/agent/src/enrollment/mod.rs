@@ -22,3 +22,5 @@ pub const JOIN_TOKEN_CONSUMED: &str = "join-token.consumed";
 pub const CA_CERT: &str = "ca.pem";
 /// The key made by `Enroll`, waiting for its certificate (in the TLS directory).
 pub const PENDING_KEY: &str = "agent-key.pem.pending";
+/// The broker CA key made by `Enroll`, waiting for its certificate (in the TLS directory).
+pub const PENDING_BROKER_CA_KEY: &str = "broker-ca-key.pem.pending";

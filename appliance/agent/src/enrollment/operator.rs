@@ -142,7 +142,7 @@ pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()>
         token,
         Purpose::Host,
         &bootstrap_der,
-        answer.csr_pem.as_bytes(),
+        format!("{}{}", answer.csr_pem, answer.broker_ca_csr_pem).as_bytes(),
         &answer.host_proof,
     ) {
         bail!("host {host} did not prove it holds the join token (a relay in the middle?)");
@@ -156,15 +156,24 @@ pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()>
         .signed_by(&issuer)
         .context("signing the host certificate")?;
     let cert_pem = cert.pem();
+    // The host's broker CA may sign server certificates only (path length 0).
+    let mut broker_ca_csr = CertificateSigningRequestParams::from_pem(&answer.broker_ca_csr_pem)
+        .context("parsing the host's broker CA request")?;
+    broker_ca_csr.params = pki::broker_ca_params(host.ip())?;
+    let broker_ca_pem = broker_ca_csr
+        .signed_by(&issuer)
+        .context("signing the host's broker CA")?
+        .pem();
     client
         .install_certificate(InstallCertificateRequest {
             client_proof: proof::prove(
                 token,
                 Purpose::Install,
                 &bootstrap_der,
-                cert_pem.as_bytes(),
+                format!("{cert_pem}{broker_ca_pem}").as_bytes(),
             ),
             certificate_pem: cert_pem,
+            broker_ca_pem,
         })
         .await
         .map_err(|s| anyhow::anyhow!("host {host} refused its certificate: {}", s.message()))?;

@@ -10,7 +10,7 @@
 
 use super::proof::{self, Purpose};
 use super::token::{TokenError, TokenStore};
-use super::{CA_CERT, PENDING_KEY};
+use super::{CA_CERT, PENDING_BROKER_CA_KEY, PENDING_KEY};
 use crate::pki;
 use anyhow::{Context, Result};
 use ferrymq_api::agent::enrollment_server::{Enrollment, EnrollmentServer};
@@ -89,19 +89,37 @@ impl Enrollment for EnrollmentService {
             .and_then(|csr| csr.pem())
             .context("making the certificate request")
             .map_err(internal)?;
+        // The host's broker CA: an intermediate it signs its brokers' server certificates with.
+        let broker_ca_key = KeyPair::generate()
+            .context("generating the broker CA key")
+            .map_err(internal)?;
+        pki::write_secret(
+            &self.tls_dir.join(PENDING_BROKER_CA_KEY),
+            &broker_ca_key.serialize_pem(),
+        )
+        .map_err(internal)?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| internal(e.into()))?;
+        params.distinguished_name = pki::name("FerryMQ broker CA");
+        let broker_ca_csr_pem = params
+            .serialize_request(&broker_ca_key)
+            .and_then(|csr| csr.pem())
+            .context("making the broker CA request")
+            .map_err(internal)?;
         tracing::info!(
             ?peer,
-            "join token accepted and consumed; certificate request sent"
+            "join token accepted and consumed; certificate requests sent"
         );
         Ok(Response::new(EnrollResponse {
             host_proof: proof::prove(
                 &token,
                 Purpose::Host,
                 &self.bootstrap_der,
-                csr_pem.as_bytes(),
+                format!("{csr_pem}{broker_ca_csr_pem}").as_bytes(),
             ),
             csr_pem,
             addresses: vec![],
+            broker_ca_csr_pem,
         }))
     }
 
@@ -122,12 +140,12 @@ impl Enrollment for EnrollmentService {
             &token,
             Purpose::Install,
             &self.bootstrap_der,
-            req.certificate_pem.as_bytes(),
+            format!("{}{}", req.certificate_pem, req.broker_ca_pem).as_bytes(),
             &req.client_proof,
         ) {
             return Err(Status::unauthenticated("wrong join token"));
         }
-        self.install(&req.certificate_pem)
+        self.install(&req.certificate_pem, &req.broker_ca_pem)
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
         self.tokens.finish().map_err(refusal)?;
         tracing::info!("enrolled: certificate installed; switching to the mutual-TLS agent API");
@@ -141,7 +159,7 @@ impl Enrollment for EnrollmentService {
 impl EnrollmentService {
     /// Checks the certificate (issued by the deployment CA, for the pending key) and installs
     /// it with the key and the CA; `agent.pem` is written last, as it marks the host enrolled.
-    fn install(&self, cert_pem: &str) -> Result<()> {
+    fn install(&self, cert_pem: &str, broker_ca_pem: &str) -> Result<()> {
         let ca_pem = fs::read_to_string(self.enrollment_dir.join(CA_CERT))
             .context("reading the deployment CA")?;
         let key_pem =
@@ -165,6 +183,28 @@ impl EnrollmentService {
         .map_err(|e| anyhow::anyhow!("the pending key: {e}"))?;
         rustls::sign::CertifiedKey::from_der(vec![cert], key_der, &provider)
             .context("the certificate is not for the key this host made")?;
+        // The broker CA must be for the broker CA key this host made (its issuer is the
+        // operator's CA: the install proof shows the token holder sent it).
+        let broker_ca_key_pem = fs::read_to_string(self.tls_dir.join(PENDING_BROKER_CA_KEY))
+            .context("no pending broker CA key")?;
+        let broker_ca_key_der = PrivateKeyDer::try_from(
+            KeyPair::from_pem(&broker_ca_key_pem)
+                .context("the pending broker CA key")?
+                .serialize_der(),
+        )
+        .map_err(|e| anyhow::anyhow!("the pending broker CA key: {e}"))?;
+        rustls::sign::CertifiedKey::from_der(
+            vec![pem_certificate(broker_ca_pem).context("the broker CA")?],
+            broker_ca_key_der,
+            &provider,
+        )
+        .context("the broker CA is not for the key this host made")?;
+        pki::write_public(&self.tls_dir.join(pki::BROKER_CA_CERT), broker_ca_pem)?;
+        fs::rename(
+            self.tls_dir.join(PENDING_BROKER_CA_KEY),
+            self.tls_dir.join(pki::BROKER_CA_KEY),
+        )
+        .context("installing the broker CA key")?;
         pki::write_public(&self.tls_dir.join(pki::CA_CERT), &ca_pem)?;
         fs::rename(
             self.tls_dir.join(PENDING_KEY),

@@ -308,12 +308,12 @@ impl Engine for ActiveMq {
         }
         ports
             .into_iter()
-        .map(|(name, port)| Listener {
-            name,
-            port,
-            check: ListenerCheck::Connect,
-        })
-        .collect()
+            .map(|(name, port)| Listener {
+                name,
+                port,
+                check: ListenerCheck::Connect,
+            })
+            .collect()
     }
 
     /// Empty: Debian's `activemq` package has no web console (no `activemq-web-console`, no

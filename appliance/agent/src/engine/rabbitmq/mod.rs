@@ -234,7 +234,10 @@ impl Engine for RabbitMq {
         // listed node it reaches; started before any peer serves it would form a cluster of
         // its own. The first instance never waits: it is the one a new cluster forms on.
         for peer in p.peers.iter().filter(|a| **a != p.address) {
-            if probe::amqp(*peer, AMQPS_PORT, Some(&self.tls)).await.is_ok() {
+            if probe::amqp(*peer, AMQPS_PORT, Some(&self.tls))
+                .await
+                .is_ok()
+            {
                 return Ok(());
             }
         }
