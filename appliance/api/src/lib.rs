@@ -7,6 +7,7 @@
 
 pub mod catalogue;
 pub mod validate;
+pub mod window;
 
 /// Generated gRPC types and services of the agent API.
 pub mod agent {
