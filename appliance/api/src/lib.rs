@@ -6,6 +6,7 @@
 //! provider and the agent cannot disagree about what a valid broker is.
 
 pub mod catalogue;
+pub mod channel;
 pub mod validate;
 pub mod window;
 

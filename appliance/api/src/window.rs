@@ -39,7 +39,7 @@ impl WindowZone {
     /// `+05:30`). An empty string is UTC.
     pub fn parse(value: &str) -> Result<Self, String> {
         let text = value.trim();
-        if text.is_empty() {
+        if text.is_empty() || text.eq_ignore_ascii_case("UTC") || text.eq_ignore_ascii_case("GMT") {
             return Ok(Self::UTC);
         }
         if let Some(offset) = parse_offset(text) {
@@ -156,7 +156,11 @@ impl Window {
 impl WindowStart {
     /// Parses the three attributes of `maintenance_window_start_time`. Each error names the
     /// attribute it is about, so the provider can put it on that attribute's path.
-    pub fn parse(day_of_week: &str, time_of_day: &str, time_zone: &str) -> Result<Self, WindowError> {
+    pub fn parse(
+        day_of_week: &str,
+        time_of_day: &str,
+        time_zone: &str,
+    ) -> Result<Self, WindowError> {
         let day_of_week = parse_day(day_of_week).ok_or_else(|| WindowError {
             attribute: "day_of_week",
             message: format!(
@@ -166,13 +170,19 @@ impl WindowStart {
         })?;
         let time_of_day = parse_time(time_of_day).ok_or_else(|| WindowError {
             attribute: "time_of_day",
-            message: format!("{time_of_day:?} is not a time of day: use 24-hour HH:MM, such as \"02:30\""),
+            message: format!(
+                "{time_of_day:?} is not a time of day: use 24-hour HH:MM, such as \"02:30\""
+            ),
         })?;
         let time_zone = WindowZone::parse(time_zone).map_err(|message| WindowError {
             attribute: "time_zone",
             message,
         })?;
-        Ok(Self { day_of_week, time_of_day, time_zone })
+        Ok(Self {
+            day_of_week,
+            time_of_day,
+            time_zone,
+        })
     }
 
     /// The window FerryMQ picks for a broker whose configuration names none, as Amazon MQ picks
@@ -191,7 +201,11 @@ impl WindowStart {
         let slot = (hash / 7) % 12;
         let time_of_day = NaiveTime::from_hms_opt((slot / 2) as u32, ((slot % 2) * 30) as u32, 0)
             .unwrap_or(NaiveTime::MIN);
-        Self { day_of_week: day, time_of_day, time_zone: WindowZone::UTC }
+        Self {
+            day_of_week: day,
+            time_of_day,
+            time_zone: WindowZone::UTC,
+        }
     }
 
     /// The window open at `now`, or else the next one to open.
@@ -225,7 +239,10 @@ impl WindowStart {
 
     fn window_on(&self, date: NaiveDate) -> Window {
         let start = self.time_zone.instant(date.and_time(self.time_of_day));
-        Window { start, end: start + WINDOW_LENGTH }
+        Window {
+            start,
+            end: start + WINDOW_LENGTH,
+        }
     }
 }
 
@@ -292,7 +309,9 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -365,7 +384,15 @@ mod tests {
             window.current_or_next(utc("2026-11-18T00:00:00Z")).start,
             utc("2026-11-20T18:00:00Z")
         );
-        for zone in ["UTC", "GMT", "utc-8", "UTC-08:00", "+0530", "-03:00", "UTC+14"] {
+        for zone in [
+            "UTC",
+            "GMT",
+            "utc-8",
+            "UTC-08:00",
+            "+0530",
+            "-03:00",
+            "UTC+14",
+        ] {
             assert!(WindowZone::parse(zone).is_ok(), "{zone}");
         }
         for zone in ["UTC+15", "+5:61", "Mars/Olympus", "UTC+", "12:00"] {
@@ -402,7 +429,10 @@ mod tests {
         let days: std::collections::HashSet<_> = (0..50)
             .map(|n| WindowStart::default_for(&format!("b-{n}")).day_of_week)
             .collect();
-        assert!(days.len() > 3, "default windows should spread over the week");
+        assert!(
+            days.len() > 3,
+            "default windows should spread over the week"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use crate::tfplugin::{
 };
 use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{
-    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, User,
+    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, MaintenanceWindow, User,
 };
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
@@ -57,6 +57,13 @@ pub fn schema() -> Schema {
         .description("Encryption at rest of the broker's block volume with LUKS2 (Amazon MQ: encryption_options).")
         .attribute(Attribute::required("key_file", Type::String).description(
             "Absolute path, on each host, of the file holding the volume key (the stand-in for a KMS key); the key itself never enters Terraform state.",
+        ));
+    let window = Block::new()
+        .description("Weekly start of the two-hour window in which a new instance type or engine version is applied (Amazon MQ: maintenance_window_start_time). Without it the agents pick a window and report it in next_maintenance_window.")
+        .attribute(Attribute::required("day_of_week", Type::String).description("MONDAY … SUNDAY."))
+        .attribute(Attribute::required("time_of_day", Type::String).description("24-hour HH:MM, e.g. 02:30."))
+        .attribute(Attribute::optional("time_zone", Type::String).description(
+            "IANA name (Europe/Berlin) or UTC offset (UTC+02:00); UTC when unset. Named zones follow daylight-saving time.",
         ));
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
@@ -103,9 +110,22 @@ pub fn schema() -> Schema {
             .attribute(Attribute::computed("failover_url", Type::String).description(
                 "failover:(…) URL over every instance's OpenWire endpoint, for ActiveMQ clients; empty for RabbitMQ.",
             ))
+            .attribute(Attribute::optional("apply_immediately", Type::Bool).description(
+                "Apply a new instance type or engine version now instead of in the next maintenance window.",
+            ))
+            .attribute(Attribute::computed("next_maintenance_window", Type::String).description(
+                "Start (RFC 3339, UTC) of the maintenance window now open or of the next one.",
+            ))
+            .attribute(Attribute::computed("pending_changes", Type::list(Type::String)).description(
+                "Applied changes waiting for the maintenance window, e.g. \"host_instance_type: mq.m5.large -> mq.t3.micro\".",
+            ))
+            .attribute(Attribute::computed("pending_engine_version", Type::String).description(
+                "The engine version the broker runs after the next maintenance window, when it differs from the current one.",
+            ))
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("encryption_options", encryption))
+            .block(NestedBlock::single("maintenance_window_start_time", window))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
 }
@@ -134,7 +154,15 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
         }
     }
     if req.prior_state.is_null() {
-        for computed in ["id", "status", "instances", "failover_url"] {
+        for computed in [
+            "id",
+            "status",
+            "instances",
+            "failover_url",
+            "next_maintenance_window",
+            "pending_changes",
+            "pending_engine_version",
+        ] {
             planned.set_attr(computed, Value::Unknown);
         }
     } else {
@@ -144,8 +172,10 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             .map(|attr| AttributePath::root(*attr))
             .collect();
         if planned != req.prior_state {
-            // The broker reports its state again after the update.
-            planned.set_attr("status", Value::Unknown);
+            // The broker reports its state and pending work again after the update.
+            for computed in ["status", "pending_changes", "pending_engine_version"] {
+                planned.set_attr(computed, Value::Unknown);
+            }
         }
     }
     resp.planned_state = planned;
@@ -189,6 +219,9 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
             for (attr, empty) in [
                 ("instances", Value::List(vec![])),
                 ("failover_url", Value::string("")),
+                ("next_maintenance_window", Value::string("")),
+                ("pending_changes", Value::List(vec![])),
+                ("pending_engine_version", Value::string("")),
             ] {
                 if !partial.get(attr).is_fully_known() {
                     partial.set_attr(attr, empty);
@@ -394,7 +427,34 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
             .map(|key_file| EncryptionOptions {
                 key_file: key_file.to_string(),
             }),
+        maintenance_window: match planned.get("maintenance_window_start_time") {
+            Value::Null => None,
+            w => Some(MaintenanceWindow {
+                day_of_week: text(w, "day_of_week"),
+                time_of_day: text(w, "time_of_day"),
+                time_zone: text(w, "time_zone"),
+            }),
+        },
+        apply_immediately: planned.get("apply_immediately").as_bool().unwrap_or(false),
     }
+}
+
+/// The window block as the agent stores it, keeping the user's null `time_zone` (UTC) null.
+fn window_state(spec: &BrokerSpec, prior: &Value) -> Value {
+    let Some(w) = &spec.maintenance_window else {
+        return Value::Null;
+    };
+    let prior_zone = prior.get("maintenance_window_start_time").get("time_zone");
+    let zone = if w.time_zone.is_empty() && prior_zone.is_null() {
+        Value::Null
+    } else {
+        Value::string(&w.time_zone)
+    };
+    Value::object([
+        ("day_of_week", Value::string(&w.day_of_week)),
+        ("time_of_day", Value::string(&w.time_of_day)),
+        ("time_zone", zone),
+    ])
 }
 
 /// The state as the agents report the broker, keeping what only the configuration knows
@@ -469,6 +529,14 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
     } else {
         format!("failover:({})", openwire.join(","))
     };
+    // Every instance gates the same changes; a roll-out half done shows what is left anywhere.
+    let mut pending_changes: Vec<Value> = Vec::new();
+    for change in statuses.iter().flat_map(|s| &s.pending_changes) {
+        let change = Value::string(change);
+        if !pending_changes.contains(&change) {
+            pending_changes.push(change);
+        }
+    }
     let status = statuses
         .iter()
         .map(|s| BrokerState::try_from(s.state).unwrap_or(BrokerState::Unspecified))
@@ -511,6 +579,23 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
                 .unwrap_or(Value::Null),
         ),
         ("timeouts", prior.get("timeouts").clone()),
+        ("maintenance_window_start_time", window_state(&spec, prior)),
+        (
+            "apply_immediately",
+            match prior.get("apply_immediately") {
+                Value::Null if !spec.apply_immediately => Value::Null,
+                _ => Value::Bool(spec.apply_immediately),
+            },
+        ),
+        (
+            "next_maintenance_window",
+            Value::string(&first.next_maintenance_window),
+        ),
+        ("pending_changes", Value::List(pending_changes)),
+        (
+            "pending_engine_version",
+            Value::string(&first.pending_engine_version),
+        ),
     ])
 }
 
