@@ -173,7 +173,12 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             .collect();
         if planned != req.prior_state {
             // The broker reports its state and pending work again after the update.
-            for computed in ["status", "pending_changes", "pending_engine_version"] {
+            for computed in [
+                "status",
+                "next_maintenance_window",
+                "pending_changes",
+                "pending_engine_version",
+            ] {
                 planned.set_attr(computed, Value::Unknown);
             }
         }
