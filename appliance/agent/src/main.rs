@@ -7,6 +7,7 @@ mod engine;
 mod enrollment;
 mod host;
 mod load_balancer;
+mod maintenance;
 mod password;
 mod pki;
 mod readiness;
@@ -228,12 +229,10 @@ async fn serve(
     if let Err(e) = &broker_ca {
         tracing::warn!("no broker CA: {e}");
     }
-    let reconciler = Arc::new(reconcile::Reconciler::new(
-        brokers_dir,
-        store,
-        supervisor,
-        broker_ca,
-    ));
+    let peers = maintenance::Peers::from_tls_dir(&tls_dir)?;
+    let reconciler = Arc::new(
+        reconcile::Reconciler::new(brokers_dir, store, supervisor, broker_ca).with_peers(peers),
+    );
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".
     reconciler.pass().await.context("first reconcile pass")?;
