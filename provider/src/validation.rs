@@ -72,6 +72,7 @@ pub fn broker(config: &Value) -> Diagnostics {
     }
     d.extend(load_balancer_block(config));
     d.extend(configuration_and_logs(config));
+    d.extend(window_block(config.get("maintenance_window_start_time")));
     if let Value::Object(_) = config.get("timeouts") {
         for op in ["create", "update", "delete"] {
             if let Some(text) = config.get("timeouts").get(op).as_str() {
@@ -127,6 +128,34 @@ fn configuration_and_logs(config: &Value) -> Diagnostics {
         }
     }
     d
+}
+
+/// The window's three attributes, each error on its own path; skipped while any is unknown.
+fn window_block(window: &Value) -> Diagnostics {
+    let (Some(day), Some(time)) = (
+        window.get("day_of_week").as_str(),
+        window.get("time_of_day").as_str(),
+    ) else {
+        return vec![];
+    };
+    let zone = match window.get("time_zone") {
+        Value::Null => "",
+        v => match v.as_str() {
+            Some(z) => z,
+            None => return vec![],
+        },
+    };
+    match ferrymq_api::window::WindowStart::parse(day, time, zone) {
+        Ok(_) => vec![],
+        Err(e) => vec![error(
+            AttributePath::root("maintenance_window_start_time").attr(e.attribute),
+            "Invalid maintenance_window_start_time",
+            format!(
+                "maintenance_window_start_time.{}: {}",
+                e.attribute, e.message
+            ),
+        )],
+    }
 }
 
 /// Checks of the single-valued attributes; returns the deployment mode and storage type
@@ -523,6 +552,33 @@ mod tests {
         c.set_attr("engine_type", "ActiveMQ");
         c.set_attr("engine_version", "5.17.2");
         assert!(!paths(&broker(&c)).contains(&"logs.audit".to_string()));
+    }
+
+    #[test]
+    fn a_bad_window_is_reported_on_the_attribute_that_is_wrong() {
+        let window = |day: &str, time: &str, zone: Value| {
+            let mut c = config();
+            c.set_attr(
+                "maintenance_window_start_time",
+                Value::object([
+                    ("day_of_week", Value::string(day)),
+                    ("time_of_day", Value::string(time)),
+                    ("time_zone", zone),
+                ]),
+            );
+            broker(&c)
+        };
+        assert!(window("SUNDAY", "02:30", Value::Null).is_empty());
+        assert!(window("sunday", "02:30", Value::string("America/New_York")).is_empty());
+        let d = window("SUNDAY", "2:30pm", Value::Null);
+        assert_eq!(paths(&d), ["maintenance_window_start_time.time_of_day"]);
+        assert!(d[0].detail.contains("2:30pm"));
+        let d = window("SUNDAY", "02:30", Value::string("Mars/Base"));
+        assert_eq!(paths(&d), ["maintenance_window_start_time.time_zone"]);
+        let d = window("SOMEDAY", "02:30", Value::Null);
+        assert_eq!(paths(&d), ["maintenance_window_start_time.day_of_week"]);
+        // Unknown until apply: not guessed.
+        assert!(window("SUNDAY", "02:30", Value::Unknown).is_empty());
     }
 
     #[test]

@@ -69,16 +69,7 @@ pub fn issue_host(ca_dir: &Path, address: IpAddr, out: &Path) -> Result<()> {
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)
         .with_context(|| format!("parsing {}", ca_dir.join(CA_CERT).display()))?;
     let key = KeyPair::generate().context("generating the host key")?;
-    let mut params = leaf_params(
-        &format!("ferrymq-agent {address}"),
-        vec![SanType::IpAddress(address)],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    )?;
-    // Agents also call their peers, so the same certificate authenticates them as clients.
-    params
-        .extended_key_usages
-        .push(ExtendedKeyUsagePurpose::ClientAuth);
-    let cert = params
+    let cert = host_params(vec![SanType::IpAddress(address)])?
         .signed_by(&key, &issuer)
         .context("signing the host certificate")?;
     let broker_ca_key = KeyPair::generate().context("generating the broker CA key")?;
@@ -96,12 +87,26 @@ pub fn issue_host(ca_dir: &Path, address: IpAddr, out: &Path) -> Result<()> {
 
 /// An intermediate that may sign server certificates only: path length 0 (no CA below it),
 /// key usage certificate signing, per host so that losing one host's key exposes one host.
-fn broker_ca_params(address: IpAddr) -> Result<CertificateParams> {
+pub fn broker_ca_params(address: IpAddr) -> Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = name(&format!("FerryMQ broker CA {address}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     validity(&mut params);
+    Ok(params)
+}
+
+/// The certificate of a host for its addresses (also what `pki enroll` signs).
+pub fn host_params(names: Vec<SanType>) -> Result<CertificateParams> {
+    let common_name = match names.first() {
+        Some(SanType::IpAddress(ip)) => format!("ferrymq-agent {ip}"),
+        _ => "ferrymq-agent".to_string(),
+    };
+    let mut params = leaf_params(&common_name, names, ExtendedKeyUsagePurpose::ServerAuth)?;
+    // Agents also call their peers, so the same certificate authenticates them as clients.
+    params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ClientAuth);
     Ok(params)
 }
 
@@ -128,7 +133,7 @@ fn leaf_params(
     Ok(params)
 }
 
-fn name(common_name: &str) -> DistinguishedName {
+pub fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "FerryMQ");
     dn.push(DnType::CommonName, common_name);
@@ -145,11 +150,11 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write_public(path: &Path, pem: &str) -> Result<()> {
+pub fn write_public(path: &Path, pem: &str) -> Result<()> {
     write_mode(path, pem, 0o644)
 }
 
-fn write_secret(path: &Path, pem: &str) -> Result<()> {
+pub fn write_secret(path: &Path, pem: &str) -> Result<()> {
     write_mode(path, pem, 0o600)
 }
 

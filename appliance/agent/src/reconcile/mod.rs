@@ -8,9 +8,10 @@ mod load_balancer;
 mod secrets;
 mod users;
 
-pub use broker::pending_status;
+pub use broker::{pending_status, ROLE_STANDBY};
 
 use crate::certificates::BrokerCa;
+use crate::maintenance::{self, AppliedRecord};
 use crate::metrics::Sample;
 use crate::store::SpecStore;
 use crate::supervisor::Supervisor;
@@ -67,6 +68,8 @@ pub struct Reconciler {
     passwords: Mutex<HashMap<String, BTreeMap<String, String>>>,
     /// The generation and engine start count users were last converged for, by broker.
     users_synced: Mutex<HashMap<String, (u64, u32)>>,
+    /// Asks the other instances of a broker whose turn it is in a roll-out.
+    peers: Option<maintenance::Peers>,
 }
 
 impl Reconciler {
@@ -86,7 +89,14 @@ impl Reconciler {
             broker_ca: Arc::new(broker_ca),
             passwords: Mutex::new(HashMap::new()),
             users_synced: Mutex::new(HashMap::new()),
+            peers: None,
         }
+    }
+
+    /// Lets the reconciler coordinate roll-outs with the broker's other instances.
+    pub fn with_peers(mut self, peers: maintenance::Peers) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// Runs passes until the process ends.
@@ -110,7 +120,50 @@ impl Reconciler {
             let synced = lock(&self.users_synced).get(&id).copied();
             let starts = ctx.previous.as_ref().map_or(0, |p| p.engine_starts);
             ctx.sync_users = synced != Some((stored.generation, starts));
-            let mut status = broker::converge(&ctx, &stored.spec).await;
+            // Window-bound changes wait for the window; the status still reports the spec as
+            // applied, with the waiting changes as pending.
+            let applied = AppliedRecord::load(&ctx.broker_dir)?;
+            let now = chrono::Utc::now();
+            let mut gated = maintenance::gate(&stored.spec, applied.as_ref(), now);
+            let mut held = None;
+            if !gated.applying.is_empty() && stored.spec.instances.len() > 1 {
+                let role = ctx
+                    .previous
+                    .as_ref()
+                    .map(|p| p.role.clone())
+                    .unwrap_or_default();
+                let verdict = match &self.peers {
+                    Some(peers) => {
+                        maintenance::may_go(&stored.spec, &role, &peers.view(&stored.spec).await)
+                    }
+                    None => Err("waiting: this agent has no credentials to ask its peers".into()),
+                };
+                if let Err(why) = verdict {
+                    gated.hold();
+                    held = Some(why);
+                }
+            }
+            for change in &gated.applying {
+                tracing::info!(broker = %stored.spec.broker_id, %change, in_window = gated.in_window, "applying");
+            }
+            let mut status = broker::converge(&ctx, &gated.spec).await;
+            status.spec = Some(broker::redacted(&stored.spec));
+            gated.report(&mut status);
+            if let Some(why) = held {
+                if status.message.is_empty() {
+                    status.message = why;
+                }
+            }
+            // What the host runs changes only once the broker serves with it: a change that does
+            // not come back healthy is rolled back when the window closes.
+            let record = if status.state == BrokerState::Running as i32 {
+                let record = AppliedRecord::after(applied.as_ref(), &gated, now);
+                record.save_if_changed(applied.as_ref(), &ctx.broker_dir)?;
+                Some(record)
+            } else {
+                applied
+            };
+            status.maintenance_history = record.map(|r| r.history).unwrap_or_default();
             status.generation = stored.generation;
             status.observed_generation = stored.generation;
             if status.state == BrokerState::Running as i32 {
