@@ -72,6 +72,7 @@ def port_open(ip: str, port: int) -> bool:
 
 class Guest:
     def __init__(self, name: str, index: int):
+        """Guest `index` (1, 2, ...) is 10.79.8.2<index> on tap fmqi-tap<index>."""
         self.name = name
         self.ip = f"{NET}.{20 + index}"
         self.mac = f"52:54:00:79:08:{20 + index:02x}"
@@ -185,8 +186,8 @@ def net():
         conf.write_text(
             f"interface={BRIDGE}\nbind-interfaces\nexcept-interface=lo\nport=0\n"
             f"dhcp-range={NET}.100,{NET}.150,255.255.255.0,1h\n"
-            f"dhcp-host=52:54:00:79:08:15,{NET}.21\ndhcp-host=52:54:00:79:08:16,{NET}.22\n"
-            f"dhcp-leasefile={RUN}/dnsmasq.leases\npid-file={RUN}/dnsmasq.pid\n"
+            + "".join(f"dhcp-host=52:54:00:79:08:{20 + i:02x},{NET}.{20 + i}\n" for i in (1, 2))
+            + f"dhcp-leasefile={RUN}/dnsmasq.leases\npid-file={RUN}/dnsmasq.pid\n"
             f"enable-tftp\ntftp-root={tftp}\ndhcp-boot=boot.ipxe\nlog-dhcp\n")
         procs.append(subprocess.Popen(["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
                                        f"--log-facility={RUN}/dnsmasq.log"],
@@ -215,9 +216,7 @@ def deployment(net):
 
 @pytest.fixture(scope="module")
 def guests(net, deployment):
-    vm, pxe = Guest("vm", 21), Guest("pxe", 22)
-    vm.mac, pxe.mac = "52:54:00:79:08:15", "52:54:00:79:08:16"
-    vm.tap, pxe.tap = "fmqi-tap1", "fmqi-tap2"
+    vm, pxe = Guest("vm", 1), Guest("pxe", 2)
     for g in (vm, pxe):
         g.dir.mkdir(parents=True, exist_ok=True)
         sh("qemu-img", "create", "-q", "-f", "raw", str(g.dir / "data.img"), "1G")
