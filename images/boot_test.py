@@ -20,6 +20,7 @@ import base64
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +51,14 @@ APP = {"username": "app", "password": "app-Passw0rd-2024!", "console_access": Tr
 
 S: dict = {}
 DONE: set = set()
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+# A SIGTERM (a CI timeout, `kill`) runs the fixtures' teardown: guests, dnsmasq, bridge.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 def need(*steps: str) -> None:
