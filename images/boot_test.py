@@ -265,6 +265,8 @@ def test_02_vm_takes_its_token_from_a_late_seed_and_serves_enrollment(guests):
     out = vm.hmp(f"drive_add 0 if=none,id=seed,format=raw,file={vm.dir / 'seed.img'}")
     out += vm.hmp("device_add virtio-blk-pci,drive=seed,id=seeddev")
     assert "rror" not in out, out
+    # The monitor serves one client at a time: check the disk is really there.
+    assert "seed.img" in vm.hmp("info block"), f"the seed disk was not attached:\n{out}"
     vm.wait_ready("enrollment after the seed was plugged in")
     seconds = time.monotonic() - t0
     print(f"\nFIGURE seed plugged in to enrollment served = {seconds:.1f} s")
