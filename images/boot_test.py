@@ -122,7 +122,8 @@ class Guest:
             s.sendall(command.encode() + b"\n")
             out = b""
             deadline = time.monotonic() + 10
-            while b"(qemu)" not in out.split(b"\n", 1)[-1] and time.monotonic() < deadline:
+            # The banner ends with a prompt; the command's output ends with the next one.
+            while out.count(b"(qemu)") < 2 and time.monotonic() < deadline:
                 try:
                     out += s.recv(4096)
                 except socket.timeout:
