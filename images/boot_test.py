@@ -20,6 +20,7 @@ import base64
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -52,6 +53,14 @@ S: dict = {}
 DONE: set = set()
 
 
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt("SIGTERM")
+
+
+# A SIGTERM (a CI timeout, `kill`) runs the fixtures' teardown: guests, dnsmasq, bridge.
+signal.signal(signal.SIGTERM, _interrupt)
+
+
 def need(*steps: str) -> None:
     missing = [s for s in steps if s not in DONE]
     if missing:
@@ -72,6 +81,7 @@ def port_open(ip: str, port: int) -> bool:
 
 class Guest:
     def __init__(self, name: str, index: int):
+        """Guest `index` (1, 2, ...) is 10.79.8.2<index> on tap fmqi-tap<index>."""
         self.name = name
         self.ip = f"{NET}.{20 + index}"
         self.mac = f"52:54:00:79:08:{20 + index:02x}"
@@ -112,7 +122,8 @@ class Guest:
             s.sendall(command.encode() + b"\n")
             out = b""
             deadline = time.monotonic() + 10
-            while b"(qemu)" not in out.split(b"\n", 1)[-1] and time.monotonic() < deadline:
+            # The banner ends with a prompt; the command's output ends with the next one.
+            while out.count(b"(qemu)") < 2 and time.monotonic() < deadline:
                 try:
                     out += s.recv(4096)
                 except socket.timeout:
@@ -185,8 +196,8 @@ def net():
         conf.write_text(
             f"interface={BRIDGE}\nbind-interfaces\nexcept-interface=lo\nport=0\n"
             f"dhcp-range={NET}.100,{NET}.150,255.255.255.0,1h\n"
-            f"dhcp-host=52:54:00:79:08:15,{NET}.21\ndhcp-host=52:54:00:79:08:16,{NET}.22\n"
-            f"dhcp-leasefile={RUN}/dnsmasq.leases\npid-file={RUN}/dnsmasq.pid\n"
+            + "".join(f"dhcp-host=52:54:00:79:08:{20 + i:02x},{NET}.{20 + i}\n" for i in (1, 2))
+            + f"dhcp-leasefile={RUN}/dnsmasq.leases\npid-file={RUN}/dnsmasq.pid\n"
             f"enable-tftp\ntftp-root={tftp}\ndhcp-boot=boot.ipxe\nlog-dhcp\n")
         procs.append(subprocess.Popen(["dnsmasq", "--keep-in-foreground", f"--conf-file={conf}",
                                        f"--log-facility={RUN}/dnsmasq.log"],
@@ -210,14 +221,12 @@ def deployment(net):
     subprocess.run([str(AGENT), "pki", "init", "--dir", str(pki)], check=True, capture_output=True)
     ca_pem = (pki / "ca.pem").read_text()
     shutil.copy(pki / "ca.pem", net["http"] / "ca.pem")
-    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_urlsafe(24), "pxe": secrets.token_urlsafe(24)}}
+    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_hex(20), "pxe": secrets.token_hex(20)}}
 
 
 @pytest.fixture(scope="module")
 def guests(net, deployment):
-    vm, pxe = Guest("vm", 21), Guest("pxe", 22)
-    vm.mac, pxe.mac = "52:54:00:79:08:15", "52:54:00:79:08:16"
-    vm.tap, pxe.tap = "fmqi-tap1", "fmqi-tap2"
+    vm, pxe = Guest("vm", 1), Guest("pxe", 2)
     for g in (vm, pxe):
         g.dir.mkdir(parents=True, exist_ok=True)
         sh("qemu-img", "create", "-q", "-f", "raw", str(g.dir / "data.img"), "1G")
@@ -257,6 +266,8 @@ def test_02_vm_takes_its_token_from_a_late_seed_and_serves_enrollment(guests):
     out = vm.hmp(f"drive_add 0 if=none,id=seed,format=raw,file={vm.dir / 'seed.img'}")
     out += vm.hmp("device_add virtio-blk-pci,drive=seed,id=seeddev")
     assert "rror" not in out, out
+    # The monitor serves one client at a time: check the disk is really there.
+    assert "seed.img" in vm.hmp("info block"), f"the seed disk was not attached:\n{out}"
     vm.wait_ready("enrollment after the seed was plugged in")
     seconds = time.monotonic() - t0
     print(f"\nFIGURE seed plugged in to enrollment served = {seconds:.1f} s")
@@ -277,7 +288,7 @@ def test_03_pxe_guest_boots_through_ipxe_to_a_ready_agent(guests):
 
 def enroll(deployment, guest: Guest, token: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(AGENT), "pki", "enroll", "--dir", str(deployment["pki"]), "--host", guest.ip,
-                           "--token", token], capture_output=True, text=True, timeout=300)
+                           f"--token={token}"], capture_output=True, text=True, timeout=300)
 
 
 def test_04_both_guests_enroll_once_and_switch_to_mtls_with_systemd_supervision(guests, deployment):
