@@ -207,8 +207,9 @@ def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, ho
     finally:
         if cut is not None and not lab.link_is_up(cut):
             lab.link_up(cut)
-        worker.join(timeout=300)
-    assert not worker.is_alive(), "publisher still running after 5 minutes"
+        # ~70 s at RATE on a quiet machine; a machine shared with other loads is given far more.
+        worker.join(timeout=600)
+    assert not worker.is_alive(), f"publisher still running after 10 minutes at {len(pub.confirmed)} confirmed"
     publish_secs = time.monotonic() - start
     assert len(pub.confirmed) == MESSAGES, f"confirmed {len(pub.confirmed)} of {MESSAGES}; errors: {pub.errors[-5:]}"
     wait_until(lambda: all_running(hosts), 120, "all three nodes running after the link came back")
