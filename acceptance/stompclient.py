@@ -28,6 +28,8 @@ from typing import Callable, Iterable, Optional
 import stomp
 from stomp.exception import ConnectFailedException, StompException
 
+import tls
+
 HostPort = tuple[str, int]
 
 # stomp.py warns on every refused connection attempt, which a failover makes by the dozen.
@@ -35,7 +37,7 @@ logging.getLogger("stomp.py").setLevel(logging.ERROR)
 
 
 def parse_endpoint(endpoint: str) -> HostPort:
-    """``stomp://HOST:PORT`` (as in the broker's endpoints) -> (HOST, PORT)."""
+    """``stomp+ssl://HOST:PORT`` or ``stomp://HOST:PORT`` (as in the broker's endpoints) -> (HOST, PORT)."""
     u = urllib.parse.urlsplit(endpoint)
     if u.scheme not in ("stomp", "stomp+ssl") or not u.hostname or not u.port:
         raise ValueError(f"not a stomp://HOST:PORT endpoint: {endpoint!r}")
@@ -46,6 +48,14 @@ def _host_ports(endpoints) -> list[HostPort]:
     if isinstance(endpoints, str):
         endpoints = [endpoints]
     return [parse_endpoint(e) if isinstance(e, str) else (e[0], int(e[1])) for e in endpoints]
+
+
+def _tls_hosts(endpoints) -> list[HostPort]:
+    """The endpoints to reach over TLS: every ``stomp+ssl://`` one; (host, port) pairs given
+    without a scheme keep what an earlier call decided (see ``FailoverSender``)."""
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    return [parse_endpoint(e) for e in endpoints if isinstance(e, str) and e.startswith("stomp+ssl://")]
 
 
 class Listener(stomp.ConnectionListener):
@@ -85,10 +95,13 @@ class Listener(stomp.ConnectionListener):
             self.cond.notify_all()
 
 
-def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout: float = 5.0) -> stomp.Connection:
+def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout: float = 5.0,
+               tls_hosts: Optional[list[HostPort]] = None) -> stomp.Connection:
     """A STOMP 1.2 connection over a list of endpoints: stomp.py tries them in order, `attempts`
-    rounds, backing off from 0.1 s to `sleep_max`; `timeout` is the socket timeout."""
-    return stomp.Connection12(
+    rounds, backing off from 0.1 s to `sleep_max`; `timeout` is the socket timeout.
+    ``stomp+ssl://`` endpoints (or `tls_hosts`) are reached over TLS, verifying the broker's
+    certificate and address with the CA given to ``tls.trust``."""
+    conn = stomp.Connection12(
         _host_ports(endpoints),
         reconnect_sleep_initial=0.1,
         reconnect_sleep_increase=0.5,
@@ -99,6 +112,10 @@ def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout:
         heartbeats=(0, 0),
         auto_content_length=True,
     )
+    secured = tls_hosts if tls_hosts is not None else _tls_hosts(endpoints)
+    if secured:
+        conn.set_ssl(for_hosts=secured, ca_certs=tls.ca_file())
+    return conn
 
 
 def connect(endpoints, username: str, password: str, *, attempts: int = 3, sleep_max: float = 1.0,
@@ -260,6 +277,7 @@ class FailoverSender:
                  prefix: str = "m", window: int = 50, receipt_timeout: float = 10.0, give_up: float = 60.0,
                  on_progress: Optional[Callable[[int], None]] = None, pace: float = 0.0):
         self.endpoints = _host_ports(endpoints)
+        self.tls_hosts = _tls_hosts(endpoints)
         self.username, self.password = username, password
         self.dest = queue(dest)
         self.count = count
@@ -289,7 +307,7 @@ class FailoverSender:
         deadline = time.monotonic() + self.give_up
         last = ""
         while True:
-            conn = connection(self.endpoints, attempts=1, sleep_max=0.5)
+            conn = connection(self.endpoints, attempts=1, sleep_max=0.5, tls_hosts=self.tls_hosts)
             listener = Listener()
             conn.set_listener("ferrymq", listener)
             try:

@@ -48,12 +48,13 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     res, out = apply_until_running(tf, "activemq_single_apply_to_running_seconds", APP["password"])
     a = host.address
     eps = out["endpoints"]
-    assert eps and eps[0] == f"tcp://{a}:{labmod.OPENWIRE_PORT}", f"OpenWire must come first: {eps}"
+    assert eps and eps[0] == f"ssl://{a}:{labmod.OPENWIRE_PORT}", f"OpenWire (TLS) must come first: {eps}"
     assert out["openwire_endpoint"] == eps[0], out
-    assert out["stomp_endpoint"] == f"stomp://{a}:{labmod.STOMP_PORT}", out
-    assert f"mqtt://{a}:{labmod.MQTT_PORT}" in eps, eps
+    assert out["stomp_endpoint"] == f"stomp+ssl://{a}:{labmod.STOMP_PORT}", out
+    assert f"mqtt+ssl://{a}:{labmod.MQTT_PORT}" in eps, eps
+    assert "BEGIN CERTIFICATE" in out["ca_certificate"], out
     assert not [e for e in eps if e.startswith("amqp")], f"Debian's ActiveMQ 5.17.2 has no AMQP transport: {eps}"
-    assert out["failover_url"] == f"failover:(tcp://{a}:{labmod.OPENWIRE_PORT})", out
+    assert out["failover_url"] == f"failover:(ssl://{a}:{labmod.OPENWIRE_PORT})", out
     values = broker_resource(tf, ADDRESS)
     inst = values["instances"]
     assert len(inst) == 1 and inst[0]["ip_address"] == a, inst

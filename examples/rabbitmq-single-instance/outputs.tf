@@ -13,3 +13,9 @@ output "console_url" {
 output "status" {
   value = ferrymq_broker.rabbitmq.status
 }
+
+# The deployment CA the broker's TLS certificate chains to: clients verify the broker with it
+# (every listener is TLS only unless plain_listeners = true).
+output "ca_certificate" {
+  value = ferrymq_broker.rabbitmq.ca_certificate
+}
