@@ -68,6 +68,10 @@ class Listener(stomp.ConnectionListener):
         self.messages: list[tuple[str, dict]] = []
         self.connected_at: Optional[float] = None
         self.disconnects = 0
+        # When set, each message is acknowledged on this connection from the receiving thread:
+        # over TLS a socket must not be written by one thread while another reads it (OpenSSL
+        # objects are not safe for that), so acks go out from the thread that reads.
+        self.ack_on: Optional[stomp.Connection] = None
 
     def on_connected(self, frame):
         with self.cond:
@@ -85,6 +89,8 @@ class Listener(stomp.ConnectionListener):
             self.cond.notify_all()
 
     def on_message(self, frame):
+        if self.ack_on is not None:
+            self.ack_on.ack(frame.headers.get("ack") or frame.headers.get("message-id"))
         with self.cond:
             self.messages.append((frame.body, dict(frame.headers)))
             self.cond.notify_all()
@@ -206,6 +212,7 @@ def consume(endpoints, username: str, password: str, dest: str, expected: int, t
     after `timeout`, or after `stalled` seconds without a message while still short. Returns the
     bodies in arrival order."""
     conn, listener = connect(endpoints, username, password)
+    listener.ack_on = conn
     got: list[str] = []
     try:
         conn.subscribe(queue(dest), id="1", ack="client-individual",
@@ -218,9 +225,8 @@ def consume(endpoints, username: str, password: str, dest: str, expected: int, t
                 listener.cond.wait(0.2)
                 new = listener.messages[seen:]
                 seen = len(listener.messages)
-            for body, headers in new:
-                got.append(body)
-                conn.ack(headers.get("ack") or headers.get("message-id"))
+            for body, _headers in new:
+                got.append(body)  # acknowledged by the listener as it arrived
             now = time.monotonic()
             if new:
                 last = now

@@ -62,10 +62,16 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     print(f"instance: {inst[0]}")
     S.s.update(out)
 
-    # Every listed endpoint accepts TCP connections on the host's address.
+    # Every listed endpoint accepts TCP connections on the host's address; ActiveMQ's plain
+    # ports (OpenWire 61616, STOMP 61613, MQTT 1883) are closed: no plain_listeners asked for.
     for e in eps:
         port = int(e.rsplit(":", 1)[1])
         assert host.port_open(port), f"{e} listed but does not accept connections"
+    for port in (61616, 61613, 1883):
+        assert not host.port_open(port), f"a plain listener answers on {a}:{port}"
+    # A plain STOMP client on the TLS port gets no session.
+    assert sc.login_error(f"stomp://{a}:{labmod.STOMP_PORT}", APP["username"], APP["password"]), \
+        "a plain STOMP client logged in on the TLS port"
 
     # On the host: one java running activemq.jar as user activemq; its volume formatted and mounted.
     java = the_java(host)
