@@ -39,6 +39,10 @@ pub enum ApplyError {
     Internal(#[from] anyhow::Error),
 }
 
+fn all_users_of(spec: &BrokerSpec) -> impl Iterator<Item = &User> {
+    spec.users.iter().chain(&spec.standalone_users)
+}
+
 /// A poisoned lock only means a panicking pass; the maps stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -102,8 +106,21 @@ impl Reconciler {
 
     pub async fn pass(&self) -> Result<()> {
         let _guard = self.pass_lock.lock().await;
-        for stored in self.store.load_all()? {
+        for mut stored in self.store.load_all()? {
             let id = stored.spec.broker_id.clone();
+            // A spec stored by an agent from before passwords were hashed: hash them now, so
+            // the store holds no password from the first pass on.
+            if all_users_of(&stored.spec).any(|u| !u.password.is_empty()) {
+                let spec = &mut stored.spec;
+                let mut plain = users::seal(&mut spec.users, &[])?;
+                plain.extend(users::seal(&mut spec.standalone_users, &[])?);
+                stored.generation = self.store.save(spec)?;
+                lock(&self.passwords)
+                    .entry(id.clone())
+                    .or_default()
+                    .extend(plain);
+                tracing::info!(broker = %id, "stored passwords replaced by hashes");
+            }
             let mut ctx = self.ctx(&id);
             let synced = lock(&self.users_synced).get(&id).copied();
             let starts = ctx.previous.as_ref().map_or(0, |p| p.engine_starts);
