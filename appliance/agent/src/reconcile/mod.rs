@@ -341,3 +341,53 @@ impl Reconciler {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsStore;
+    use crate::supervisor::DirectSupervisor;
+    use ferrymq_api::agent::Instance;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn passwords_stored_by_an_earlier_agent_become_hashes() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-reconcile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let brokers = dir.join("brokers");
+        let store = Arc::new(FsStore::new(&brokers));
+        // As an earlier agent stored it: the password itself. The volume does not exist, so
+        // the pass stops before touching anything.
+        let spec = BrokerSpec {
+            broker_id: "b-1".into(),
+            engine_type: "RabbitMQ".into(),
+            instances: vec![Instance {
+                host: "127.0.0.1".into(),
+                volume: dir.join("no-such-device").display().to_string(),
+            }],
+            users: vec![User {
+                username: "app".into(),
+                password: "app-password-12".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.save(&spec).expect("save");
+        let r = Reconciler::new(
+            brokers.clone(),
+            store.clone(),
+            Arc::new(DirectSupervisor::new(dir.join("units"))),
+            Err("no broker CA in this test".into()),
+        );
+        r.pass().await.expect("pass");
+        let stored = store.load_all().expect("load");
+        let user = &stored[0].spec.users[0];
+        assert_eq!(user.password, "");
+        assert!(crate::password::verify(
+            &user.password_hash,
+            "app-password-12"
+        ));
+        let on_disk = std::fs::read_to_string(brokers.join("b-1").join("spec.json")).expect("read");
+        assert!(!on_disk.contains("app-password-12"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
