@@ -11,17 +11,24 @@ import urllib.request
 
 import pika
 
+import tls
+
 
 def params(endpoint: str, username: str, password: str, **kw) -> pika.ConnectionParameters:
-    """Connection parameters for an ``amqp://HOST:PORT`` endpoint (as in terraform output)."""
+    """Connection parameters for an ``amqps://HOST:PORT`` endpoint (as in terraform output):
+    TLS verifying the broker with the CA given to ``tls.trust``; ``amqp://`` (plain listeners,
+    or the lab's own engines) without TLS."""
     u = urllib.parse.urlsplit(endpoint)
-    if u.scheme != "amqp" or not u.hostname:
-        raise ValueError(f"not an amqp:// endpoint: {endpoint!r}")
+    if u.scheme not in ("amqp", "amqps") or not u.hostname:
+        raise ValueError(f"not an amqp(s):// endpoint: {endpoint!r}")
     kw.setdefault("connection_attempts", 1)
     kw.setdefault("socket_timeout", 10)
     kw.setdefault("blocked_connection_timeout", 30)
+    if u.scheme == "amqps":
+        kw.setdefault("ssl_options", pika.SSLOptions(tls.context(), server_hostname=u.hostname))
+    default_port = 5671 if u.scheme == "amqps" else 5672
     return pika.ConnectionParameters(
-        host=u.hostname, port=u.port or 5672, credentials=pika.PlainCredentials(username, password), **kw
+        host=u.hostname, port=u.port or default_port, credentials=pika.PlainCredentials(username, password), **kw
     )
 
 
@@ -96,15 +103,28 @@ def delete_queue(endpoint: str, username: str, password: str, queue: str) -> Non
 
 def management_get(console_url: str, path: str, username: str, password: str, timeout: float = 10) -> tuple[int, dict]:
     """GET on the RabbitMQ management API; returns (HTTP status, decoded JSON body)."""
+    return management_request(console_url, "GET", path, username, password, timeout=timeout)
+
+
+def management_request(console_url: str, method: str, path: str, username: str, password: str,
+                       body: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
+    """A call to the RabbitMQ management API; returns (HTTP status, decoded JSON body). An
+    https:// console is verified with the CA given to ``tls.trust``."""
     auth = base64.b64encode(f"{username}:{password}".encode()).decode()
-    req = urllib.request.Request(console_url.rstrip("/") + path, headers={"Authorization": f"Basic {auth}"})
+    headers = {"Authorization": f"Basic {auth}"}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(console_url.rstrip("/") + path, data=data, headers=headers, method=method)
+    context = tls.context() if console_url.startswith("https://") else None
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
             status, raw = r.status, r.read()
     except urllib.error.HTTPError as e:
         status, raw = e.code, e.read()
     try:
-        body = json.loads(raw or b"{}")
+        decoded = json.loads(raw or b"{}")
     except json.JSONDecodeError:
-        body = {"raw": raw.decode(errors="replace")}
-    return status, body
+        decoded = {"raw": raw.decode(errors="replace")}
+    return status, decoded

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+import tls
+
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / ".work"
 TERRAFORM = Path(os.environ.get("FERRYMQ_TERRAFORM", "/opt/ferrymq/terraform-1.0.3/terraform"))
@@ -60,6 +62,9 @@ AGENT_PORT = 7443
 METRICS_PORT = 9404
 AMQP_PORT = 5672
 CONSOLE_PORT = 15672
+# What FerryMQ brokers serve: TLS only, on Amazon MQ's port numbers.
+AMQPS_PORT = 5671
+CONSOLE_TLS_PORT = 15671
 # ActiveMQ's listeners, on Amazon MQ's port numbers.
 OPENWIRE_PORT = 61617
 STOMP_PORT = 61614
@@ -854,7 +859,12 @@ class Terraform:
 
     def output(self) -> dict:
         res = self.run("output", "-json", "-no-color")
-        return {k: v.get("value") for k, v in json.loads(res.stdout or "{}").items()}
+        out = {k: v.get("value") for k, v in json.loads(res.stdout or "{}").items()}
+        # The broker's CA from the outputs is the one CA the tests' TLS clients trust, as a
+        # user's clients would.
+        if out.get("ca_certificate"):
+            tls.trust(out["ca_certificate"])
+        return out
 
     def show(self) -> dict:
         return json.loads(self.run("show", "-json", "-no-color").stdout or "{}")

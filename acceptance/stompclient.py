@@ -28,6 +28,8 @@ from typing import Callable, Iterable, Optional
 import stomp
 from stomp.exception import ConnectFailedException, StompException
 
+import tls
+
 HostPort = tuple[str, int]
 
 # stomp.py warns on every refused connection attempt, which a failover makes by the dozen.
@@ -35,7 +37,7 @@ logging.getLogger("stomp.py").setLevel(logging.ERROR)
 
 
 def parse_endpoint(endpoint: str) -> HostPort:
-    """``stomp://HOST:PORT`` (as in the broker's endpoints) -> (HOST, PORT)."""
+    """``stomp+ssl://HOST:PORT`` or ``stomp://HOST:PORT`` (as in the broker's endpoints) -> (HOST, PORT)."""
     u = urllib.parse.urlsplit(endpoint)
     if u.scheme not in ("stomp", "stomp+ssl") or not u.hostname or not u.port:
         raise ValueError(f"not a stomp://HOST:PORT endpoint: {endpoint!r}")
@@ -48,6 +50,14 @@ def _host_ports(endpoints) -> list[HostPort]:
     return [parse_endpoint(e) if isinstance(e, str) else (e[0], int(e[1])) for e in endpoints]
 
 
+def _tls_hosts(endpoints) -> list[HostPort]:
+    """The endpoints to reach over TLS: every ``stomp+ssl://`` one; (host, port) pairs given
+    without a scheme keep what an earlier call decided (see ``FailoverSender``)."""
+    if isinstance(endpoints, str):
+        endpoints = [endpoints]
+    return [parse_endpoint(e) for e in endpoints if isinstance(e, str) and e.startswith("stomp+ssl://")]
+
+
 class Listener(stomp.ConnectionListener):
     """Collects receipts, errors, messages and disconnects of one connection (thread-safe)."""
 
@@ -58,6 +68,10 @@ class Listener(stomp.ConnectionListener):
         self.messages: list[tuple[str, dict]] = []
         self.connected_at: Optional[float] = None
         self.disconnects = 0
+        # When set, each message is acknowledged on this connection from the receiving thread:
+        # over TLS a socket must not be written by one thread while another reads it (OpenSSL
+        # objects are not safe for that), so acks go out from the thread that reads.
+        self.ack_on: Optional[stomp.Connection] = None
 
     def on_connected(self, frame):
         with self.cond:
@@ -75,6 +89,8 @@ class Listener(stomp.ConnectionListener):
             self.cond.notify_all()
 
     def on_message(self, frame):
+        if self.ack_on is not None:
+            self.ack_on.ack(frame.headers.get("ack") or frame.headers.get("message-id"))
         with self.cond:
             self.messages.append((frame.body, dict(frame.headers)))
             self.cond.notify_all()
@@ -85,10 +101,13 @@ class Listener(stomp.ConnectionListener):
             self.cond.notify_all()
 
 
-def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout: float = 5.0) -> stomp.Connection:
+def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout: float = 5.0,
+               tls_hosts: Optional[list[HostPort]] = None) -> stomp.Connection:
     """A STOMP 1.2 connection over a list of endpoints: stomp.py tries them in order, `attempts`
-    rounds, backing off from 0.1 s to `sleep_max`; `timeout` is the socket timeout."""
-    return stomp.Connection12(
+    rounds, backing off from 0.1 s to `sleep_max`; `timeout` is the socket timeout.
+    ``stomp+ssl://`` endpoints (or `tls_hosts`) are reached over TLS, verifying the broker's
+    certificate and address with the CA given to ``tls.trust``."""
+    conn = stomp.Connection12(
         _host_ports(endpoints),
         reconnect_sleep_initial=0.1,
         reconnect_sleep_increase=0.5,
@@ -99,6 +118,10 @@ def connection(endpoints, *, attempts: int = 3, sleep_max: float = 1.0, timeout:
         heartbeats=(0, 0),
         auto_content_length=True,
     )
+    secured = tls_hosts if tls_hosts is not None else _tls_hosts(endpoints)
+    if secured:
+        conn.set_ssl(for_hosts=secured, ca_certs=tls.ca_file())
+    return conn
 
 
 def connect(endpoints, username: str, password: str, *, attempts: int = 3, sleep_max: float = 1.0,
@@ -191,6 +214,7 @@ def consume(endpoints, username: str, password: str, dest: str, expected: int, t
     after `timeout`, or after `stalled` seconds without a message while still short. Returns the
     bodies in arrival order."""
     conn, listener = connect(endpoints, username, password)
+    listener.ack_on = conn
     got: list[str] = []
     try:
         conn.subscribe(queue(dest), id="1", ack="client-individual",
@@ -203,9 +227,8 @@ def consume(endpoints, username: str, password: str, dest: str, expected: int, t
                 listener.cond.wait(0.2)
                 new = listener.messages[seen:]
                 seen = len(listener.messages)
-            for body, headers in new:
-                got.append(body)
-                conn.ack(headers.get("ack") or headers.get("message-id"))
+            for body, _headers in new:
+                got.append(body)  # acknowledged by the listener as it arrived
             now = time.monotonic()
             if new:
                 last = now
@@ -262,6 +285,7 @@ class FailoverSender:
                  prefix: str = "m", window: int = 50, receipt_timeout: float = 10.0, give_up: float = 60.0,
                  on_progress: Optional[Callable[[int], None]] = None, pace: float = 0.0):
         self.endpoints = _host_ports(endpoints)
+        self.tls_hosts = _tls_hosts(endpoints)
         self.username, self.password = username, password
         self.dest = queue(dest)
         self.count = count
@@ -291,7 +315,7 @@ class FailoverSender:
         deadline = time.monotonic() + self.give_up
         last = ""
         while True:
-            conn = connection(self.endpoints, attempts=1, sleep_max=0.5)
+            conn = connection(self.endpoints, attempts=1, sleep_max=0.5, tls_hosts=self.tls_hosts)
             listener = Listener()
             conn.set_listener("ferrymq", listener)
             try:

@@ -156,15 +156,15 @@ def test_01_apply_creates_active_and_standby(lab, host_pair, tf_factory):
 
     h1, h2 = host_pair
     ow = labmod.OPENWIRE_PORT
-    assert out["failover_url"] == f"failover:(tcp://{h1.address}:{ow},tcp://{h2.address}:{ow})", out["failover_url"]
+    assert out["failover_url"] == f"failover:(ssl://{h1.address}:{ow},ssl://{h2.address}:{ow})", out["failover_url"]
     inst = out["instances"]
     assert [i["ip_address"] for i in inst] == [h1.address, h2.address], inst
     for i, h in zip(inst, host_pair):
         eps = i["endpoints"]
-        assert eps[0] == f"tcp://{h.address}:{ow}", f"OpenWire must come first: {eps}"
-        assert endpoint(eps, "stomp") == f"stomp://{h.address}:{labmod.STOMP_PORT}", eps
+        assert eps[0] == f"ssl://{h.address}:{ow}", f"OpenWire (TLS) must come first: {eps}"
+        assert endpoint(eps, "stomp+ssl") == f"stomp+ssl://{h.address}:{labmod.STOMP_PORT}", eps
         assert not [e for e in eps if e.startswith("amqp")], f"no AMQP in Debian's ActiveMQ 5.17.2: {eps}"
-    assert out["stomp_endpoints"] == [f"stomp://{h.address}:{labmod.STOMP_PORT}" for h in host_pair], out
+    assert out["stomp_endpoints"] == [f"stomp+ssl://{h.address}:{labmod.STOMP_PORT}" for h in host_pair], out
     values = broker_resource(tf, ADDRESS)
     assert values["deployment_mode"] == "ACTIVE_STANDBY_MULTI_AZ" and values["storage_type"] == "efs", values
     print(f"instances: {inst}")
@@ -198,7 +198,7 @@ def test_02_kill_active_mid_stream_loses_no_receipted_message(host_pair):
     tf = S.s["tf"]
     active, standby, out, _ = wait_healthy(tf, host_pair)
     eps = out["stomp_endpoints"]
-    standby_ep = f"stomp://{standby.address}:{labmod.STOMP_PORT}"
+    standby_ep = f"stomp+ssl://{standby.address}:{labmod.STOMP_PORT}"
     takeover = Takeover(active, standby, standby_ep).start()
     sender = sc.FailoverSender(eps, APP["username"], APP["password"], QUEUE, MESSAGES, prefix="fo",
                                on_progress=lambda n: takeover.trigger.set() if n >= MESSAGES // 2 else None)
@@ -277,7 +277,7 @@ def test_04_benchmark_failover_seconds_median_of_5_kills(host_pair):
     for k in range(BENCH_KILLS):
         active, standby, out, healthy_secs = wait_healthy(tf, host_pair)
         note_restart()
-        takeover = Takeover(active, standby, f"stomp://{standby.address}:{labmod.STOMP_PORT}").start()
+        takeover = Takeover(active, standby, f"stomp+ssl://{standby.address}:{labmod.STOMP_PORT}").start()
         sender = sc.FailoverSender(out["stomp_endpoints"], APP["username"], APP["password"], BENCH_QUEUE,
                                    BENCH_MESSAGES, prefix=f"k{k}",
                                    on_progress=lambda n, t=takeover: t.trigger.set() if n >= BENCH_KILL_AT else None)

@@ -48,12 +48,13 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     res, out = apply_until_running(tf, "activemq_single_apply_to_running_seconds", APP["password"])
     a = host.address
     eps = out["endpoints"]
-    assert eps and eps[0] == f"tcp://{a}:{labmod.OPENWIRE_PORT}", f"OpenWire must come first: {eps}"
+    assert eps and eps[0] == f"ssl://{a}:{labmod.OPENWIRE_PORT}", f"OpenWire (TLS) must come first: {eps}"
     assert out["openwire_endpoint"] == eps[0], out
-    assert out["stomp_endpoint"] == f"stomp://{a}:{labmod.STOMP_PORT}", out
-    assert f"mqtt://{a}:{labmod.MQTT_PORT}" in eps, eps
+    assert out["stomp_endpoint"] == f"stomp+ssl://{a}:{labmod.STOMP_PORT}", out
+    assert f"mqtt+ssl://{a}:{labmod.MQTT_PORT}" in eps, eps
+    assert "BEGIN CERTIFICATE" in out["ca_certificate"], out
     assert not [e for e in eps if e.startswith("amqp")], f"Debian's ActiveMQ 5.17.2 has no AMQP transport: {eps}"
-    assert out["failover_url"] == f"failover:(tcp://{a}:{labmod.OPENWIRE_PORT})", out
+    assert out["failover_url"] == f"failover:(ssl://{a}:{labmod.OPENWIRE_PORT})", out
     values = broker_resource(tf, ADDRESS)
     inst = values["instances"]
     assert len(inst) == 1 and inst[0]["ip_address"] == a, inst
@@ -61,10 +62,16 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     print(f"instance: {inst[0]}")
     S.s.update(out)
 
-    # Every listed endpoint accepts TCP connections on the host's address.
+    # Every listed endpoint accepts TCP connections on the host's address; ActiveMQ's plain
+    # ports (OpenWire 61616, STOMP 61613, MQTT 1883) are closed: no plain_listeners asked for.
     for e in eps:
         port = int(e.rsplit(":", 1)[1])
         assert host.port_open(port), f"{e} listed but does not accept connections"
+    for port in (61616, 61613, 1883):
+        assert not host.port_open(port), f"a plain listener answers on {a}:{port}"
+    # A plain STOMP client on the TLS port gets no session.
+    assert sc.login_error(f"stomp://{a}:{labmod.STOMP_PORT}", APP["username"], APP["password"]), \
+        "a plain STOMP client logged in on the TLS port"
 
     # On the host: one java running activemq.jar as user activemq; its volume formatted and mounted.
     java = the_java(host)

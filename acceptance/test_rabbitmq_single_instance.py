@@ -47,8 +47,9 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     tf.write_vars(variables(host, [APP]))
 
     res, out = apply_until_running(tf, "apply_to_running_seconds", APP["password"])
-    assert out["amqp_endpoint"] == f"amqp://{host.address}:5672", out
-    assert out["console_url"] == f"http://{host.address}:15672", out
+    assert out["amqp_endpoint"] == f"amqps://{host.address}:{labmod.AMQPS_PORT}", out
+    assert out["console_url"] == f"https://{host.address}:{labmod.CONSOLE_TLS_PORT}", out
+    assert "BEGIN CERTIFICATE" in out["ca_certificate"], out
     values = broker_resource(tf, ADDRESS)
     assert values["instances"][0]["ip_address"] == host.address, values["instances"]
     S.update(out)

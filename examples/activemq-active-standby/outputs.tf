@@ -7,7 +7,7 @@ output "status" {
   value = ferrymq_broker.activemq.status
 }
 
-# failover:(tcp://HOST1:61617,tcp://HOST2:61617): the URL for JMS/OpenWire clients; they follow
+# failover:(ssl://HOST1:61617,ssl://HOST2:61617): the URL for JMS/OpenWire clients; they follow
 # the active broker by themselves.
 output "failover_url" {
   value = ferrymq_broker.activemq.failover_url
@@ -25,7 +25,7 @@ output "roles" {
 
 # Each instance's STOMP endpoint, for STOMP clients that take a list of brokers.
 output "stomp_endpoints" {
-  value = try(flatten([for i in ferrymq_broker.activemq.instances : [for e in i.endpoints : e if length(regexall("^stomp://", e)) > 0]]), null)
+  value = try(flatten([for i in ferrymq_broker.activemq.instances : [for e in i.endpoints : e if length(regexall("^stomp\\+ssl://", e)) > 0]]), null)
 }
 
 output "openwire_endpoints" {
@@ -35,4 +35,10 @@ output "openwire_endpoints" {
 # Through the load balancer's virtual IP (empty without virtual_ip): OpenWire, STOMP, MQTT.
 output "load_balancer_endpoints" {
   value = ferrymq_broker.activemq.load_balancer_endpoints
+}
+
+# The deployment CA the broker's TLS certificate chains to: clients verify the broker with it
+# (every listener is TLS only unless plain_listeners = true).
+output "ca_certificate" {
+  value = ferrymq_broker.activemq.ca_certificate
 }

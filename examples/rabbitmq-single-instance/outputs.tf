@@ -21,3 +21,9 @@ output "next_maintenance_window" {
 output "pending_changes" {
   value = ferrymq_broker.rabbitmq.pending_changes
 }
+
+# The deployment CA the broker's TLS certificate chains to: clients verify the broker with it
+# (every listener is TLS only unless plain_listeners = true).
+output "ca_certificate" {
+  value = ferrymq_broker.rabbitmq.ca_certificate
+}

@@ -17,7 +17,7 @@ pub fn hash(password: &str) -> std::io::Result<String> {
     Ok(hash_with_salt(salt, password))
 }
 
-fn hash_with_salt(salt: [u8; SALT], password: &str) -> String {
+pub(crate) fn hash_with_salt(salt: [u8; SALT], password: &str) -> String {
     let mut raw = salt.to_vec();
     raw.extend_from_slice(
         &Sha256::new()

@@ -498,13 +498,20 @@ fn strings(value: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A list as configured: null stays null while it would be empty.
-fn string_list(prior: &Value, values: &[String]) -> Value {
+/// A list as configured: null stays null while it would be empty, and the configured order is
+/// kept while the same names are there (engines report groups sorted).
+pub fn string_list(prior: &Value, values: &[String]) -> Value {
     if prior.is_null() && values.is_empty() {
-        Value::Null
-    } else {
-        Value::List(values.iter().map(Value::string).collect())
+        return Value::Null;
     }
+    let mut have = strings(prior);
+    let mut want = values.to_vec();
+    have.sort();
+    want.sort();
+    if have == want && prior.as_list().is_some() {
+        return prior.clone();
+    }
+    Value::List(values.iter().map(Value::string).collect())
 }
 
 /// The agent's spec from a planned (fully known) state.

@@ -266,12 +266,10 @@ fn state_from(prior: &Value, user: &User, password_drift: bool) -> Value {
         _ => Value::Bool(user.console_access),
     };
     state.set_attr("console_access", console);
-    let groups = if prior.get("groups").is_null() && user.groups.is_empty() {
-        Value::Null
-    } else {
-        Value::List(user.groups.iter().map(Value::string).collect())
-    };
-    state.set_attr("groups", groups);
+    state.set_attr(
+        "groups",
+        super::broker::string_list(prior.get("groups"), &user.groups),
+    );
     state
 }
 
@@ -345,6 +343,18 @@ mod tests {
         let s = state_from(&state(), &changed, false);
         assert_eq!(s.get("console_access").as_bool(), Some(true));
         assert_eq!(s.get("groups").as_list().map(<[Value]>::len), Some(1));
+        // The engine reports groups sorted: the configured order stays.
+        let mut configured = state();
+        configured.set_attr(
+            "groups",
+            Value::List(vec![Value::string("orders"), Value::string("audit")]),
+        );
+        let sorted = User {
+            username: "app".into(),
+            groups: vec!["audit".into(), "orders".into()],
+            ..Default::default()
+        };
+        assert_eq!(state_from(&configured, &sorted, false), configured);
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub enum ApplyError {
     Internal(#[from] anyhow::Error),
 }
 
+fn all_users_of(spec: &BrokerSpec) -> impl Iterator<Item = &User> {
+    spec.users.iter().chain(&spec.standalone_users)
+}
+
 /// A poisoned lock only means a panicking pass; the maps stay usable.
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -114,8 +118,21 @@ impl Reconciler {
 
     pub async fn pass(&self) -> Result<()> {
         let _guard = self.pass_lock.lock().await;
-        for stored in self.store.load_all()? {
+        for mut stored in self.store.load_all()? {
             let id = stored.spec.broker_id.clone();
+            // A spec stored by an agent from before passwords were hashed: hash them now, so
+            // the store holds no password from the first pass on.
+            if all_users_of(&stored.spec).any(|u| !u.password.is_empty()) {
+                let spec = &mut stored.spec;
+                let mut plain = users::seal(&mut spec.users, &[])?;
+                plain.extend(users::seal(&mut spec.standalone_users, &[])?);
+                stored.generation = self.store.save(spec)?;
+                lock(&self.passwords)
+                    .entry(id.clone())
+                    .or_default()
+                    .extend(plain);
+                tracing::info!(broker = %id, "stored passwords replaced by hashes");
+            }
             let mut ctx = self.ctx(&id);
             let synced = lock(&self.users_synced).get(&id).copied();
             let starts = ctx.previous.as_ref().map_or(0, |p| p.engine_starts);
@@ -443,5 +460,55 @@ impl Reconciler {
         }
         tracing::info!(broker = broker_id, "deleted");
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FsStore;
+    use crate::supervisor::DirectSupervisor;
+    use ferrymq_api::agent::Instance;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn passwords_stored_by_an_earlier_agent_become_hashes() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-reconcile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let brokers = dir.join("brokers");
+        let store = Arc::new(FsStore::new(&brokers));
+        // As an earlier agent stored it: the password itself. The volume does not exist, so
+        // the pass stops before touching anything.
+        let spec = BrokerSpec {
+            broker_id: "b-1".into(),
+            engine_type: "RabbitMQ".into(),
+            instances: vec![Instance {
+                host: "127.0.0.1".into(),
+                volume: dir.join("no-such-device").display().to_string(),
+            }],
+            users: vec![User {
+                username: "app".into(),
+                password: "app-password-12".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        store.save(&spec).expect("save");
+        let r = Reconciler::new(
+            brokers.clone(),
+            store.clone(),
+            Arc::new(DirectSupervisor::new(dir.join("units"))),
+            Err("no broker CA in this test".into()),
+        );
+        r.pass().await.expect("pass");
+        let stored = store.load_all().expect("load");
+        let user = &stored[0].spec.users[0];
+        assert_eq!(user.password, "");
+        assert!(crate::password::verify(
+            &user.password_hash,
+            "app-password-12"
+        ));
+        let on_disk = std::fs::read_to_string(brokers.join("b-1").join("spec.json")).expect("read");
+        assert!(!on_disk.contains("app-password-12"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -13,11 +13,9 @@
 use super::AGENT_USER;
 use crate::engine::ObservedUsers;
 use anyhow::{bail, Context, Result};
-use base64::Engine as _;
 use ferrymq_api::agent::User;
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -359,17 +357,7 @@ fn password_matches(have: &ApiUser, want: &User) -> bool {
 /// RabbitMQ's `rabbit_password_hashing_sha256`: base64(salt ‖ SHA-256(salt ‖ password)),
 /// with a 4-byte salt.
 fn hash_matches(user: &ApiUser, password: &str) -> bool {
-    let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(&user.password_hash) else {
-        return false;
-    };
-    if raw.len() != 4 + 32 {
-        return false;
-    }
-    let (salt, hash) = raw.split_at(4);
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(password.as_bytes());
-    h.finalize().as_slice() == hash
+    crate::password::verify(&user.password_hash, password)
 }
 
 #[cfg(test)]
@@ -377,14 +365,7 @@ mod tests {
     use super::*;
 
     fn hashed(salt: [u8; 4], password: &str) -> String {
-        let mut raw = salt.to_vec();
-        raw.extend_from_slice(
-            &Sha256::new()
-                .chain_update(salt)
-                .chain_update(password)
-                .finalize(),
-        );
-        base64::engine::general_purpose::STANDARD.encode(raw)
+        crate::password::hash_with_salt(salt, password)
     }
 
     #[test]
