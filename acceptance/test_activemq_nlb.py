@@ -31,8 +31,9 @@ def test_01_apply_puts_the_pair_behind_the_load_balancer(lab, host_pair, tf_fact
     tf.write_vars({"broker_name": "acceptance-activemq-nlb", "hosts": [h.address for h in host_pair],
                    "shared_volume": str(lab.shared_dir("efs-activemq-nlb")), "users": [APP], "virtual_ip": vip})
     _res, out = apply_until_running(tf, "activemq_nlb_apply_to_running_seconds", APP["password"])
-    assert out["load_balancer_endpoints"] == [f"tcp://{vip}:{labmod.OPENWIRE_PORT}", f"stomp://{vip}:{labmod.STOMP_PORT}",
-                                              f"mqtt://{vip}:{labmod.MQTT_PORT}"], out
+    assert out["load_balancer_endpoints"] == [f"ssl://{vip}:{labmod.OPENWIRE_PORT}",
+                                              f"stomp+ssl://{vip}:{labmod.STOMP_PORT}",
+                                              f"mqtt+ssl://{vip}:{labmod.MQTT_PORT}"], out
     S.s["stomp"] = out["load_balancer_endpoints"][1]
     wait_until(lambda: lab.address_holders(vip), 30, "a host holding the virtual IP")
     for h in host_pair:

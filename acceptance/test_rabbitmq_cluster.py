@@ -49,12 +49,12 @@ def vip(lab) -> str:
 
 
 def node_running(h) -> bool:
-    return bool(h.pids_named("beam.smp")) and amqp.login_error(f"amqp://{h.address}:5672", APP["username"], APP["password"]) == ""
+    return bool(h.pids_named("beam.smp")) and amqp.login_error(f"amqps://{h.address}:5671", APP["username"], APP["password"]) == ""
 
 
 def cluster_nodes(h) -> dict:
     """node name -> running, as the node on h sees its cluster."""
-    status, body = amqp.management_get(f"http://{h.address}:15672", "/api/nodes", APP["username"], APP["password"])
+    status, body = amqp.management_get(f"https://{h.address}:15671", "/api/nodes", APP["username"], APP["password"])
     if status != 200:
         return {}
     return {n["name"]: n.get("running", False) for n in body}
@@ -66,7 +66,7 @@ def publisher_node_host(hosts):
     by_node = {f"rabbit@{h.address}": h for h in hosts}
 
     def find():
-        status, conns = amqp.management_get(f"http://{hosts[0].address}:15672", "/api/connections",
+        status, conns = amqp.management_get(f"https://{hosts[0].address}:15671", "/api/connections",
                                             APP["username"], APP["password"])
         nodes = {c.get("node") for c in conns} if status == 200 and isinstance(conns, list) else set()
         return by_node.get(nodes.pop()) if len(nodes) == 1 else None
@@ -123,7 +123,7 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
     _res, out = apply_until_running(tf, "rabbitmq_cluster_apply_to_running_seconds", APP["password"])
     restarted.join(timeout=60)
     assert S.s.get("agent_restarted"), "the agent was not restarted mid-formation"
-    assert out["load_balancer_endpoint"] == f"amqp://{vip(lab)}:5672", out
+    assert out["load_balancer_endpoint"] == f"amqps://{vip(lab)}:5671", out
     values = broker_resource(tf, ADDRESS)
     assert [i["ip_address"] for i in values["instances"]] == [h.address for h in hosts]
     assert all(i["role"] == "active" for i in values["instances"]), values["instances"]
@@ -160,7 +160,7 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
         conn.channel().queue_declare(queue=QUEUE, durable=True)
     finally:
         conn.close()
-    status, q = amqp.management_get(f"http://{hosts[0].address}:15672", f"/api/queues/%2F/{QUEUE}",
+    status, q = amqp.management_get(f"https://{hosts[0].address}:15671", f"/api/queues/%2F/{QUEUE}",
                                     APP["username"], APP["password"])
     assert status == 200 and q.get("type") == "quorum", (status, q)
     S.ok("apply")
@@ -319,7 +319,7 @@ def test_04_benchmark_direct_against_the_load_balancer(lab, hosts):
     # connections land on any node too (the queue's leader or not), and the machine's load
     # drifts; both sides see the same mix.
     for rnd in range(BENCH_ROUNDS):
-        direct = f"amqp://{hosts[rnd % len(hosts)].address}:5672"
+        direct = f"amqps://{hosts[rnd % len(hosts)].address}:5671"
         for kind, ep in (("direct", direct), ("nlb", S.s["endpoint"])):
             runs[kind].append(_publish_run(ep, queue, first))
             first += BENCH_MESSAGES

@@ -7,7 +7,7 @@ output "status" {
   value = ferrymq_broker.rabbitmq.status
 }
 
-# amqp://VIRTUAL_IP:5672: the one endpoint clients need; it survives the loss of any one host.
+# amqps://VIRTUAL_IP:5671: the one endpoint clients need; it survives the loss of any one host.
 output "load_balancer_endpoint" {
   value = ferrymq_broker.rabbitmq.load_balancer_endpoint
 }
@@ -17,11 +17,17 @@ output "load_balancer_endpoints" {
   value = ferrymq_broker.rabbitmq.load_balancer_endpoints
 }
 
-# Per node: address, endpoints (amqp://HOST:5672), console URL (http://HOST:15672), role.
+# Per node: address, endpoints (amqps://HOST:5671), console URL (https://HOST:15671), role.
 output "instances" {
   value = try(ferrymq_broker.rabbitmq.instances, null)
 }
 
 output "amqp_endpoints" {
   value = try([for i in ferrymq_broker.rabbitmq.instances : i.endpoints[0]], null)
+}
+
+# The deployment CA the nodes' TLS certificates chain to: clients verify the broker with it
+# (every listener is TLS only unless plain_listeners = true).
+output "ca_certificate" {
+  value = ferrymq_broker.rabbitmq.ca_certificate
 }
