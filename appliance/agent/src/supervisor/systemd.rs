@@ -83,7 +83,7 @@ pub fn render_service(unit: &UnitSpec) -> String {
          SyslogIdentifier={name}\nWorkingDirectory={wd}\n",
         name = unit.name,
         slice = slice_name(&unit.name),
-        wd = quote(&unit.working_dir.to_string_lossy()),
+        wd = unit.working_dir.display(),
     );
     if let Some(user) = &unit.user {
         s.push_str(&format!("User={user}\n"));
@@ -281,7 +281,7 @@ mod tests {
             "Restart=on-failure",
             "User=rabbitmq",
             "StandardOutput=journal",
-            "WorkingDirectory=\"/var/lib/ferrymq/brokers/b-1234\"",
+            "WorkingDirectory=/var/lib/ferrymq/brokers/b-1234",
             "Environment=\"HOME=/var/lib/ferrymq/brokers/b-1234\"",
             "Environment=\"RABBITMQ_NODENAME=rabbit@h1\"",
             r#"ExecStart="/usr/lib/rabbitmq/bin/rabbitmq-server" "-s" "it's 100%% \"$$HOME\"""#,
