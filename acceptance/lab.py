@@ -242,6 +242,11 @@ class Host:
     def pids_named(self, comm: str) -> list[int]:
         return [p for p, c, _ in self.processes() if c == comm]
 
+    def rabbitmq_pids(self) -> list[int]:
+        """The RabbitMQ nodes in the host's namespace: ``beam.smp`` processes booting ``rabbit``,
+        not the short-lived ones of ``rabbitmqctl`` (an escript on the same VM binary)."""
+        return [p for p, c, cmd in self.processes() if c == "beam.smp" and "-escript" not in cmd]
+
     def activemq_pids(self) -> list[int]:
         """The ActiveMQ brokers in the host's namespace: ``java`` processes running activemq.jar."""
         return [p for p, c, cmd in self.processes() if c == "java" and ACTIVEMQ_JAR in cmd]

@@ -51,8 +51,10 @@ def need(*steps: str) -> None:
 
 
 def variables(host, instance_type: str) -> dict:
+    # apply_immediately: a resize otherwise waits for the maintenance window
+    # (test_maintenance_window.py shows that).
     return {"broker_name": BROKER_NAME, "host": host.address, "volume": host.loop, "users": [APP],
-            "host_instance_type": instance_type}
+            "host_instance_type": instance_type, "apply_immediately": True}
 
 
 

@@ -21,6 +21,20 @@ resource "ferrymq_broker" "rabbitmq" {
   host_instance_type = var.host_instance_type
   deployment_mode    = "SINGLE_INSTANCE"
 
+  # A new host_instance_type (or engine version) is applied in the weekly maintenance window,
+  # one restart, unless apply_immediately is true. Without a window the agents pick one and
+  # report it in next_maintenance_window.
+  apply_immediately = var.apply_immediately
+
+  dynamic "maintenance_window_start_time" {
+    for_each = var.maintenance_window == null ? [] : [var.maintenance_window]
+    content {
+      day_of_week = maintenance_window_start_time.value.day_of_week
+      time_of_day = maintenance_window_start_time.value.time_of_day
+      time_zone   = maintenance_window_start_time.value.time_zone
+    }
+  }
+
   # The appliance host (its agent listens on HOST:7443) and the blank block device that becomes
   # the broker's volume (the EBS volume of Amazon MQ). FerryMQ formats it only when it is blank.
   instance {

@@ -13,3 +13,11 @@ output "console_url" {
 output "status" {
   value = ferrymq_broker.rabbitmq.status
 }
+
+output "next_maintenance_window" {
+  value = ferrymq_broker.rabbitmq.next_maintenance_window
+}
+
+output "pending_changes" {
+  value = ferrymq_broker.rabbitmq.pending_changes
+}

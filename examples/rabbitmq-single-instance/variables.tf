@@ -36,3 +36,19 @@ variable "encryption_key_file" {
   type        = string
   default     = null
 }
+
+variable "apply_immediately" {
+  description = "Apply a new instance type now (one restart) instead of in the maintenance window."
+  type        = bool
+  default     = false
+}
+
+variable "maintenance_window" {
+  description = "Weekly maintenance window start: day_of_week (MONDAY..SUNDAY), time_of_day (HH:MM), time_zone (IANA name or UTC offset; null for UTC). Null lets FerryMQ pick one."
+  type = object({
+    day_of_week = string
+    time_of_day = string
+    time_zone   = string
+  })
+  default = null
+}

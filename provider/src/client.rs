@@ -1,15 +1,13 @@
 //! The provider's side of the agent API: mutual TLS to one agent, errors sorted into the cases
 //! a resource must tell apart, and waiting for a broker to reach a state.
 
-use anyhow::Context as _;
 use ferrymq_api::agent::agent_client::AgentClient;
 use ferrymq_api::agent::{
     ApplyBrokerRequest, BrokerSpec, BrokerState, BrokerStatus, DeleteBrokerRequest,
     GetBrokerRequest,
 };
-use ferrymq_api::DEFAULT_AGENT_PORT;
 use std::time::{Duration, Instant};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Channel;
 
 /// PEM material for mutual TLS with the agents.
 #[derive(Clone)]
@@ -55,16 +53,7 @@ impl From<tonic::Status> for ClientError {
     }
 }
 
-/// The address of a host's agent: `instance.host` with the default port when none is given.
-pub fn agent_address(host: &str) -> String {
-    if host.parse::<std::net::SocketAddr>().is_ok() {
-        host.to_string()
-    } else if let Ok(ip) = host.parse::<std::net::Ipv6Addr>() {
-        format!("[{ip}]:{DEFAULT_AGENT_PORT}")
-    } else {
-        format!("{host}:{DEFAULT_AGENT_PORT}")
-    }
-}
+pub use ferrymq_api::channel::agent_address;
 
 pub struct Agent {
     address: String,
@@ -75,16 +64,14 @@ impl Agent {
     /// Prepares a connection to the agent of `host` (connects lazily, on first call).
     pub fn new(host: &str, creds: &Credentials) -> anyhow::Result<Self> {
         let address = agent_address(host);
-        let tls = ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&creds.ca_cert))
-            .identity(Identity::from_pem(&creds.client_cert, &creds.client_key));
-        let channel = Endpoint::from_shared(format!("https://{address}"))
-            .with_context(|| format!("agent address {address:?}"))?
-            .tls_config(tls)
-            .with_context(|| format!("TLS for {address}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(120))
-            .connect_lazy();
+        let channel = ferrymq_api::channel::agent_channel(
+            &address,
+            &creds.ca_cert,
+            &creds.client_cert,
+            &creds.client_key,
+            Duration::from_secs(120),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Agent {
             address,
             client: AgentClient::new(channel),
@@ -186,14 +173,6 @@ fn describe(status: &BrokerStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_get_the_default_agent_port() {
-        assert_eq!(agent_address("10.0.0.5"), "10.0.0.5:7443");
-        assert_eq!(agent_address("10.0.0.5:9000"), "10.0.0.5:9000");
-        assert_eq!(agent_address("::1"), "[::1]:7443");
-        assert_eq!(agent_address("mq-host-1"), "mq-host-1:7443");
-    }
 
     #[test]
     fn status_codes_sort_into_cases() {

@@ -45,6 +45,7 @@ pub fn broker(config: &Value) -> Diagnostics {
         }
     }
     d.extend(load_balancer_block(config));
+    d.extend(window_block(config.get("maintenance_window_start_time")));
     if let Value::Object(_) = config.get("timeouts") {
         for op in ["create", "update", "delete"] {
             if let Some(text) = config.get("timeouts").get(op).as_str() {
@@ -59,6 +60,34 @@ pub fn broker(config: &Value) -> Diagnostics {
         }
     }
     d
+}
+
+/// The window's three attributes, each error on its own path; skipped while any is unknown.
+fn window_block(window: &Value) -> Diagnostics {
+    let (Some(day), Some(time)) = (
+        window.get("day_of_week").as_str(),
+        window.get("time_of_day").as_str(),
+    ) else {
+        return vec![];
+    };
+    let zone = match window.get("time_zone") {
+        Value::Null => "",
+        v => match v.as_str() {
+            Some(z) => z,
+            None => return vec![],
+        },
+    };
+    match ferrymq_api::window::WindowStart::parse(day, time, zone) {
+        Ok(_) => vec![],
+        Err(e) => vec![error(
+            AttributePath::root("maintenance_window_start_time").attr(e.attribute),
+            "Invalid maintenance_window_start_time",
+            format!(
+                "maintenance_window_start_time.{}: {}",
+                e.attribute, e.message
+            ),
+        )],
+    }
 }
 
 /// Checks of the single-valued attributes; returns the deployment mode and storage type
@@ -429,6 +458,33 @@ mod tests {
             paths(&d),
             ["load_balancer.virtual_ip", "load_balancer.hosts"]
         );
+    }
+
+    #[test]
+    fn a_bad_window_is_reported_on_the_attribute_that_is_wrong() {
+        let window = |day: &str, time: &str, zone: Value| {
+            let mut c = config();
+            c.set_attr(
+                "maintenance_window_start_time",
+                Value::object([
+                    ("day_of_week", Value::string(day)),
+                    ("time_of_day", Value::string(time)),
+                    ("time_zone", zone),
+                ]),
+            );
+            broker(&c)
+        };
+        assert!(window("SUNDAY", "02:30", Value::Null).is_empty());
+        assert!(window("sunday", "02:30", Value::string("America/New_York")).is_empty());
+        let d = window("SUNDAY", "2:30pm", Value::Null);
+        assert_eq!(paths(&d), ["maintenance_window_start_time.time_of_day"]);
+        assert!(d[0].detail.contains("2:30pm"));
+        let d = window("SUNDAY", "02:30", Value::string("Mars/Base"));
+        assert_eq!(paths(&d), ["maintenance_window_start_time.time_zone"]);
+        let d = window("SOMEDAY", "02:30", Value::Null);
+        assert_eq!(paths(&d), ["maintenance_window_start_time.day_of_week"]);
+        // Unknown until apply: not guessed.
+        assert!(window("SUNDAY", "02:30", Value::Unknown).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod api;
 mod engine;
 mod host;
 mod load_balancer;
+mod maintenance;
 mod pki;
 mod reconcile;
 mod sizing;
@@ -119,7 +120,9 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     let store = Arc::new(store::FsStore::new(&brokers_dir));
     let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
     let kind = supervisor::Supervisor::kind(supervisor.as_ref());
-    let reconciler = Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor));
+    let peers = maintenance::Peers::from_tls_dir(&tls_dir)?;
+    let reconciler =
+        Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor).with_peers(peers));
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".
     reconciler.pass().await.context("first reconcile pass")?;

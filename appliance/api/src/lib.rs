@@ -6,8 +6,10 @@
 //! provider and the agent cannot disagree about what a valid broker is.
 
 pub mod catalogue;
+pub mod channel;
 pub mod recommendation;
 pub mod validate;
+pub mod window;
 
 /// Generated gRPC types and services of the agent API.
 pub mod agent {

@@ -397,6 +397,18 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
             );
         }
     }
+    if let Some(window) = &spec.maintenance_window {
+        if let Err(e) = crate::window::WindowStart::parse(
+            &window.day_of_week,
+            &window.time_of_day,
+            &window.time_zone,
+        ) {
+            check(
+                &format!("maintenance_window_start_time.{}", e.attribute),
+                Err(e.message),
+            );
+        }
+    }
     if spec.instance_index as usize >= spec.instances.len() {
         check(
             "instance_index",
@@ -496,9 +508,27 @@ mod tests {
                 console_access: true,
                 groups: vec![],
             }],
-            encryption: None,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_malformed_window_is_refused_on_its_attribute() {
+        let mut s = spec();
+        s.maintenance_window = Some(crate::agent::MaintenanceWindow {
+            day_of_week: "SUNDAY".into(),
+            time_of_day: "25:00".into(),
+            time_zone: "UTC".into(),
+        });
+        let errors = broker_spec(&s).unwrap_err();
+        assert_eq!(errors[0].path, "maintenance_window_start_time.time_of_day");
+        assert!(errors[0].message.contains("25:00"));
+        s.maintenance_window = Some(crate::agent::MaintenanceWindow {
+            day_of_week: "SUNDAY".into(),
+            time_of_day: "02:00".into(),
+            time_zone: "Europe/Berlin".into(),
+        });
+        assert_eq!(broker_spec(&s), Ok(()));
     }
 
     #[test]

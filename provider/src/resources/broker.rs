@@ -12,7 +12,8 @@ use crate::tfplugin::{
 };
 use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{
-    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, LoadBalancer, User,
+    BrokerSpec, BrokerState, BrokerStatus, EncryptionOptions, Instance, LoadBalancer,
+    MaintenanceWindow, User,
 };
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
@@ -66,6 +67,13 @@ pub fn schema() -> Schema {
         .attribute(Attribute::optional("hosts", Type::list(Type::String)).description(
             "Addresses of the hosts that run the load balancer; left out, the broker's own hosts.",
         ));
+    let window = Block::new()
+        .description("Weekly start of the two-hour window in which a new instance type or engine version is applied (Amazon MQ: maintenance_window_start_time). Without it the agents pick a window and report it in next_maintenance_window.")
+        .attribute(Attribute::required("day_of_week", Type::String).description("MONDAY … SUNDAY."))
+        .attribute(Attribute::required("time_of_day", Type::String).description("24-hour HH:MM, e.g. 02:30."))
+        .attribute(Attribute::optional("time_zone", Type::String).description(
+            "IANA name (Europe/Berlin) or UTC offset (UTC+02:00); UTC when unset. Named zones follow daylight-saving time.",
+        ));
     let timeouts = Block::new()
         .attribute(Attribute::optional("create", Type::String))
         .attribute(Attribute::optional("update", Type::String))
@@ -117,10 +125,23 @@ pub fn schema() -> Schema {
             .attribute(Attribute::computed("load_balancer_endpoints", Type::list(Type::String)).description(
                 "Every client endpoint (one per protocol) through the load balancer's virtual IP.",
             ))
+            .attribute(Attribute::optional("apply_immediately", Type::Bool).description(
+                "Apply a new instance type or engine version now instead of in the next maintenance window.",
+            ))
+            .attribute(Attribute::computed("next_maintenance_window", Type::String).description(
+                "Start (RFC 3339, UTC) of the maintenance window now open or of the next one.",
+            ))
+            .attribute(Attribute::computed("pending_changes", Type::list(Type::String)).description(
+                "Applied changes waiting for the maintenance window, e.g. \"host_instance_type: mq.m5.large -> mq.t3.micro\".",
+            ))
+            .attribute(Attribute::computed("pending_engine_version", Type::String).description(
+                "The engine version the broker runs after the next maintenance window, when it differs from the current one.",
+            ))
             .block(NestedBlock::list("instance", instance))
             .block(NestedBlock::list("user", user))
             .block(NestedBlock::single("encryption_options", encryption))
             .block(NestedBlock::single("load_balancer", load_balancer))
+            .block(NestedBlock::single("maintenance_window_start_time", window))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
 }
@@ -156,6 +177,9 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             "failover_url",
             "load_balancer_endpoint",
             "load_balancer_endpoints",
+            "next_maintenance_window",
+            "pending_changes",
+            "pending_engine_version",
         ] {
             planned.set_attr(computed, Value::Unknown);
         }
@@ -166,8 +190,15 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             .map(|attr| AttributePath::root(*attr))
             .collect();
         if planned != req.prior_state {
-            // The broker reports its state again after the update.
-            planned.set_attr("status", Value::Unknown);
+            // The broker reports its state and pending work again after the update.
+            for computed in [
+                "status",
+                "next_maintenance_window",
+                "pending_changes",
+                "pending_engine_version",
+            ] {
+                planned.set_attr(computed, Value::Unknown);
+            }
         }
         if planned.get("load_balancer") != req.prior_state.get("load_balancer") {
             for computed in ["load_balancer_endpoint", "load_balancer_endpoints"] {
@@ -218,6 +249,9 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
                 ("failover_url", Value::string("")),
                 ("load_balancer_endpoint", Value::string("")),
                 ("load_balancer_endpoints", Value::List(vec![])),
+                ("next_maintenance_window", Value::string("")),
+                ("pending_changes", Value::List(vec![])),
+                ("pending_engine_version", Value::string("")),
             ] {
                 if !partial.get(attr).is_fully_known() {
                     partial.set_attr(attr, empty);
@@ -438,6 +472,15 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
             .map(|key_file| EncryptionOptions {
                 key_file: key_file.to_string(),
             }),
+        maintenance_window: match planned.get("maintenance_window_start_time") {
+            Value::Null => None,
+            w => Some(MaintenanceWindow {
+                day_of_week: text(w, "day_of_week"),
+                time_of_day: text(w, "time_of_day"),
+                time_zone: text(w, "time_zone"),
+            }),
+        },
+        apply_immediately: planned.get("apply_immediately").as_bool().unwrap_or(false),
         load_balancer: planned
             .get("load_balancer")
             .get("virtual_ip")
@@ -455,6 +498,24 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
             }),
         ..Default::default()
     }
+}
+
+/// The window block as the agent stores it, keeping the user's null `time_zone` (UTC) null.
+fn window_state(spec: &BrokerSpec, prior: &Value) -> Value {
+    let Some(w) = &spec.maintenance_window else {
+        return Value::Null;
+    };
+    let prior_zone = prior.get("maintenance_window_start_time").get("time_zone");
+    let zone = if w.time_zone.is_empty() && prior_zone.is_null() {
+        Value::Null
+    } else {
+        Value::string(&w.time_zone)
+    };
+    Value::object([
+        ("day_of_week", Value::string(&w.day_of_week)),
+        ("time_of_day", Value::string(&w.time_of_day)),
+        ("time_zone", zone),
+    ])
 }
 
 /// The state as the agents report the broker, keeping what only the configuration knows
@@ -529,6 +590,14 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
     } else {
         format!("failover:({})", openwire.join(","))
     };
+    // Every instance gates the same changes; a roll-out half done shows what is left anywhere.
+    let mut pending_changes: Vec<Value> = Vec::new();
+    for change in statuses.iter().flat_map(|s| &s.pending_changes) {
+        let change = Value::string(change);
+        if !pending_changes.contains(&change) {
+            pending_changes.push(change);
+        }
+    }
     let status = statuses
         .iter()
         .map(|s| BrokerState::try_from(s.state).unwrap_or(BrokerState::Unspecified))
@@ -608,6 +677,23 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
             ),
         ),
         ("timeouts", prior.get("timeouts").clone()),
+        ("maintenance_window_start_time", window_state(&spec, prior)),
+        (
+            "apply_immediately",
+            match prior.get("apply_immediately") {
+                Value::Null if !spec.apply_immediately => Value::Null,
+                _ => Value::Bool(spec.apply_immediately),
+            },
+        ),
+        (
+            "next_maintenance_window",
+            Value::string(&first.next_maintenance_window),
+        ),
+        ("pending_changes", Value::List(pending_changes)),
+        (
+            "pending_engine_version",
+            Value::string(&first.pending_engine_version),
+        ),
     ])
 }
 

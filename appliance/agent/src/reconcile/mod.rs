@@ -7,12 +7,13 @@ mod broker;
 mod load_balancer;
 mod secrets;
 
-pub use broker::pending_status;
+pub use broker::{pending_status, ROLE_STANDBY};
 
+use crate::maintenance::{self, AppliedRecord};
 use crate::store::SpecStore;
 use crate::supervisor::Supervisor;
 use anyhow::Result;
-use ferrymq_api::agent::{BrokerSpec, BrokerStatus};
+use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus};
 use ferrymq_api::validate::{self, FieldError};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +51,8 @@ pub struct Reconciler {
     statuses: Mutex<HashMap<String, BrokerStatus>>,
     pass_lock: tokio::sync::Mutex<()>,
     wake: Notify,
+    /// Asks the other instances of a broker whose turn it is in a roll-out.
+    peers: Option<maintenance::Peers>,
 }
 
 impl Reconciler {
@@ -65,7 +68,14 @@ impl Reconciler {
             statuses: Mutex::new(HashMap::new()),
             pass_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            peers: None,
         }
+    }
+
+    /// Lets the reconciler coordinate roll-outs with the broker's other instances.
+    pub fn with_peers(mut self, peers: maintenance::Peers) -> Self {
+        self.peers = Some(peers);
+        self
     }
 
     /// Runs passes until the process ends.
@@ -85,7 +95,50 @@ impl Reconciler {
         let _guard = self.pass_lock.lock().await;
         for stored in self.store.load_all()? {
             let ctx = self.ctx(&stored.spec.broker_id);
-            let mut status = broker::converge(&ctx, &stored.spec).await;
+            // Window-bound changes wait for the window; the status still reports the spec as
+            // applied, with the waiting changes as pending.
+            let applied = AppliedRecord::load(&ctx.broker_dir)?;
+            let now = chrono::Utc::now();
+            let mut gated = maintenance::gate(&stored.spec, applied.as_ref(), now);
+            let mut held = None;
+            if !gated.applying.is_empty() && stored.spec.instances.len() > 1 {
+                let role = ctx
+                    .previous
+                    .as_ref()
+                    .map(|p| p.role.clone())
+                    .unwrap_or_default();
+                let verdict = match &self.peers {
+                    Some(peers) => {
+                        maintenance::may_go(&stored.spec, &role, &peers.view(&stored.spec).await)
+                    }
+                    None => Err("waiting: this agent has no credentials to ask its peers".into()),
+                };
+                if let Err(why) = verdict {
+                    gated.hold();
+                    held = Some(why);
+                }
+            }
+            for change in &gated.applying {
+                tracing::info!(broker = %stored.spec.broker_id, %change, in_window = gated.in_window, "applying");
+            }
+            let mut status = broker::converge(&ctx, &gated.spec).await;
+            status.spec = Some(broker::redacted(&stored.spec));
+            gated.report(&mut status);
+            if let Some(why) = held {
+                if status.message.is_empty() {
+                    status.message = why;
+                }
+            }
+            // What the host runs changes only once the broker serves with it: a change that does
+            // not come back healthy is rolled back when the window closes.
+            let record = if status.state == BrokerState::Running as i32 {
+                let record = AppliedRecord::after(applied.as_ref(), &gated, now);
+                record.save_if_changed(applied.as_ref(), &ctx.broker_dir)?;
+                Some(record)
+            } else {
+                applied
+            };
+            status.maintenance_history = record.map(|r| r.history).unwrap_or_default();
             status.generation = stored.generation;
             status.observed_generation = stored.generation;
             self.set_status(status);

@@ -1,0 +1,244 @@
+//! The decision, at one instant, of what the host converges to.
+
+use super::record::AppliedRecord;
+use chrono::{DateTime, SecondsFormat, Utc};
+use ferrymq_api::agent::{BrokerSpec, BrokerStatus};
+use ferrymq_api::window::{Window, WindowStart};
+use std::fmt;
+
+/// A difference between the desired spec and what the host runs, in a window-bound field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChange {
+    /// The Terraform attribute, e.g. `host_instance_type`.
+    pub attribute: &'static str,
+    pub from: String,
+    pub to: String,
+}
+
+impl fmt::Display for PendingChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} -> {}", self.attribute, self.from, self.to)
+    }
+}
+
+/// What to converge to now, and why.
+#[derive(Debug, Clone)]
+pub struct Gated {
+    /// The desired spec with the window-bound fields still waiting held at the running values.
+    pub spec: BrokerSpec,
+    /// Changes that wait for the window.
+    pub pending: Vec<PendingChange>,
+    /// Changes this pass starts applying (the window is open, or `apply_immediately`).
+    pub applying: Vec<PendingChange>,
+    /// Whether the changes being applied are applied because the window is open.
+    pub in_window: bool,
+    pub window: WindowStart,
+    /// The window now open, or the next one.
+    pub current_or_next: Window,
+}
+
+impl Gated {
+    /// Reports the window and the pending work in the broker's status.
+    pub fn report(&self, status: &mut BrokerStatus) {
+        status.maintenance_window = self.window.to_string();
+        status.next_maintenance_window = self
+            .current_or_next
+            .start
+            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        status.pending_changes = self.pending.iter().map(ToString::to_string).collect();
+        status.pending_engine_version = self
+            .pending
+            .iter()
+            .find(|c| c.attribute == "engine_version")
+            .map(|c| c.to.clone())
+            .unwrap_or_default();
+    }
+}
+
+impl Gated {
+    /// Takes back the changes this pass was about to apply: another instance goes first.
+    pub fn hold(&mut self) {
+        for change in self.applying.drain(..) {
+            match change.attribute {
+                "host_instance_type" => self.spec.host_instance_type = change.from.clone(),
+                "engine_version" => self.spec.engine_version = change.from.clone(),
+                _ => {}
+            }
+            self.pending.push(change);
+        }
+    }
+}
+
+/// The broker's window: the one in the spec (validated on apply), else the one FerryMQ picks.
+pub fn window_of(spec: &BrokerSpec) -> WindowStart {
+    spec.maintenance_window
+        .as_ref()
+        .and_then(|w| WindowStart::parse(&w.day_of_week, &w.time_of_day, &w.time_zone).ok())
+        .unwrap_or_else(|| WindowStart::default_for(&spec.broker_id))
+}
+
+/// Holds each window-bound field of `desired` at the value the host runs (`applied`) unless the
+/// window is open at `now` or the user asked for `apply_immediately`. A broker the host has
+/// never run (no record) takes the desired spec whole: there is nothing to keep available.
+pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime<Utc>) -> Gated {
+    let window = window_of(desired);
+    let current_or_next = window.current_or_next(now);
+    let in_window = current_or_next.contains(now);
+    let mut gated = Gated {
+        spec: desired.clone(),
+        pending: Vec::new(),
+        applying: Vec::new(),
+        in_window: in_window && !desired.apply_immediately,
+        window,
+        current_or_next,
+    };
+    let Some(applied) = applied else {
+        return gated;
+    };
+    let fields: [(&'static str, &str, &mut String); 2] = [
+        (
+            "host_instance_type",
+            applied.host_instance_type.as_str(),
+            &mut gated.spec.host_instance_type,
+        ),
+        (
+            "engine_version",
+            applied.engine_version.as_str(),
+            &mut gated.spec.engine_version,
+        ),
+    ];
+    for (attribute, running, field) in fields {
+        if running.is_empty() || running == field.as_str() {
+            continue;
+        }
+        let change = PendingChange {
+            attribute,
+            from: running.to_string(),
+            to: field.clone(),
+        };
+        if desired.apply_immediately || in_window {
+            gated.applying.push(change);
+        } else {
+            *field = running.to_string();
+            gated.pending.push(change);
+        }
+    }
+    gated
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrymq_api::agent::MaintenanceWindow;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn desired() -> BrokerSpec {
+        BrokerSpec {
+            broker_id: "b-1".into(),
+            host_instance_type: "mq.t3.micro".into(),
+            engine_version: "3.10.8".into(),
+            maintenance_window: Some(MaintenanceWindow {
+                day_of_week: "SUNDAY".into(),
+                time_of_day: "02:00".into(),
+                time_zone: "UTC".into(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn running_large() -> AppliedRecord {
+        AppliedRecord {
+            host_instance_type: "mq.m5.large".into(),
+            engine_version: "3.10.8".into(),
+            history: vec![],
+        }
+    }
+
+    #[test]
+    fn a_new_broker_takes_the_desired_spec() {
+        let g = gate(&desired(), None, utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec, desired());
+        assert!(g.pending.is_empty() && g.applying.is_empty());
+    }
+
+    #[test]
+    fn outside_the_window_a_new_type_waits() {
+        let g = gate(
+            &desired(),
+            Some(&running_large()),
+            utc("2026-11-18T10:00:00Z"),
+        );
+        assert_eq!(g.spec.host_instance_type, "mq.m5.large");
+        assert_eq!(
+            g.pending[0].to_string(),
+            "host_instance_type: mq.m5.large -> mq.t3.micro"
+        );
+        let mut status = BrokerStatus::default();
+        g.report(&mut status);
+        assert_eq!(status.maintenance_window, "SUNDAY 02:00 UTC");
+        assert_eq!(status.next_maintenance_window, "2026-11-22T02:00:00Z");
+        assert_eq!(status.pending_changes.len(), 1);
+        assert_eq!(status.pending_engine_version, "");
+    }
+
+    #[test]
+    fn inside_the_window_it_applies() {
+        let g = gate(
+            &desired(),
+            Some(&running_large()),
+            utc("2026-11-22T02:10:00Z"),
+        );
+        assert_eq!(g.spec.host_instance_type, "mq.t3.micro");
+        assert!(g.pending.is_empty());
+        assert_eq!(g.applying.len(), 1);
+        assert!(g.in_window);
+    }
+
+    #[test]
+    fn a_held_change_stays_pending() {
+        let mut g = gate(
+            &desired(),
+            Some(&running_large()),
+            utc("2026-11-22T02:10:00Z"),
+        );
+        g.hold();
+        assert_eq!(g.spec.host_instance_type, "mq.m5.large");
+        assert!(g.applying.is_empty());
+        assert_eq!(g.pending.len(), 1);
+    }
+
+    #[test]
+    fn apply_immediately_does_not_wait() {
+        let mut d = desired();
+        d.apply_immediately = true;
+        let g = gate(&d, Some(&running_large()), utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec.host_instance_type, "mq.t3.micro");
+        assert_eq!(g.applying.len(), 1);
+        assert!(!g.in_window);
+    }
+
+    #[test]
+    fn an_engine_version_change_is_reported_as_pending_version() {
+        let mut d = desired();
+        d.host_instance_type = "mq.m5.large".into();
+        d.engine_version = "3.11.28".into();
+        let g = gate(&d, Some(&running_large()), utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec.engine_version, "3.10.8");
+        let mut status = BrokerStatus::default();
+        g.report(&mut status);
+        assert_eq!(status.pending_engine_version, "3.11.28");
+    }
+
+    #[test]
+    fn without_a_window_the_default_one_is_reported() {
+        let mut d = desired();
+        d.maintenance_window = None;
+        let g = gate(&d, None, utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.window, WindowStart::default_for("b-1"));
+    }
+}

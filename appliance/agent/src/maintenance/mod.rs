@@ -1,0 +1,18 @@
+//! Maintenance windows on the host: which applied changes wait for the broker's weekly window,
+//! and the record of what the host runs now and what past windows did.
+//!
+//! Amazon MQ applies a new instance type or engine version in the broker's maintenance window
+//! unless the user asks for `apply_immediately`; everything else (users, say) applies at once.
+//! The agent keeps that promise by itself: Terraform stores the desired spec and returns, and
+//! the reconciler converges to the *gated* spec — the desired one with the window-bound fields
+//! held at the values the host runs — until the window opens.
+
+mod gate;
+mod peers;
+mod record;
+mod roll;
+
+pub use gate::gate;
+pub use peers::Peers;
+pub use record::AppliedRecord;
+pub use roll::may_go;
