@@ -245,7 +245,8 @@ def test_05_activemq_type_change_is_in_place_with_the_new_heap(lab, host, tf_fac
     with the new heap and cgroup, and the receipted messages are still there."""
     tf = tf_factory("sizing-activemq", example="activemq-single-instance")
     base = {"broker_name": "acceptance-sizing-amq", "host": host.address, "users": [APP],
-            "storage_type": "efs", "volume": str(lab.shared_dir("sizing-activemq"))}
+            "storage_type": "efs", "volume": str(lab.shared_dir("sizing-activemq")),
+            "apply_immediately": True}  # else the new type waits for the maintenance window
     tf.write_vars({**base, "host_instance_type": "mq.t3.micro"})
     try:
         tf.apply()

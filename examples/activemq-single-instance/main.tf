@@ -20,7 +20,20 @@ resource "ferrymq_broker" "activemq" {
   engine_version     = "5.17.2"
   host_instance_type = var.host_instance_type
   deployment_mode    = "SINGLE_INSTANCE"
-  storage_type       = var.storage_type
+
+  # A new host_instance_type (or engine version) is applied in the weekly maintenance window,
+  # one instance at a time, unless apply_immediately is true.
+  apply_immediately = var.apply_immediately
+
+  dynamic "maintenance_window_start_time" {
+    for_each = var.maintenance_window == null ? [] : [var.maintenance_window]
+    content {
+      day_of_week = maintenance_window_start_time.value.day_of_week
+      time_of_day = maintenance_window_start_time.value.time_of_day
+      time_zone   = maintenance_window_start_time.value.time_zone
+    }
+  }
+  storage_type = var.storage_type
 
   # The appliance host (its agent listens on HOST:7443) and the blank block device that becomes
   # the broker's volume (the EBS volume of Amazon MQ). FerryMQ formats it only when it is blank.

@@ -27,6 +27,19 @@ resource "ferrymq_broker" "rabbitmq" {
   host_instance_type = var.host_instance_type
   deployment_mode    = "CLUSTER_MULTI_AZ"
 
+  # A new host_instance_type (or engine version) is applied in the weekly maintenance window,
+  # one instance at a time, unless apply_immediately is true.
+  apply_immediately = var.apply_immediately
+
+  dynamic "maintenance_window_start_time" {
+    for_each = var.maintenance_window == null ? [] : [var.maintenance_window]
+    content {
+      day_of_week = maintenance_window_start_time.value.day_of_week
+      time_of_day = maintenance_window_start_time.value.time_of_day
+      time_zone   = maintenance_window_start_time.value.time_zone
+    }
+  }
+
   # Three hosts, ideally in three failure domains (Amazon MQ: three availability zones), each
   # with a blank block device for its node's data (the EBS volume).
   dynamic "instance" {

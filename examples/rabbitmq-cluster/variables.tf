@@ -38,3 +38,19 @@ variable "users" {
   # Not marked sensitive here: Terraform 1.0 refuses sensitive values as a dynamic block's
   # for_each. The provider marks each user's password sensitive, so plans never show it.
 }
+
+variable "apply_immediately" {
+  description = "Apply a new instance type now instead of in the maintenance window."
+  type        = bool
+  default     = false
+}
+
+variable "maintenance_window" {
+  description = "Weekly maintenance window start: day_of_week (MONDAY..SUNDAY), time_of_day (HH:MM), time_zone (IANA name or UTC offset; null for UTC). Null lets FerryMQ pick one."
+  type = object({
+    day_of_week = string
+    time_of_day = string
+    time_zone   = string
+  })
+  default = null
+}
