@@ -3,10 +3,12 @@
 
 mod api;
 mod engine;
+mod enrollment;
 mod host;
 mod load_balancer;
 mod maintenance;
 mod pki;
+mod readiness;
 mod reconcile;
 mod sizing;
 mod storage;
@@ -41,6 +43,18 @@ enum Command {
         /// Directory with ca.pem, agent.pem and agent-key.pem (see `pki issue-host`).
         #[arg(long, env = "FERRYMQ_TLS_DIR", default_value = "/etc/ferrymq/tls")]
         tls_dir: PathBuf,
+        /// Where a host without agent.pem finds its join token and the deployment CA
+        /// (join-token, ca.pem), or imports them from the kernel command line or a NoCloud
+        /// seed; the host then serves only enrollment until enrolled. Unset: no enrollment.
+        #[arg(long, env = "FERRYMQ_ENROLLMENT_DIR")]
+        enrollment_dir: Option<PathBuf>,
+        /// A mounted NoCloud seed (CIDATA) to read the token and CA from.
+        #[arg(long, env = "FERRYMQ_SEED_DIR", default_value = "/run/ferrymq/seed")]
+        seed_dir: PathBuf,
+        /// How brokers are run: `systemd` units (needs systemd as PID 1, in the agent's
+        /// network namespace), `direct` child processes, or `auto` (systemd where it can).
+        #[arg(long, env = "FERRYMQ_SUPERVISOR", default_value = "auto")]
+        supervisor: supervisor::Backend,
     },
     /// Make the deployment's certificates.
     Pki {
@@ -65,6 +79,17 @@ enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Enroll a host that booted with a join token: sign its key with the CA in --dir.
+    Enroll {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The host's agent address, IP[:PORT] (port 7443 by default).
+        #[arg(long)]
+        host: String,
+        /// The host's one-time join token (or FERRYMQ_JOIN_TOKEN).
+        #[arg(long, env = "FERRYMQ_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -84,11 +109,27 @@ fn main() -> Result<()> {
                 println!("wrote the certificate of {address} to {}", out.display());
                 Ok(())
             }
+            PkiCommand::Enroll { dir, host, token } => {
+                let host: SocketAddr = match host.parse::<IpAddr>() {
+                    Ok(ip) => SocketAddr::new(ip, ferrymq_api::DEFAULT_AGENT_PORT),
+                    Err(_) => host
+                        .parse()
+                        .with_context(|| format!("--host {host:?} is not IP or IP:PORT"))?,
+                };
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                tokio::runtime::Runtime::new()?
+                    .block_on(enrollment::operator::enroll(&dir, host, &token))?;
+                println!("enrolled {host}");
+                Ok(())
+            }
         },
         Command::Serve {
             listen,
             state_dir,
             tls_dir,
+            enrollment_dir,
+            seed_dir,
+            supervisor,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -98,12 +139,71 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            tokio::runtime::Runtime::new()?.block_on(serve(listen, state_dir, tls_dir))
+            tokio::runtime::Runtime::new()?.block_on(async {
+                readiness::spawn_watchdog();
+                if !tls_dir.join(pki::AGENT_CERT).exists() {
+                    let Some(dir) = enrollment_dir else {
+                        anyhow::bail!(
+                            "{} has no {} and no --enrollment-dir was given",
+                            tls_dir.display(),
+                            pki::AGENT_CERT
+                        );
+                    };
+                    enroll_first(listen, &dir, &seed_dir, &tls_dir).await?;
+                }
+                serve(listen, state_dir, tls_dir, supervisor).await
+            })
         }
     }
 }
 
-async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Result<()> {
+/// Waits for a join token (saying so on the console), then serves enrollment until enrolled.
+async fn enroll_first(
+    listen: SocketAddr,
+    dir: &std::path::Path,
+    seed_dir: &std::path::Path,
+    tls_dir: &std::path::Path,
+) -> Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut said = false;
+    loop {
+        let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+        match enrollment::material::ensure(dir, &cmdline, Some(seed_dir)).await {
+            Ok(Some(origin)) => {
+                tracing::info!("join token and deployment CA from {origin}");
+                break;
+            }
+            Ok(None) if !said => {
+                tracing::warn!(
+                    "NO JOIN TOKEN: this host cannot be enrolled. Give it one: {}/join-token and \
+                     ca.pem, ferrymq.join_token=... ferrymq.ca=... on the kernel command line, \
+                     or a NoCloud seed (ferrymq_join_token, ferrymq_ca)",
+                    dir.display()
+                );
+                readiness::ready("no join token: cannot be enrolled");
+                said = true;
+            }
+            Ok(None) => {}
+            Err(e) if !said => {
+                tracing::error!("enrollment material: {e:#}");
+                readiness::ready("bad enrollment material");
+                said = true;
+            }
+            Err(_) => {}
+        }
+        // A token may still arrive (a seed mounted late, an operator's file): look again.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    }
+    readiness::ready("not enrolled: serving enrollment");
+    enrollment::service::serve_until_enrolled(listen, dir, tls_dir).await
+}
+
+async fn serve(
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    tls_dir: PathBuf,
+    backend: supervisor::Backend,
+) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let read = |name: &str| {
         let path = tls_dir.join(name);
@@ -118,8 +218,8 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
 
     let brokers_dir = state_dir.join("brokers");
     let store = Arc::new(store::FsStore::new(&brokers_dir));
-    let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
-    let kind = supervisor::Supervisor::kind(supervisor.as_ref());
+    let supervisor = supervisor::select(backend, &state_dir)?;
+    let kind = supervisor.kind();
     let peers = maintenance::Peers::from_tls_dir(&tls_dir)?;
     let reconciler =
         Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor).with_peers(peers));
@@ -128,7 +228,8 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     reconciler.pass().await.context("first reconcile pass")?;
     tokio::spawn(reconciler.clone().run());
 
-    tracing::info!(%listen, state_dir = %state_dir.display(), "agent serving");
+    tracing::info!(%listen, state_dir = %state_dir.display(), supervisor = kind, "agent serving");
+    readiness::ready("serving the agent API");
     Server::builder()
         .tls_config(tls)
         .context("configuring TLS")?

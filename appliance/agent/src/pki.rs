@@ -64,16 +64,7 @@ pub fn issue_host(ca_dir: &Path, address: IpAddr, out: &Path) -> Result<()> {
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, &ca_key)
         .with_context(|| format!("parsing {}", ca_dir.join(CA_CERT).display()))?;
     let key = KeyPair::generate().context("generating the host key")?;
-    let mut params = leaf_params(
-        &format!("ferrymq-agent {address}"),
-        vec![SanType::IpAddress(address)],
-        ExtendedKeyUsagePurpose::ServerAuth,
-    )?;
-    // Agents also call their peers, so the same certificate authenticates them as clients.
-    params
-        .extended_key_usages
-        .push(ExtendedKeyUsagePurpose::ClientAuth);
-    let cert = params
+    let cert = host_params(vec![SanType::IpAddress(address)])?
         .signed_by(&key, &issuer)
         .context("signing the host certificate")?;
     fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -81,6 +72,20 @@ pub fn issue_host(ca_dir: &Path, address: IpAddr, out: &Path) -> Result<()> {
     write_public(&out.join(AGENT_CERT), &cert.pem())?;
     write_secret(&out.join(AGENT_KEY), &key.serialize_pem())?;
     Ok(())
+}
+
+/// The certificate of a host for its addresses (also what `pki enroll` signs).
+pub fn host_params(names: Vec<SanType>) -> Result<CertificateParams> {
+    let common_name = match names.first() {
+        Some(SanType::IpAddress(ip)) => format!("ferrymq-agent {ip}"),
+        _ => "ferrymq-agent".to_string(),
+    };
+    let mut params = leaf_params(&common_name, names, ExtendedKeyUsagePurpose::ServerAuth)?;
+    // Agents also call their peers, so the same certificate authenticates them as clients.
+    params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ClientAuth);
+    Ok(params)
 }
 
 fn ca_params() -> Result<CertificateParams> {
@@ -106,7 +111,7 @@ fn leaf_params(
     Ok(params)
 }
 
-fn name(common_name: &str) -> DistinguishedName {
+pub fn name(common_name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::OrganizationName, "FerryMQ");
     dn.push(DnType::CommonName, common_name);
@@ -123,11 +128,11 @@ fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
-fn write_public(path: &Path, pem: &str) -> Result<()> {
+pub fn write_public(path: &Path, pem: &str) -> Result<()> {
     write_mode(path, pem, 0o644)
 }
 
-fn write_secret(path: &Path, pem: &str) -> Result<()> {
+pub fn write_secret(path: &Path, pem: &str) -> Result<()> {
     write_mode(path, pem, 0o600)
 }
 

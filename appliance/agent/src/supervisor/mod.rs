@@ -4,11 +4,14 @@
 
 mod cgroup;
 mod direct;
+mod systemd;
 
 pub use direct::DirectSupervisor;
+pub use systemd::SystemdSupervisor;
 
-use anyhow::Result;
-use std::path::PathBuf;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// One long-running process, as an engine describes it.
@@ -58,4 +61,40 @@ pub trait Supervisor: Send + Sync {
     fn forget(&self, name: &str) -> Result<()>;
     /// `direct` or `systemd`, for host facts.
     fn kind(&self) -> &'static str;
+}
+
+/// Which backend runs the brokers (`serve --supervisor`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// systemd where it can manage the agent's brokers, else direct.
+    Auto,
+    Direct,
+    Systemd,
+}
+
+/// systemd can run this agent's brokers when it is PID 1 (`/run/systemd/system`, as
+/// sd_booted(3) checks) and the agent is in PID 1's network namespace: a unit would start in
+/// PID 1's namespaces, so an agent in a lab namespace (the acceptance hosts) must stay direct.
+fn systemd_usable() -> bool {
+    let ns = |p: &str| std::fs::read_link(p).ok();
+    Path::new("/run/systemd/system").is_dir()
+        && ns("/proc/1/ns/net").is_some()
+        && ns("/proc/1/ns/net") == ns("/proc/self/ns/net")
+}
+
+pub fn select(backend: Backend, state_dir: &Path) -> Result<Arc<dyn Supervisor>> {
+    let systemd = match backend {
+        Backend::Direct => false,
+        Backend::Auto => systemd_usable(),
+        Backend::Systemd if systemd_usable() => true,
+        Backend::Systemd => {
+            bail!("--supervisor systemd: systemd is not PID 1 in this agent's network namespace")
+        }
+    };
+    let units = state_dir.join("units");
+    Ok(if systemd {
+        Arc::new(SystemdSupervisor::new(systemd::RUNTIME_UNIT_DIR, units))
+    } else {
+        Arc::new(DirectSupervisor::new(units))
+    })
 }
