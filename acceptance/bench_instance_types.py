@@ -163,10 +163,12 @@ def activemq_publisher(ep: str, queue: str, size: int, count, stop, errors) -> N
 class _CountingAcker(stompclient.stomp.ConnectionListener):
     """Counts messages and acknowledges every ACK_EVERY-th (client mode acks cumulatively)."""
 
-    def __init__(self, conn, count):
-        self.conn, self.count, self.unacked = conn, count, 0
+    def __init__(self, conn, count, stop):
+        self.conn, self.count, self.stop, self.unacked = conn, count, stop, 0
 
     def on_message(self, frame):
+        if self.stop.is_set():
+            return  # the run is over: what is still arriving is redelivered to the next one
         self.unacked += 1
         if self.unacked >= ACK_EVERY:
             self.conn.ack(frame.headers["ack"])
@@ -178,7 +180,7 @@ class _CountingAcker(stompclient.stomp.ConnectionListener):
 def activemq_consumer(ep: str, queue: str, size: int, count, stop, errors) -> None:
     try:
         conn, _ = stompclient.connect(ep, USER["username"], USER["password"])
-        conn.set_listener("count", _CountingAcker(conn, count))
+        conn.set_listener("count", _CountingAcker(conn, count, stop))
         conn.subscribe(stompclient.queue(queue), id="1", ack="client",
                        headers={"activemq.prefetchSize": "500"})
         stop.wait()

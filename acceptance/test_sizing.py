@@ -5,7 +5,8 @@ Terraform 1.0.3 and the real agent.
 - `mq.m5.large`: RUNNING, the engine in a cgroup limited to 8 GiB / 2 CPUs, RabbitMQ's memory
   watermark and connection_max from the type;
 - `mq.t3.micro` in place ("1 to change"): the limits follow, persisted messages survive;
-- on `mq.t3.micro` the 2,501st queue is refused (the type's queue quota as a vhost limit);
+- on `mq.t3.micro` the 2,501st queue is refused (the type's queue quota as a vhost limit) and
+  connections stop being served at 500 (connection_max, a soft limit of up to 10 more);
 - destroy removes the broker and its cgroups;
 - ActiveMQ `mq.t3.micro` -> `mq.m5.large` in place: new heap and cgroup, messages kept.
 
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 import pika
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 import amqp
 import lab as labmod
@@ -39,6 +41,10 @@ CGROUP = Path("/sys/fs/cgroup")
 RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 # Amazon MQ's queue quota for mq.t3.micro (the catalogue's rabbitmq_queues).
 QUEUE_QUOTA_MICRO = 2_500
+# ... and its connections per node (connection_max).
+CONNECTION_QUOTA_MICRO = 500
+# RabbitMQ's num_acceptors.tcp default: how far past connection_max Ranch's soft limit may go.
+RANCH_ACCEPTORS = 10
 
 S: dict = {}
 DONE: set = set()
@@ -228,6 +234,34 @@ def test_03b_t3_micro_refuses_one_queue_more_than_its_quota(host):
         conn.channel().queue_declare(queue="quota.after", exclusive=True)
     finally:
         conn.close()
+
+
+def test_03c_t3_micro_holds_connections_at_its_quota(host):
+    """Amazon MQ's 500 connections per node on mq.t3.micro (`connection_max`). RabbitMQ applies
+    it as its listener's (Ranch's) `max_connections`, a soft limit: each of the listener's
+    acceptors (10 by default) may take one more before accepting stops, and a connection past
+    that is not served (its AMQP handshake times out) until another one closes."""
+    need("resized")
+    ep, user, password = S["amqp_endpoint"], APP["username"], APP["password"]
+    conns, refused = [], None
+    try:
+        start = time.monotonic()
+        for _ in range(CONNECTION_QUOTA_MICRO + RANCH_ACCEPTORS + 5):
+            try:
+                conns.append(amqp.connect(ep, user, password, socket_timeout=30, stack_timeout=10))
+            except (pika.exceptions.AMQPError, AMQPConnectorException) as e:
+                refused = e
+                break
+        print(f"\n{len(conns)} connections open in {time.monotonic() - start:.1f} s; the next: {refused!r}")
+        assert refused is not None, f"{len(conns)} connections and none refused"
+        # The agent's AMQP health probe (one short connection every 3 s) may hold a slot.
+        assert CONNECTION_QUOTA_MICRO - 1 <= len(conns) <= CONNECTION_QUOTA_MICRO + RANCH_ACCEPTORS, len(conns)
+        labmod.record_result("rabbitmq_t3_micro_connections_served", len(conns))
+    finally:
+        for c in conns:
+            if c.is_open:
+                c.close()
+    assert amqp.login_error(ep, user, password) == "", "connections are refused after the others closed"
 
 
 def test_04_destroy_removes_the_broker_and_its_cgroups(host):
