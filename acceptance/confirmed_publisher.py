@@ -10,11 +10,13 @@ import threading
 import time
 
 import pika
+from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 import amqp
 
-# What a dying broker, a cut link or a moving virtual IP throws at a pika client.
-FAILURES = (pika.exceptions.AMQPError, OSError, AssertionError)
+# What a dying broker, a cut link or a moving virtual IP throws at a pika client (a connection
+# attempt that times out raises a connector error that is not an AMQPError).
+FAILURES = (pika.exceptions.AMQPError, AMQPConnectorException, OSError, AssertionError)
 
 
 def body(i: int) -> bytes:

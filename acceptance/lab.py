@@ -76,6 +76,7 @@ _SHARED_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,40}$")
 _NET_RE = re.compile(r"^10\.79\.\d{1,3}$")
 _loop_lock = threading.Lock()
 _netns_lock = threading.Lock()
+_save_lock = threading.Lock()
 
 
 class LabError(Exception):
@@ -356,9 +357,11 @@ class Lab:
             "pki_dir": str(self.pki_dir),
             "hosts": [dataclasses.asdict(h) for h in self.hosts],
         }
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(self.state_file)
+        # Hosts start in parallel threads, each saving: one writer at a time.
+        with _save_lock:
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2) + "\n")
+            tmp.replace(self.state_file)
 
     @classmethod
     def load(cls, prefix: str = DEFAULT_PREFIX, root: Optional[Path] = None) -> "Lab":

@@ -17,7 +17,8 @@ GOOD_USER = {"username": "app", "password": "good-Passw0rd-2024", "console_acces
 
 def broker_tf(host, volume, *, instance_type="mq.m5.large", engine_version="3.10.8",
               instances=1, users=(GOOD_USER,), variables: str = "", engine_type="RabbitMQ",
-              deployment_mode="SINGLE_INSTANCE", storage_type=None, instance_list=None) -> str:
+              deployment_mode="SINGLE_INSTANCE", storage_type=None, instance_list=None,
+              blocks: str = "") -> str:
     """A ferrymq_broker configuration; `instance_list` ([(host, volume), ...]) replaces
     `instances` copies of (host, volume)."""
     pairs = instance_list if instance_list is not None else [(host, volume)] * instances
@@ -53,7 +54,7 @@ resource "ferrymq_broker" "bad" {{
   engine_version     = "{engine_version}"
   host_instance_type = "{instance_type}"
   deployment_mode    = "{deployment_mode}"
-{storage}{instance_blocks}{user_blocks}}}
+{storage}{instance_blocks}{user_blocks}{blocks}}}
 """
 
 
@@ -138,6 +139,34 @@ AMQ_CASES = [
 ]
 
 
+CLUSTER = dict(deployment_mode="CLUSTER_MULTI_AZ")
+THREE = [(H1, "/dev/loop0"), (H2, "/dev/loop1"), (H3, "/dev/loop2")]
+
+
+def load_balancer(vip: str, hosts: str = "") -> str:
+    return f"""
+  load_balancer {{
+    virtual_ip = "{vip}"
+{hosts}  }}
+"""
+
+
+AMQ_CASES += [
+    ("rabbitmq-cluster-two-instances",
+     dict(**CLUSTER, instance_list=THREE[:2]),
+     ["instance", "3", "2"]),
+    ("rabbitmq-cluster-same-host",
+     dict(**CLUSTER, instance_list=[THREE[0], THREE[1], (H1, "/dev/loop3")]),
+     ["instance[2].host", H1]),
+    ("load-balancer-vip-not-an-address",
+     dict(**CLUSTER, instance_list=THREE, blocks=load_balancer("10.79.300.1")),
+     ["virtual_ip", "10.79.300.1"]),
+    ("load-balancer-no-hosts",
+     dict(**CLUSTER, instance_list=THREE, blocks=load_balancer("10.79.0.100", "    hosts = []\n")),
+     ["load_balancer", "no hosts"]),
+]
+
+
 def test_valid_config_plans(lab, host, tf_factory):
     """Control case: the same configuration with good values plans one create and touches no host."""
     tf = tf_factory("plan-validation/valid")
@@ -188,6 +217,9 @@ POINTS_AT = {
     "activemq-cluster": ("deployment_mode", 0),
     "activemq-active-standby-same-host": ("host", 1),
     "activemq-efs-different-volumes": ("volume", 1),
+    "rabbitmq-cluster-same-host": ("host", 2),
+    "load-balancer-vip-not-an-address": ("virtual_ip", 0),
+    "load-balancer-no-hosts": ("hosts", 0),
 }
 
 
@@ -220,6 +252,19 @@ def test_activemq_modes_refused_at_plan(lab, tf_factory, case, kwargs, expected)
                  if line.strip().startswith(attr + " ")]
         assert f"on main.tf line {lines[nth]}," in errors, \
             f"{case}: the error should point at {attr} on line {lines[nth]} of main.tf:\n{errors}"
+    assert_no_broker_on_any_host(lab)
+
+
+def test_rabbitmq_cluster_behind_a_load_balancer_plans(lab, tf_factory):
+    """Control case: a three-host cluster with a load balancer plans one create, the load
+    balancer's endpoints known only after apply."""
+    tf = tf_factory("plan-validation/rabbitmq-cluster-valid")
+    (tf.workdir / "main.tf").write_text(with_lab_hosts(lab, broker_tf(
+        None, None, **CLUSTER, instance_list=THREE, blocks=load_balancer(f"{lab.net}.100"))))
+    res = tf.plan()
+    assert res.rc == 2, f"expected a plan with changes (exit 2), got {res.rc}:\n{res.output}"
+    assert "Plan: 1 to add, 0 to change, 0 to destroy." in res.output, res.output
+    assert re.search(r"load_balancer_endpoint\s+= \(known after apply\)", res.output), res.output
     assert_no_broker_on_any_host(lab)
 
 

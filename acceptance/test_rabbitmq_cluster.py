@@ -1,13 +1,13 @@
 """End to end: examples/rabbitmq-cluster on the lab's three hosts, behind the load balancer
 (HAProxy + keepalived virtual IP), with the real Terraform 1.0.3, agents and RabbitMQ.
 
-One cluster serves the whole module; the faults run in sequence: a node killed with kill -9
-(the agent restarts it) and another host cut off and plugged back in, both while 10,000
-persistent messages are published with confirms through the load balancer (0 confirmed
-messages may be lost); then the host holding the virtual IP is cut off (the endpoint must
-answer again from another host); then one side-by-side run, direct against through the load
-balancer, whose figures go to the results file; then destroy.
-"""
+One cluster serves the whole module; the faults run in sequence: during the apply, one agent is
+killed and started again (the cluster still forms, the node is not reset); a node killed with
+kill -9 (the agent restarts it) and another host cut off and plugged back in, both while 10,000
+persistent messages are published with confirms through the load balancer (0 confirmed messages
+may be lost); then the host holding the virtual IP is cut off (the endpoint must answer again
+from another host); then one side-by-side run, direct against through the load balancer, whose
+figures go to the results file; then destroy."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import pytest
 
 import amqp
 import lab as labmod
-from confirmed_publisher import ConfirmedPublisher, number, percentile
+from confirmed_publisher import FAILURES, ConfirmedPublisher, number, percentile
 from steps import Steps, apply_until_running, broker_resource, wait_until
 
 EXAMPLE = "rabbitmq-cluster"
@@ -31,7 +31,8 @@ QUEUE = "acceptance.cluster"
 MESSAGES = 10_000
 # Paced so that the faults (a node restart takes 10-20 s here) happen while messages flow.
 RATE = 150.0
-BENCH_MESSAGES = 3000
+BENCH_MESSAGES = 1000
+BENCH_ROUNDS = 6
 
 S = Steps()
 
@@ -59,6 +60,20 @@ def cluster_nodes(h) -> dict:
     return {n["name"]: n.get("running", False) for n in body}
 
 
+def publisher_node_host(hosts):
+    """The host whose node holds the one client connection (the publisher's, through the load
+    balancer). The management API lists connections after its stats interval: waited for."""
+    by_node = {f"rabbit@{h.address}": h for h in hosts}
+
+    def find():
+        status, conns = amqp.management_get(f"http://{hosts[0].address}:15672", "/api/connections",
+                                            APP["username"], APP["password"])
+        nodes = {c.get("node") for c in conns} if status == 200 and isinstance(conns, list) else set()
+        return by_node.get(nodes.pop()) if len(nodes) == 1 else None
+
+    return wait_until(find, 30, "the node of the publisher's connection")
+
+
 def all_running(hosts) -> bool:
     try:
         seen = cluster_nodes(hosts[0])
@@ -71,10 +86,25 @@ def endpoint_answers(endpoint: str) -> bool:
     """A new AMQP connection logs in (a moving virtual IP also times out the handshake)."""
     try:
         conn = amqp.connect(endpoint, APP["username"], APP["password"], socket_timeout=2, stack_timeout=3)
-    except Exception:  # noqa: BLE001 - pika raises connector errors outside AMQPError too
+    except FAILURES:
         return False
     conn.close()
     return True
+
+
+def restart_agent_mid_formation(lab, h) -> None:
+    """Kills h's agent with SIGKILL once it has stored the broker's spec (its node waiting for
+    the first one or starting), and starts it again."""
+    deadline = time.monotonic() + 120
+    while not h.broker_dirs() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not h.broker_dirs():
+        return
+    time.sleep(1.0)
+    lab.kill_agent(h)
+    S.s["agent_killed_with_beam"] = bool(h.pids_named("beam.smp"))
+    lab.start_agent(h)
+    S.s["agent_restarted"] = True
 
 
 def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factory):
@@ -86,13 +116,22 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
         "virtual_ip": vip(lab),
         "users": [APP],
     })
+    # Mid-formation, the agent of the second host is killed and started again: the apply must
+    # still converge, and the node is adopted or started, never reset.
+    restarted = threading.Thread(target=restart_agent_mid_formation, args=(lab, hosts[1]), daemon=True)
+    restarted.start()
     _res, out = apply_until_running(tf, "rabbitmq_cluster_apply_to_running_seconds", APP["password"])
+    restarted.join(timeout=60)
+    assert S.s.get("agent_restarted"), "the agent was not restarted mid-formation"
     assert out["load_balancer_endpoint"] == f"amqp://{vip(lab)}:5672", out
     values = broker_resource(tf, ADDRESS)
     assert [i["ip_address"] for i in values["instances"]] == [h.address for h in hosts]
     assert all(i["role"] == "active" for i in values["instances"]), values["instances"]
     assert "cluster_secret" not in str(values)
     S.s["endpoint"] = out["load_balancer_endpoint"]
+    print(f"agent of {hosts[1].name} killed and restarted mid-formation "
+          f"({'its node already running' if S.s['agent_killed_with_beam'] else 'before its node started'})")
+    assert len(hosts[1].pids_named("beam.smp")) == 1, hosts[1].processes()
 
     # One cluster of three running nodes, named on the hosts' addresses, seen the same from each.
     names = {f"rabbit@{h.address}" for h in hosts}
@@ -130,14 +169,18 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
 def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, hosts):
     S.need("apply")
     holder = lab.address_holders(vip(lab))[0]
-    victim, cut = [h for h in hosts if h is not holder][:2]
     pub = ConfirmedPublisher(S.s["endpoint"], APP["username"], APP["password"], QUEUE, MESSAGES, rate=RATE)
     worker = threading.Thread(target=pub.run, daemon=True)
     start = time.monotonic()
     worker.start()
     events = {}
+    cut = None
     try:
         assert pub.wait_confirmed(1500, 60), f"publisher stalled before the faults: {pub.errors[-3:]}"
+        # The node the publisher's connection ends on dies (so the client sees it); then the link
+        # of a host that holds neither that node nor the virtual IP is cut.
+        victim = publisher_node_host(hosts)
+        cut = next(h for h in hosts if h is not holder and h is not victim)
         beams = victim.pids_named("beam.smp")
         assert len(beams) == 1, victim.processes()
         os.kill(beams[0], signal.SIGKILL)
@@ -151,6 +194,8 @@ def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, ho
                    "the killed node rejoining the cluster")
         events["rejoined"] = time.monotonic()
         print(f"node on {victim.name} back in the cluster after {events['rejoined'] - events['kill']:.1f} s")
+        # Steady again before the next fault, so each outage is measured on its own.
+        assert pub.wait_confirmed(len(pub.confirmed) + 300, 60), f"no progress after the rejoin: {pub.errors[-3:]}"
 
         lab.link_down(cut)
         events["cut"] = time.monotonic()
@@ -160,20 +205,26 @@ def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, ho
         events["restored"] = time.monotonic()
         print(f"link of {cut.name} up again at {len(pub.confirmed)} confirmed")
     finally:
-        if not lab.link_is_up(cut):
+        if cut is not None and not lab.link_is_up(cut):
             lab.link_up(cut)
-        worker.join(timeout=300)
-    assert not worker.is_alive(), "publisher still running after 5 minutes"
+        # ~70 s at RATE on a quiet machine; a machine shared with other loads is given far more.
+        worker.join(timeout=600)
+    assert not worker.is_alive(), f"publisher still running after 10 minutes at {len(pub.confirmed)} confirmed"
     publish_secs = time.monotonic() - start
     assert len(pub.confirmed) == MESSAGES, f"confirmed {len(pub.confirmed)} of {MESSAGES}; errors: {pub.errors[-5:]}"
-    wait_until(lambda: all_running(hosts), 120, "all three nodes running after the link came back")
+    # The cut-off node may have paused (pause_minority) and resumes on its own; slow when the
+    # machine is busy.
+    healing = time.monotonic()
+    wait_until(lambda: all_running(hosts), 300,
+               lambda: f"all three nodes running after the link came back: {cluster_nodes(hosts[0])}")
+    labmod.record_result("rabbitmq_cluster_heal_after_link_cut_seconds", round(time.monotonic() - healing, 1))
 
     got = amqp.consume(S.s["endpoint"], APP["username"], APP["password"], QUEUE, MESSAGES + len(pub.failed_publishes),
                        timeout=15)
     ids = [number(b) for b in got]
     lost = sorted(set(pub.confirmed) - set(ids))
     duplicates = len(ids) - len(set(ids))
-    kill_gap = pub.longest_gap(events["kill"], events["rejoined"])
+    kill_gap = pub.longest_gap(events["kill"], events["rejoined"])  # gaps that begin before the rejoin
     cut_gap = pub.longest_gap(events["cut"], events["restored"] + 5)
     times = [pub.started] + pub.confirm_times
     gaps = sorted(((b - a, a - events["kill"]) for a, b in zip(times, times[1:])), reverse=True)[:3]
@@ -224,14 +275,16 @@ def test_03_the_endpoint_survives_the_death_of_the_virtual_ip_host(lab, hosts):
     labmod.record_result("rabbitmq_cluster_vip_host_death_outage_seconds", round(outage, 2))
     # Back to one holder once the old one is plugged in again, and to three running nodes.
     wait_until(lambda: len(lab.address_holders(vip(lab))) == 1, 30, "one virtual IP holder again")
-    wait_until(lambda: all_running(hosts), 120, "all three nodes running after the link came back")
+    # The cut-off node paused (pause_minority) and resumes: it must serve and see its peers.
+    wait_until(lambda: node_running(holder) and all_running([holder]) and all_running(hosts), 180,
+               "all three nodes running after the link came back")
     amqp.delete_queue(S.s["endpoint"], APP["username"], APP["password"], QUEUE + ".vip")
     S.ok("vip")
 
 
 def _publish_run(endpoint: str, queue: str, first: int) -> ConfirmedPublisher:
     pub = ConfirmedPublisher(endpoint, APP["username"], APP["password"], queue, BENCH_MESSAGES, first=first,
-                             give_up_after=30)
+                             give_up_after=120)
     pub.run()
     assert len(pub.confirmed) == BENCH_MESSAGES and not pub.failed_publishes, pub.errors[-3:]
     return pub
@@ -241,12 +294,32 @@ def test_04_benchmark_direct_against_the_load_balancer(lab, hosts):
     """Not a timed test: one side-by-side run, alternating direct and through the load balancer,
     figures to the results file."""
     S.need("apply")
-    holder = lab.address_holders(vip(lab))[0]
-    direct = f"amqp://{holder.address}:5672"
     queue = QUEUE + ".bench"
+
+    def declared() -> bool:
+        # A new quorum queue needs a majority of its members started: on a busy machine, right
+        # after a partition healed, the first declare may time out (cluster_not_formed).
+        try:
+            conn = amqp.connect(S.s["endpoint"], APP["username"], APP["password"])
+        except FAILURES:
+            return False
+        try:
+            conn.channel().queue_declare(queue=queue, durable=True)
+            return True
+        except FAILURES:
+            return False
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    wait_until(declared, 180, f"declaring the quorum queue {queue}", interval=2)
     runs = {"direct": [], "nlb": []}
     first = 0
-    for _round in range(2):
+    # Short runs, alternating, the direct ones going to each node in turn: the load balancer's
+    # connections land on any node too (the queue's leader or not), and the machine's load
+    # drifts; both sides see the same mix.
+    for rnd in range(BENCH_ROUNDS):
+        direct = f"amqp://{hosts[rnd % len(hosts)].address}:5672"
         for kind, ep in (("direct", direct), ("nlb", S.s["endpoint"])):
             runs[kind].append(_publish_run(ep, queue, first))
             first += BENCH_MESSAGES

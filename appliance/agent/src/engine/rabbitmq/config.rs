@@ -120,12 +120,12 @@ pub fn disk_free_limit(volume_bytes: u64) -> u64 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn conf_binds_the_host_address_and_replaces_guest() {
-        let address = "10.9.8.7".parse().expect("ip");
-        let node = RabbitMq::new(crate::engine::Placement {
+    /// Instance `index` of a broker on `peers` (one peer: a single instance).
+    fn node(peers: &[&str], index: usize) -> RabbitMq {
+        let peers: Vec<std::net::IpAddr> = peers.iter().map(|a| a.parse().expect("ip")).collect();
+        RabbitMq::new(crate::engine::Placement {
             broker_id: "b-1".into(),
-            address,
+            address: peers[index],
             config_dir: "/state/b-1/engine".into(),
             data_dir: "/state/b-1/volume/rabbitmq".into(),
             instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
@@ -133,10 +133,15 @@ mod tests {
             users: vec![],
             agent_password: "s3cret-agent-pass".into(),
             cookie: "COOKIE".into(),
-            peers: vec![address],
-            instance_index: 0,
+            peers,
+            instance_index: index,
         })
-        .expect("node");
+        .expect("node")
+    }
+
+    #[test]
+    fn conf_binds_the_host_address_and_replaces_guest() {
+        let node = node(&["10.9.8.7"], 0);
         let files = render(&node);
         let conf = &files[0];
         assert_eq!(
@@ -171,24 +176,7 @@ mod tests {
 
     #[test]
     fn cluster_nodes_discover_each_other_by_address() {
-        let peers: Vec<std::net::IpAddr> = ["10.9.8.1", "10.9.8.2", "10.9.8.3"]
-            .iter()
-            .map(|a| a.parse().expect("ip"))
-            .collect();
-        let node = RabbitMq::new(crate::engine::Placement {
-            broker_id: "b-1".into(),
-            address: peers[1],
-            config_dir: "/state/b-1/engine".into(),
-            data_dir: "/state/b-1/volume/rabbitmq".into(),
-            instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
-            volume_bytes: 0,
-            users: vec![],
-            agent_password: "s3cret-agent-pass".into(),
-            cookie: "COOKIE".into(),
-            peers,
-            instance_index: 1,
-        })
-        .expect("node");
+        let node = node(&["10.9.8.1", "10.9.8.2", "10.9.8.3"], 1);
         let conf = &render(&node)[0].contents;
         assert!(conf.ends_with(
             "disk_free_limit.absolute = 50000000\n\
