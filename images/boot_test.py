@@ -220,7 +220,7 @@ def deployment(net):
     subprocess.run([str(AGENT), "pki", "init", "--dir", str(pki)], check=True, capture_output=True)
     ca_pem = (pki / "ca.pem").read_text()
     shutil.copy(pki / "ca.pem", net["http"] / "ca.pem")
-    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_urlsafe(24), "pxe": secrets.token_urlsafe(24)}}
+    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_hex(20), "pxe": secrets.token_hex(20)}}
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +265,8 @@ def test_02_vm_takes_its_token_from_a_late_seed_and_serves_enrollment(guests):
     out = vm.hmp(f"drive_add 0 if=none,id=seed,format=raw,file={vm.dir / 'seed.img'}")
     out += vm.hmp("device_add virtio-blk-pci,drive=seed,id=seeddev")
     assert "rror" not in out, out
+    # The monitor serves one client at a time: check the disk is really there.
+    assert "seed.img" in vm.hmp("info block"), f"the seed disk was not attached:\n{out}"
     vm.wait_ready("enrollment after the seed was plugged in")
     seconds = time.monotonic() - t0
     print(f"\nFIGURE seed plugged in to enrollment served = {seconds:.1f} s")
@@ -285,7 +287,7 @@ def test_03_pxe_guest_boots_through_ipxe_to_a_ready_agent(guests):
 
 def enroll(deployment, guest: Guest, token: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(AGENT), "pki", "enroll", "--dir", str(deployment["pki"]), "--host", guest.ip,
-                           "--token", token], capture_output=True, text=True, timeout=300)
+                           f"--token={token}"], capture_output=True, text=True, timeout=300)
 
 
 def test_04_both_guests_enroll_once_and_switch_to_mtls_with_systemd_supervision(guests, deployment):
