@@ -115,7 +115,8 @@ FerryMQ demo is up.
   console login   {USERNAME} / {password}
 
 The host is a network namespace on this machine, so both addresses work from here (e.g.
-`curl -u {USERNAME}:{password} {out['console_url']}/api/overview`). To drive it with Terraform yourself:
+`curl --cacert ca.pem -u {USERNAME}:{password} {out['console_url']}/api/overview`,
+with ca.pem from `terraform output -raw ca_certificate`: every listener is TLS). To drive it with Terraform yourself:
 
     cd {DEMO_DIR}
 {env}
