@@ -25,6 +25,9 @@ resource "ferrymq_broker" "activemq" {
   # one instance at a time, unless apply_immediately is true.
   apply_immediately = var.apply_immediately
 
+  # Every listener is TLS only; true also opens the plain ones (OpenWire 61616, STOMP 61613).
+  plain_listeners = var.plain_listeners
+
   dynamic "maintenance_window_start_time" {
     for_each = var.maintenance_window == null ? [] : [var.maintenance_window]
     content {

@@ -34,3 +34,8 @@ output "console_url" {
 output "ca_certificate" {
   value = ferrymq_broker.activemq.ca_certificate
 }
+
+# Plain STOMP (stomp://HOST:61613), only with plain_listeners = true.
+output "stomp_plain_endpoint" {
+  value = try(one([for e in ferrymq_broker.activemq.instances[0].endpoints : e if length(regexall("^stomp://", e)) > 0]), null)
+}

@@ -52,3 +52,9 @@ variable "maintenance_window" {
   })
   default = null
 }
+
+variable "plain_listeners" {
+  description = "Also serve the plain (non-TLS) listeners, beside the TLS ones."
+  type        = bool
+  default     = false
+}
