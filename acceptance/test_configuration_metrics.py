@@ -14,6 +14,8 @@ is left as found.
 
 from __future__ import annotations
 
+import datetime
+
 import re
 import time
 import urllib.request
@@ -58,6 +60,9 @@ RMQ_FORBIDDEN = "heartbeat = 17\nlisteners.tcp.1 = 0.0.0.0:5672\n"
 S = Steps()
 
 
+FAR_WINDOW_DAY = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3)).strftime("%A").upper()
+
+
 def variables(host, engine: str, data: str, **extra) -> dict:
     v = {
         "broker_name": f"acceptance-config-{engine.lower()}",
@@ -71,6 +76,9 @@ def variables(host, engine: str, data: str, **extra) -> dict:
         # pika) use the plain listeners. The agent's own metric queries still go over TLS
         # (STOMP+SSL, the management API over HTTPS), as without plain listeners.
         "plain_listeners": True,
+        # A window three days ahead: a revision that waits for it must not meet the window the
+        # agents would pick by themselves, which may be open while the test runs.
+        "maintenance_window": {"day_of_week": FAR_WINDOW_DAY, "time_of_day": "03:00", "time_zone": "UTC"},
     }
     v.update(extra)
     return v

@@ -50,6 +50,15 @@ resource "ferrymq_broker" "this" {
   # maintenance window (meanwhile it shows in pending_changes).
   apply_immediately = var.apply_immediately
 
+  dynamic "maintenance_window_start_time" {
+    for_each = var.maintenance_window == null ? [] : [var.maintenance_window]
+    content {
+      day_of_week = maintenance_window_start_time.value.day_of_week
+      time_of_day = maintenance_window_start_time.value.time_of_day
+      time_zone   = maintenance_window_start_time.value.time_zone
+    }
+  }
+
   logs {
     general = var.general_log
     audit   = var.audit_log

@@ -81,3 +81,13 @@ variable "users" {
     console_access = bool
   }))
 }
+
+variable "maintenance_window" {
+  description = "Weekly maintenance window start: day_of_week (MONDAY..SUNDAY), time_of_day (HH:MM), time_zone (IANA name or UTC offset; null for UTC). Null lets FerryMQ pick one."
+  type = object({
+    day_of_week = string
+    time_of_day = string
+    time_zone   = string
+  })
+  default = null
+}
