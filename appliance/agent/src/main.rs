@@ -2,6 +2,7 @@
 //! converges the brokers applied to it. `pki` makes the deployment's certificates.
 
 mod api;
+mod bundle;
 mod engine;
 mod host;
 mod pki;
@@ -39,6 +40,10 @@ enum Command {
         /// Directory with ca.pem, agent.pem and agent-key.pem (see `pki issue-host`).
         #[arg(long, env = "FERRYMQ_TLS_DIR", default_value = "/etc/ferrymq/tls")]
         tls_dir: PathBuf,
+        /// Where engine bundles missing on this host come from: a directory or an http://
+        /// mirror serving `<engine>-<version>.tar.gz` (digests are the catalogue's).
+        #[arg(long, env = "FERRYMQ_BUNDLE_SOURCE")]
+        bundle_source: Option<String>,
     },
     /// Make the deployment's certificates.
     Pki {
@@ -87,6 +92,7 @@ fn main() -> Result<()> {
             listen,
             state_dir,
             tls_dir,
+            bundle_source,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -96,12 +102,22 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            tokio::runtime::Runtime::new()?.block_on(serve(listen, state_dir, tls_dir))
+            tokio::runtime::Runtime::new()?.block_on(serve(
+                listen,
+                state_dir,
+                tls_dir,
+                bundle_source,
+            ))
         }
     }
 }
 
-async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Result<()> {
+async fn serve(
+    listen: SocketAddr,
+    state_dir: PathBuf,
+    tls_dir: PathBuf,
+    bundle_source: Option<String>,
+) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let read = |name: &str| {
         let path = tls_dir.join(name);
@@ -118,7 +134,9 @@ async fn serve(listen: SocketAddr, state_dir: PathBuf, tls_dir: PathBuf) -> Resu
     let store = Arc::new(store::FsStore::new(&brokers_dir));
     let supervisor = Arc::new(supervisor::DirectSupervisor::new(state_dir.join("units")));
     let kind = supervisor::Supervisor::kind(supervisor.as_ref());
-    let reconciler = Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor));
+    let bundles = bundle::Store::new(state_dir.join("bundles"), bundle_source);
+    let reconciler =
+        Arc::new(reconcile::Reconciler::new(brokers_dir, store, supervisor).with_bundles(bundles));
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".
     reconciler.pass().await.context("first reconcile pass")?;

@@ -35,6 +35,9 @@ pub struct Placement {
     pub agent_password: String,
     /// A secret shared by a broker's instances (the Erlang cookie for RabbitMQ).
     pub cookie: String,
+    /// The engine's install tree from its bundle (`<bundle>/home`, through the broker's
+    /// `engine-current` link), or None to run the host's Debian package.
+    pub engine_home: Option<PathBuf>,
 }
 
 /// A configuration file as the engine wants it on disk.

@@ -49,6 +49,7 @@ pub struct Reconciler {
     statuses: Mutex<HashMap<String, BrokerStatus>>,
     pass_lock: tokio::sync::Mutex<()>,
     wake: Notify,
+    bundles: Arc<crate::bundle::Store>,
 }
 
 impl Reconciler {
@@ -57,6 +58,9 @@ impl Reconciler {
         store: Arc<dyn SpecStore>,
         supervisor: Arc<dyn Supervisor>,
     ) -> Self {
+        // Bundles sit beside the brokers in the state directory; none are fetched unless the
+        // agent is given a source (`with_bundles`).
+        let bundles_dir = brokers_dir.parent().unwrap_or(&brokers_dir).join("bundles");
         Reconciler {
             brokers_dir,
             store,
@@ -64,7 +68,14 @@ impl Reconciler {
             statuses: Mutex::new(HashMap::new()),
             pass_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
+            bundles: Arc::new(crate::bundle::Store::new(bundles_dir, None)),
         }
+    }
+
+    /// Where engine bundles are kept and fetched from.
+    pub fn with_bundles(mut self, bundles: crate::bundle::Store) -> Self {
+        self.bundles = Arc::new(bundles);
+        self
     }
 
     /// Runs passes until the process ends.
@@ -97,6 +108,7 @@ impl Reconciler {
             broker_dir: self.brokers_dir.join(broker_id),
             supervisor: self.supervisor.clone(),
             previous: self.status(broker_id),
+            bundles: self.bundles.clone(),
         }
     }
 

@@ -73,6 +73,14 @@ impl ActiveMq {
         crate::sizing::activemq_heap_mib(self.placement.instance_type)
     }
 
+    /// ActiveMQ's home: the placed bundle's, else Debian's package.
+    fn home(&self) -> String {
+        self.placement
+            .engine_home
+            .as_deref()
+            .map_or_else(|| HOME.to_string(), display)
+    }
+
     fn socket(&self, port: u16) -> String {
         SocketAddr::new(self.placement.address, port).to_string()
     }
@@ -112,6 +120,7 @@ impl Engine for ActiveMq {
     fn units(&self) -> Vec<UnitSpec> {
         let p = &self.placement;
         let conf = display(&p.config_dir);
+        let home = self.home();
         let mut args = vec![
             "-Xms64m".to_string(),
             format!("-Xmx{}m", self.heap_mib()),
@@ -124,7 +133,7 @@ impl Engine for ActiveMq {
             args.push((*open).into());
         }
         args.extend([
-            format!("-Dactivemq.home={HOME}"),
+            format!("-Dactivemq.home={home}"),
             format!("-Dactivemq.base={conf}"),
             format!("-Dactivemq.conf={conf}"),
             format!("-Dactivemq.data={}", display(&p.data_dir)),
@@ -139,7 +148,7 @@ impl Engine for ActiveMq {
                 display(&self.config_file(config::LOG4J))
             ),
             "-jar".into(),
-            format!("{HOME}/bin/activemq.jar"),
+            format!("{home}/bin/activemq.jar"),
             "start".into(),
             format!("xbean:file:{}", display(&self.config_file(config::XML))),
         ]);
@@ -254,6 +263,7 @@ pub(crate) mod tests {
             ],
             agent_password: "agent-secret".into(),
             cookie: "COOKIE".into(),
+            engine_home: None,
         }
     }
 

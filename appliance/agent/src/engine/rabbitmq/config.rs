@@ -104,6 +104,7 @@ mod tests {
             users: vec![],
             agent_password: "s3cret-agent-pass".into(),
             cookie: "COOKIE".into(),
+            engine_home: None,
         })
         .expect("node");
         let files = render(&node);
