@@ -1,4 +1,4 @@
-//! ActiveMQ Classic, run from Debian's `activemq` 5.17.2 package with every path, listener and
+//! ActiveMQ Classic, run from its engine bundle (or Debian's `activemq` 5.17.2 package) with every path, listener and
 //! credential set by FerryMQ (Debian's `/etc/activemq` and `/usr/bin/activemq` are not used).
 //!
 //! One instance serves alone (SINGLE_INSTANCE, its KahaDB on the broker's block volume) or as
