@@ -365,4 +365,41 @@ mod tests {
         assert!(matches!(none, BundleError::NoSource { .. }));
         let _ = fs::remove_dir_all(&d);
     }
+
+    /// The mirror as an HTTP server (a one-request server on loopback standing in for
+    /// `python -m http.server` in front of the cache directory).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn bundles_come_from_an_http_mirror_too() {
+        use std::io::Write;
+        let d = scratch("http");
+        let v = bundle(&d, "5.17.6");
+        let body = fs::read(d.join(v.bundle_file())).expect("archive");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut req = [0u8; 1024];
+            let n = conn.read(&mut req).expect("request");
+            let path_ok =
+                String::from_utf8_lossy(&req[..n]).starts_with("GET /m/activemq-5.17.6.tar.gz ");
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            conn.write_all(head.as_bytes()).expect("head");
+            conn.write_all(&body).expect("body");
+            path_ok
+        });
+        let store = Store::new(
+            d.join("bundles"),
+            Some(format!("http://127.0.0.1:{port}/m/")),
+        );
+        let dir = tokio::task::block_in_place(|| store.ensure(&v)).expect("fetched");
+        assert!(dir.join("home/bin/activemq.jar").is_file());
+        assert!(
+            server.join().expect("server"),
+            "requested the bundle's file name"
+        );
+        let _ = fs::remove_dir_all(&d);
+    }
 }
