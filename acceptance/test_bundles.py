@@ -91,7 +91,7 @@ def test_01_broker_runs_5_17_2_from_its_bundle(host, tf_factory):
     S.s.update(out)
     assert bundle_link(host).startswith("activemq-5.17.2-"), bundle_link(host)
     java = the_java(host)
-    assert java_home(java).endswith("engine-current/home"), java_home(java)
+    assert f"/bundles/{bundle_link(host)}/home" in java_home(java), java_home(java)
     S.s["java"] = java
     bodies = [f"bundle-{i:04d}" for i in range(MESSAGES)]
     sc.send_receipted(out["stomp_endpoint"], APP["username"], APP["password"], QUEUE, bodies)
@@ -143,6 +143,7 @@ def test_03_good_bundle_on_the_mirror_upgrades_to_5_17_6_and_keeps_messages(host
     assert bundle_link(host).startswith("activemq-5.17.6-"), bundle_link(host)
     java = the_java(host)
     assert java != S.s["java"], "the engine was not restarted on the new bundle"
+    assert "/bundles/activemq-5.17.6-" in java_home(java), java_home(java)
     assert broker_resource(tf, ADDRESS)["engine_version"] == "5.17.6"
     ep = S.s["stomp_endpoint"]
     wait_until(lambda: sc.login_error(ep, APP["username"], APP["password"]) == "", 60, "STOMP login on 5.17.6")

@@ -35,8 +35,8 @@ pub struct Placement {
     pub agent_password: String,
     /// A secret shared by a broker's instances (the Erlang cookie for RabbitMQ).
     pub cookie: String,
-    /// The engine's install tree from its bundle (`<bundle>/home`, through the broker's
-    /// `engine-current` link), or None to run the host's Debian package.
+    /// The engine's install tree from its bundle (`<bundle>/home` of the bundle the broker's
+    /// `engine-current` link names), or None to run the host's Debian package.
     pub engine_home: Option<PathBuf>,
 }
 

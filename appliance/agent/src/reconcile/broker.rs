@@ -327,7 +327,8 @@ const ROLLBACK_AFTER: Duration = Duration::from_secs(180);
 
 /// The engine bundle a broker runs after this pass.
 struct PlacedBundle {
-    /// `<broker>/engine-current/home`, or None for the host's Debian package.
+    /// `<bundle>/home` of the bundle `engine-current` names, or None for the host's Debian
+    /// package.
     home: Option<PathBuf>,
     /// Whether the link changed in this pass (the engine restarts on it).
     switched: bool,
@@ -376,13 +377,14 @@ fn place_bundle(
     if crate::bundle::failed_before(&ctx.broker_dir, &dir) {
         let cur = current.unwrap_or(dir);
         status.engine_bundle = bundle_name(&cur);
+        let home = fs::canonicalize(&cur).unwrap_or(cur).join("home");
         status.message = format!(
             "engine bundle {} did not serve after the switch and was rolled back; \
              the broker runs {}",
             spec.engine_version, status.engine_bundle
         );
         return Ok(PlacedBundle {
-            home: Some(ctx.broker_dir.join(crate::bundle::CURRENT).join("home")),
+            home: Some(home),
             switched: false,
         });
     }
@@ -398,7 +400,9 @@ fn place_bundle(
     }
     status.engine_bundle = bundle_name(&dir);
     Ok(PlacedBundle {
-        home: Some(ctx.broker_dir.join(crate::bundle::CURRENT).join("home")),
+        // The bundle's own path, not the link's: a running engine never sees its tree change
+        // under it, and the process shows which bundle it runs.
+        home: Some(fs::canonicalize(&dir).unwrap_or(dir).join("home")),
         switched,
     })
 }
