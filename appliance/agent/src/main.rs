@@ -2,6 +2,7 @@
 //! converges the brokers applied to it. `pki` makes the deployment's certificates.
 
 mod api;
+mod bundle;
 mod certificates;
 mod engine;
 mod enrollment;
@@ -63,6 +64,10 @@ enum Command {
         /// e.g. the host's address and 9404; none when unset.
         #[arg(long, env = "FERRYMQ_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Where engine bundles missing on this host come from: a directory or an http://
+        /// mirror serving `<engine>-<version>.tar.gz` (digests are the catalogue's).
+        #[arg(long, env = "FERRYMQ_BUNDLE_SOURCE")]
+        bundle_source: Option<String>,
     },
     /// Make the deployment's certificates.
     Pki {
@@ -139,6 +144,7 @@ fn main() -> Result<()> {
             seed_dir,
             supervisor,
             metrics_listen,
+            bundle_source,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -160,7 +166,15 @@ fn main() -> Result<()> {
                     };
                     enroll_first(listen, &dir, &seed_dir, &tls_dir).await?;
                 }
-                serve(listen, state_dir, tls_dir, supervisor, metrics_listen).await
+                serve(
+                    listen,
+                    state_dir,
+                    tls_dir,
+                    supervisor,
+                    metrics_listen,
+                    bundle_source,
+                )
+                .await
             })
         }
     }
@@ -213,6 +227,7 @@ async fn serve(
     tls_dir: PathBuf,
     backend: supervisor::Backend,
     metrics_listen: Option<SocketAddr>,
+    bundle_source: Option<String>,
 ) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let read = |name: &str| {
@@ -240,8 +255,11 @@ async fn serve(
         tracing::warn!("no broker CA: {e}");
     }
     let peers = maintenance::Peers::from_tls_dir(&tls_dir)?;
+    let bundles = bundle::Store::new(state_dir.join("bundles"), bundle_source);
     let reconciler = Arc::new(
-        reconcile::Reconciler::new(brokers_dir, store, supervisor, broker_ca).with_peers(peers),
+        reconcile::Reconciler::new(brokers_dir, store, supervisor, broker_ca)
+            .with_peers(peers)
+            .with_bundles(bundles),
     );
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".

@@ -329,6 +329,23 @@ pub struct EngineVersion {
     pub source: &'static str,
     /// Client protocols the engine serves in this version.
     pub protocols: &'static [&'static str],
+    /// SHA-256 (hex) of the engine bundle `<engine>-<version>.tar.gz` that
+    /// `appliance/bundles/build` makes from the pinned Debian packages: agents refuse any other.
+    pub bundle_sha256: &'static str,
+    /// The versions a broker on this one may be upgraded to in place (Amazon MQ's rules: no
+    /// downgrade, RabbitMQ one minor at a time, ActiveMQ patch upgrades within its minor).
+    pub upgrades_to: &'static [&'static str],
+}
+
+impl EngineVersion {
+    /// The bundle's file name on a mirror or in a cache directory.
+    pub fn bundle_file(&self) -> String {
+        format!(
+            "{}-{}.tar.gz",
+            self.engine.as_str().to_ascii_lowercase(),
+            self.version
+        )
+    }
 }
 
 /// The versions this release runs.
@@ -340,12 +357,27 @@ pub const ENGINE_VERSIONS: &[EngineVersion] = &[
         // console: those are missing for this version, not hidden.
         source: "Debian 12 activemq 5.17.2",
         protocols: &["openwire", "stomp", "mqtt"],
+        bundle_sha256: "c47754d2424161e147b9936b28adffdb8b6c5a0260fe43d95b007b457d03a0ad",
+        upgrades_to: &["5.17.6"],
+    },
+    EngineVersion {
+        engine: EngineType::ActiveMq,
+        version: "5.17.6",
+        // Debian 13's package, with its jars from Debian 13, run on the host's Java 17: the same
+        // missing AMQP transport and console as 5.17.2.
+        source: "Debian 13 activemq 5.17.6",
+        protocols: &["openwire", "stomp", "mqtt"],
+        bundle_sha256: "e0827a2878aa8ceb9c4d5e03cbda9aff13d6b164829252b7978c129701c1e6a8",
+        upgrades_to: &[],
     },
     EngineVersion {
         engine: EngineType::RabbitMq,
         version: "3.10.8",
         source: "Debian 12 rabbitmq-server 3.10.8",
         protocols: &["amqp"],
+        // Run from the host's Debian package (no bundle built yet: its Erlang is the host's).
+        bundle_sha256: "",
+        upgrades_to: &[],
     },
 ];
 
@@ -357,6 +389,54 @@ pub fn engine_versions(engine: EngineType) -> impl Iterator<Item = &'static Engi
 /// Looks up an exact engine version.
 pub fn engine_version(engine: EngineType, version: &str) -> Option<&'static EngineVersion> {
     engine_versions(engine).find(|v| v.version == version)
+}
+
+/// Whether a broker on `from` may move to `to` in place, and if not, why (in Amazon MQ's
+/// terms). Versions outside the catalogue are judged by their numbers, so a skip or a downgrade
+/// is named as such even for a version this release does not run.
+pub fn upgrade_path(engine: EngineType, from: &str, to: &str) -> Result<(), String> {
+    if from == to {
+        return Ok(());
+    }
+    if engine_version(engine, from).is_some_and(|v| v.upgrades_to.contains(&to)) {
+        return Ok(());
+    }
+    let (f, t) = (version_numbers(from), version_numbers(to));
+    let why = match (f, t) {
+        (Some(f), Some(t)) if t < f => "a downgrade; Amazon MQ upgrades only".to_string(),
+        (Some(f), Some(t)) if engine == EngineType::RabbitMq && (t[0], t[1]) > (f[0], f[1] + 1) => {
+            format!(
+                "it skips RabbitMQ minor versions; upgrade one minor at a time ({}.{} first)",
+                f[0],
+                f[1] + 1
+            )
+        }
+        (Some(f), Some(t)) if engine == EngineType::ActiveMq && (t[0], t[1]) != (f[0], f[1]) => {
+            format!(
+                "ActiveMQ upgrades in place only within {}.{} (patch versions)",
+                f[0], f[1]
+            )
+        }
+        _ => "not an upgrade path this release offers".to_string(),
+    };
+    let allowed = engine_version(engine, from)
+        .map(|v| v.upgrades_to.join(", "))
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| "none".into());
+    Err(format!(
+        "engine_version cannot change from {from:?} to {to:?} on {engine}: {why}; allowed from {from}: {allowed}"
+    ))
+}
+
+/// `major.minor.patch` as numbers, for ordering versions.
+fn version_numbers(v: &str) -> Option<[u32; 3]> {
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
+    let n = [
+        parts.next()??,
+        parts.next()??,
+        parts.next().unwrap_or(Some(0))?,
+    ];
+    parts.next().is_none().then_some(n)
 }
 
 #[cfg(test)]
@@ -466,5 +546,37 @@ mod tests {
             "Debian's 5.17.2 has no AMQP transport"
         );
         assert!(engine_version(EngineType::RabbitMq, "9.9.9").is_none());
+    }
+
+    #[test]
+    fn upgrade_paths_follow_amazon_mq() {
+        use EngineType::*;
+        assert!(upgrade_path(ActiveMq, "5.17.2", "5.17.6").is_ok());
+        assert!(upgrade_path(ActiveMq, "5.17.6", "5.17.6").is_ok());
+        let down = upgrade_path(ActiveMq, "5.17.6", "5.17.2").unwrap_err();
+        assert!(
+            down.contains("downgrade") && down.contains("\"5.17.2\""),
+            "{down}"
+        );
+        let skip = upgrade_path(RabbitMq, "3.10.8", "3.12.13").unwrap_err();
+        assert!(
+            skip.contains("skips") && skip.contains("3.11 first"),
+            "{skip}"
+        );
+        let skip = upgrade_path(RabbitMq, "3.10.8", "4.0.5").unwrap_err();
+        assert!(skip.contains("skips"), "{skip}");
+        let minor = upgrade_path(ActiveMq, "5.17.6", "5.18.3").unwrap_err();
+        assert!(minor.contains("within 5.17"), "{minor}");
+    }
+
+    #[test]
+    fn every_upgrade_target_is_a_later_catalogue_version_with_a_bundle() {
+        for v in ENGINE_VERSIONS {
+            for to in v.upgrades_to {
+                let target = engine_version(v.engine, to).expect("target in catalogue");
+                assert!(version_numbers(to) > version_numbers(v.version), "{to}");
+                assert_eq!(target.bundle_sha256.len(), 64, "{to}");
+            }
+        }
     }
 }

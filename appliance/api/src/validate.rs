@@ -110,6 +110,12 @@ pub fn engine_version(engine: EngineType, value: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a broker on `from` may be changed to `to` in place (needs the prior state: the
+/// provider checks it at plan, the agent again when a spec arrives).
+pub fn engine_version_change(engine: EngineType, from: &str, to: &str) -> Result<(), String> {
+    catalogue::upgrade_path(engine, from, to)
+}
+
 /// Whether the engine offers the mode and this release runs it.
 pub fn mode_for_engine(engine: EngineType, mode: DeploymentMode) -> Result<(), String> {
     if let Some(only) = mode.only_engine() {

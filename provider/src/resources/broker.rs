@@ -218,6 +218,8 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             .filter(|attr| planned.get(attr) != req.prior_state.get(attr))
             .map(|attr| AttributePath::root(*attr))
             .collect();
+        resp.diagnostics
+            .extend(engine_version_change(&req.prior_state, &planned));
         if planned != req.prior_state {
             // The broker reports its state and pending work again after the update.
             for computed in [
@@ -374,6 +376,32 @@ async fn apply_with_retry(
             }
             Err(e) => return Err(format!("agent {} refused the broker: {e}", agent.address())),
         }
+    }
+}
+
+/// Refuses, with the attribute path, an in-place `engine_version` change that is not an upgrade
+/// path (a downgrade, a skipped RabbitMQ minor): it needs the prior state, so it is checked here
+/// rather than in `validate`. A changed `engine_type` replaces the broker and is not checked.
+fn engine_version_change(prior: &Value, planned: &Value) -> Diagnostics {
+    let text = |v: &Value, a: &str| v.get(a).as_str().map(str::to_owned);
+    let (Some(engine), Some(new_engine), Some(from), Some(to)) = (
+        text(prior, "engine_type"),
+        text(planned, "engine_type"),
+        text(prior, "engine_version"),
+        text(planned, "engine_version"),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(engine) = engine.parse::<ferrymq_api::catalogue::EngineType>() else {
+        return Vec::new();
+    };
+    if !engine.to_string().eq_ignore_ascii_case(&new_engine) {
+        return Vec::new();
+    }
+    match ferrymq_api::validate::engine_version_change(engine, &from, &to) {
+        Ok(()) => Vec::new(),
+        Err(m) => vec![Diagnostic::error("Unsupported engine_version change", m)
+            .at(AttributePath::root("engine_version"))],
     }
 }
 
@@ -1044,6 +1072,31 @@ mod tests {
         );
         let a = cluster_secret();
         assert!(a.len() == 64 && a != cluster_secret());
+    }
+
+    #[test]
+    fn downgrades_and_skipped_minors_are_refused_at_plan_with_the_path() {
+        let mut prior = planned();
+        prior.set_attr("id", "b-1");
+        prior.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        prior.set_attr("storage_type", "ebs");
+        for (from, to, ok) in [("3.10.8", "3.12.13", false), ("3.10.8", "3.10.8", true)] {
+            prior.set_attr("engine_version", from);
+            let mut next = prior.clone();
+            next.set_attr("engine_version", to);
+            let resp = plan(PlanRequest {
+                prior_state: prior.clone(),
+                proposed_new_state: next.clone(),
+                config: next,
+                prior_private: vec![],
+            });
+            let found: Vec<_> = resp
+                .diagnostics
+                .iter()
+                .filter(|d| d.attribute == Some(AttributePath::root("engine_version")))
+                .collect();
+            assert_eq!(found.is_empty(), ok, "{from} -> {to}: {found:?}");
+        }
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct Placement {
     pub configuration: Option<ConfigurationRef>,
     /// Amazon MQ's `logs { general, audit }`.
     pub logs: Logs,
+    /// The engine's install tree from its bundle (`<bundle>/home` of the bundle the broker's
+    /// `engine-current` link names), or None to run the host's Debian package.
+    pub engine_home: Option<PathBuf>,
 }
 
 impl Placement {

@@ -43,6 +43,7 @@ pub struct Context {
     /// the engine (re)started. Otherwise users are only observed, so that a user changed or
     /// removed behind Terraform's back shows as drift in the next plan.
     pub sync_users: bool,
+    pub bundles: Arc<crate::bundle::Store>,
 }
 
 impl Context {
@@ -195,6 +196,7 @@ fn engine_for(
     data_root: &Path,
     volume_bytes: u64,
     configuration: Option<ConfigurationRef>,
+    engine_home: Option<PathBuf>,
 ) -> Result<Box<dyn Engine>> {
     let address = instance_address(spec).map_err(anyhow::Error::msg)?;
     // A cluster's instances share their secrets (derived from the spec's); other brokers keep
@@ -229,6 +231,7 @@ fn engine_for(
         passwords: ctx.passwords.clone(),
         configuration,
         logs: spec.logs.unwrap_or_default(),
+        engine_home,
     };
     match engine {
         EngineType::RabbitMq => Ok(Box::new(RabbitMq::new(placement)?)),
@@ -344,8 +347,18 @@ async fn converge_steps(
 
     let volume_bytes = status.volume.as_ref().map_or(0, |v| v.size_bytes);
     let configuration = configuration_to_run(ctx, spec, status)?;
-    let engine = engine_for(ctx, spec, &data_root, volume_bytes, configuration)
-        .map_err(|e| Failure::Permanent(format!("{e:#}")))?;
+    // Before anything is rendered or restarted: a bundle that cannot be placed (a wrong digest)
+    // leaves the running engine and its link alone.
+    let placed = place_bundle(ctx, spec, status)?;
+    let engine = engine_for(
+        ctx,
+        spec,
+        &data_root,
+        volume_bytes,
+        configuration,
+        placed.home.clone(),
+    )
+    .map_err(|e| Failure::Permanent(format!("{e:#}")))?;
     status.endpoints = engine.endpoints();
     status.console_url = engine.console_url();
     let owner = User::from_name(engine.system_user())
@@ -369,7 +382,7 @@ async fn converge_steps(
     let (record, renewed) = ensure_certificate(ctx, spec, ca, &owner)?;
     status.ca_certificate = ca.deployment_ca_pem.clone();
     status.certificate_not_after = record.not_after_rfc3339();
-    let mut changed = false;
+    let mut changed = placed.switched;
     for file in engine.render()? {
         changed |= write_if_changed(&file, &owner)? && file.restart_on_change;
     }
@@ -415,8 +428,13 @@ async fn converge_steps(
     }
 
     let users = all_users(spec);
-    match engine.health().await {
+    let health = engine.health().await;
+    if placed.home.is_some() {
+        roll_back_if_stuck(ctx, &health, status, &engine.units())?;
+    }
+    match health {
         Health::Serving => {
+            crate::bundle::commit(&ctx.broker_dir);
             status.role = ROLE_ACTIVE.into();
             engine.sync_broker_settings().await?;
             if engine.apply_quotas().await? {
@@ -426,7 +444,10 @@ async fn converge_steps(
                 tracing::info!(broker = %spec.broker_id, "users converged");
             }
         }
-        Health::Standby => status.role = ROLE_STANDBY.into(),
+        Health::Standby => {
+            crate::bundle::commit(&ctx.broker_dir);
+            status.role = ROLE_STANDBY.into()
+        }
         Health::NotServing(why) => {
             status.message = format!("engine starting: {why}");
             return Ok(false);
@@ -560,6 +581,127 @@ fn describe_change(from: &Option<ConfigurationRef>, to: &Option<ConfigurationRef
     )
 }
 
+/// How long an engine gets to serve after a bundle switch before the agent goes back to the
+/// bundle that ran.
+const ROLLBACK_AFTER: Duration = Duration::from_secs(180);
+
+/// The engine bundle a broker runs after this pass.
+struct PlacedBundle {
+    /// `<bundle>/home` of the bundle `engine-current` names, or None for the host's Debian
+    /// package.
+    home: Option<PathBuf>,
+    /// Whether the link changed in this pass (the engine restarts on it).
+    switched: bool,
+}
+
+/// Makes `engine-current` the spec's version's bundle: fetched and verified first, switched only
+/// once complete. The host's Debian package is the fallback for the versions it carries when no
+/// bundle is on the host and none can be fetched; a digest mismatch never falls back.
+fn place_bundle(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    status: &mut BrokerStatus,
+) -> Result<PlacedBundle, Failure> {
+    let engine: EngineType = spec.engine_type.parse().map_err(Failure::Permanent)?;
+    let version = catalogue::engine_version(engine, &spec.engine_version).ok_or_else(|| {
+        Failure::Permanent(format!(
+            "engine_version {:?} is not in this agent's catalogue",
+            spec.engine_version
+        ))
+    })?;
+    let current = crate::bundle::current(&ctx.broker_dir);
+    let host_packaged = crate::bundle::host_packaged(version);
+    if current.is_none() && host_packaged && !ctx.bundles.available(version) {
+        status.engine_bundle = crate::bundle::DEBIAN_PACKAGE.into();
+        return Ok(PlacedBundle {
+            home: None,
+            switched: false,
+        });
+    }
+    let dir = tokio::task::block_in_place(|| ctx.bundles.ensure(version)).map_err(|e| {
+        let msg = e.to_string();
+        match e {
+            crate::bundle::BundleError::Io { .. } => Failure::Transient(anyhow::anyhow!(msg)),
+            _ => Failure::Permanent(msg),
+        }
+    });
+    let dir = match (dir, &current) {
+        (Ok(dir), _) => dir,
+        // The running bundle stays; the broker keeps serving from it and says why.
+        (Err(f), Some(cur)) => {
+            status.engine_bundle = bundle_name(cur);
+            return Err(f);
+        }
+        (Err(f), None) => return Err(f),
+    };
+    if crate::bundle::failed_before(&ctx.broker_dir, &dir) {
+        let cur = current.unwrap_or(dir);
+        status.engine_bundle = bundle_name(&cur);
+        let home = fs::canonicalize(&cur).unwrap_or(cur).join("home");
+        status.message = format!(
+            "engine bundle {} did not serve after the switch and was rolled back; \
+             the broker runs {}",
+            spec.engine_version, status.engine_bundle
+        );
+        return Ok(PlacedBundle {
+            home: Some(home),
+            switched: false,
+        });
+    }
+    let switched = crate::bundle::switch(&ctx.broker_dir, &dir).with_context(|| {
+        format!(
+            "switching {} to {}",
+            ctx.broker_dir.display(),
+            dir.display()
+        )
+    })?;
+    if switched {
+        tracing::info!(broker = %spec.broker_id, bundle = %dir.display(), "engine bundle switched");
+    }
+    status.engine_bundle = bundle_name(&dir);
+    Ok(PlacedBundle {
+        // The bundle's own path, not the link's: a running engine never sees its tree change
+        // under it, and the process shows which bundle it runs.
+        home: Some(fs::canonicalize(&dir).unwrap_or(dir).join("home")),
+        switched,
+    })
+}
+
+fn bundle_name(dir: &Path) -> String {
+    fs::canonicalize(dir)
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default()
+}
+
+/// A switched bundle that has not served within `ROLLBACK_AFTER`: back to the one that ran,
+/// with a restart (the engine's units are stopped; the next pass starts them on the old link).
+fn roll_back_if_stuck(
+    ctx: &Context,
+    health: &Health,
+    status: &mut BrokerStatus,
+    units: &[crate::supervisor::UnitSpec],
+) -> Result<(), Failure> {
+    let stuck = matches!(health, Health::NotServing(_))
+        && ctx.broker_dir.join(crate::bundle::PREVIOUS).exists()
+        && crate::bundle::since_switch(&ctx.broker_dir).is_some_and(|t| t > ROLLBACK_AFTER);
+    if !stuck {
+        return Ok(());
+    }
+    let Some(back) = crate::bundle::roll_back(&ctx.broker_dir).context("rolling back")? else {
+        return Ok(());
+    };
+    for unit in units {
+        ctx.supervisor.stop(&unit.name, STOP_GRACE)?;
+    }
+    status.engine_bundle = bundle_name(&back);
+    Err(Failure::Transient(anyhow::anyhow!(
+        "the engine did not serve within {} s of an engine bundle switch; rolled back to {}",
+        ROLLBACK_AFTER.as_secs(),
+        status.engine_bundle
+    )))
+}
+
 /// Refuses, before anything is prepared or started, a host with fewer CPUs or less memory than
 /// the spec's instance type (an unknown type is refused later, with the engine).
 fn check_host_fits(spec: &BrokerSpec) -> Result<(), String> {
@@ -588,7 +730,7 @@ pub async fn engine_metrics(
     ctx: &Context,
     spec: &BrokerSpec,
 ) -> Result<Vec<crate::metrics::Sample>> {
-    let engine = engine_for(ctx, spec, &ctx.volume_dir(), 0, None)?;
+    let engine = engine_for(ctx, spec, &ctx.volume_dir(), 0, None, None)?;
     engine.metrics().await
 }
 
@@ -602,7 +744,7 @@ pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
             .await
             .context("load balancer stop task")??;
     }
-    match engine_for(ctx, spec, &ctx.volume_dir(), 0, None) {
+    match engine_for(ctx, spec, &ctx.volume_dir(), 0, None, None) {
         Ok(engine) => {
             for unit in engine.units().into_iter().rev() {
                 let sup = ctx.supervisor.clone();
@@ -667,6 +809,7 @@ mod tests {
             broker_ca: Arc::new(Err("no broker CA in this test".into())),
             passwords: BTreeMap::new(),
             sync_users: false,
+            bundles: Arc::new(crate::bundle::Store::new(dir.join("bundles"), None)),
         };
         let revision = |n: u32| ConfigurationRef {
             id: "c-1".into(),

@@ -74,6 +74,7 @@ pub struct Reconciler {
     users_synced: Mutex<HashMap<String, (u64, u32)>>,
     /// Asks the other instances of a broker whose turn it is in a roll-out.
     peers: Option<maintenance::Peers>,
+    bundles: Arc<crate::bundle::Store>,
 }
 
 impl Reconciler {
@@ -83,6 +84,9 @@ impl Reconciler {
         supervisor: Arc<dyn Supervisor>,
         broker_ca: Result<BrokerCa, String>,
     ) -> Self {
+        // Bundles sit beside the brokers in the state directory; none are fetched unless the
+        // agent is given a source (`with_bundles`).
+        let bundles_dir = brokers_dir.parent().unwrap_or(&brokers_dir).join("bundles");
         Reconciler {
             brokers_dir,
             store,
@@ -94,12 +98,19 @@ impl Reconciler {
             passwords: Mutex::new(HashMap::new()),
             users_synced: Mutex::new(HashMap::new()),
             peers: None,
+            bundles: Arc::new(crate::bundle::Store::new(bundles_dir, None)),
         }
     }
 
     /// Lets the reconciler coordinate roll-outs with the broker's other instances.
     pub fn with_peers(mut self, peers: maintenance::Peers) -> Self {
         self.peers = Some(peers);
+        self
+    }
+
+    /// Where engine bundles are kept and fetched from.
+    pub fn with_bundles(mut self, bundles: crate::bundle::Store) -> Self {
+        self.bundles = Arc::new(bundles);
         self
     }
 
@@ -206,6 +217,7 @@ impl Reconciler {
                 .cloned()
                 .unwrap_or_default(),
             sync_users: false,
+            bundles: self.bundles.clone(),
         }
     }
 

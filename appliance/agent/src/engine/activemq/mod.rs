@@ -1,4 +1,4 @@
-//! ActiveMQ Classic, run from Debian's `activemq` 5.17.2 package with every path, listener and
+//! ActiveMQ Classic, run from its engine bundle (or Debian's `activemq` 5.17.2 package) with every path, listener and
 //! credential set by FerryMQ (Debian's `/etc/activemq` and `/usr/bin/activemq` are not used).
 //!
 //! One instance serves alone (SINGLE_INSTANCE, its KahaDB on the broker's block volume) or as
@@ -95,6 +95,14 @@ impl ActiveMq {
     /// The JVM's maximum heap for the instance type (see `sizing`).
     fn heap_mib(&self) -> u64 {
         crate::sizing::activemq_heap_mib(self.placement.instance_type)
+    }
+
+    /// ActiveMQ's home: the placed bundle's, else Debian's package.
+    fn home(&self) -> String {
+        self.placement
+            .engine_home
+            .as_deref()
+            .map_or_else(|| HOME.to_string(), display)
     }
 
     fn socket(&self, port: u16) -> String {
@@ -194,6 +202,7 @@ impl Engine for ActiveMq {
     fn units(&self) -> Vec<UnitSpec> {
         let p = &self.placement;
         let conf = display(&p.config_dir);
+        let home = self.home();
         let mut args = vec![
             "-Xms64m".to_string(),
             format!("-Xmx{}m", self.heap_mib()),
@@ -206,7 +215,7 @@ impl Engine for ActiveMq {
             args.push((*open).into());
         }
         args.extend([
-            format!("-Dactivemq.home={HOME}"),
+            format!("-Dactivemq.home={home}"),
             format!("-Dactivemq.base={conf}"),
             format!("-Dactivemq.conf={conf}"),
             format!("-Dactivemq.data={}", display(&p.data_dir)),
@@ -222,7 +231,7 @@ impl Engine for ActiveMq {
             ),
             format!("-Dactivemq.classpath={}", STOMP_MAP_JARS.join(":")),
             "-jar".into(),
-            format!("{HOME}/bin/activemq.jar"),
+            format!("{home}/bin/activemq.jar"),
             "start".into(),
             format!("xbean:file:{}", display(&self.config_file(config::XML))),
         ]);
@@ -491,6 +500,7 @@ pub(crate) mod tests {
             .into(),
             configuration: None,
             logs: Default::default(),
+            engine_home: None,
         }
     }
 

@@ -196,6 +196,7 @@ mod tests {
             passwords: Default::default(),
             configuration: None,
             logs: Default::default(),
+            engine_home: None,
         })
         .expect("node");
         let files = render(&node).expect("render");
