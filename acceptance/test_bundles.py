@@ -35,7 +35,9 @@ S = Steps()
 
 def variables(host, version: str) -> dict:
     return {"broker_name": "acceptance-bundles", "host": host.address, "volume": host.loop,
-            "users": [APP], "engine_version": version}
+            "users": [APP], "engine_version": version,
+            # An engine upgrade otherwise waits for the maintenance window.
+            "apply_immediately": True}
 
 
 def bundle_link(host) -> str:

@@ -38,7 +38,7 @@ variable "users" {
 }
 
 variable "apply_immediately" {
-  description = "Apply a new instance type now instead of in the maintenance window."
+  description = "Apply a new instance type, engine version or configuration revision now instead of in the maintenance window."
   type        = bool
   default     = false
 }
