@@ -151,6 +151,12 @@ pub trait Engine: Send + Sync {
     async fn ready_to_start(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Whether this instance may be stopped for a rolling change now without taking
+    /// availability from the others; `Err(why)` holds the roll-out (a cluster node whose
+    /// quorum queues' members have not caught up yet).
+    async fn ready_to_stop(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Engine settings of the broker as a whole (e.g. RabbitMQ's default queue type), made
     /// once the engine serves; idempotent.
     async fn sync_broker_settings(&self) -> Result<()> {

@@ -2,7 +2,7 @@
 
 use super::record::AppliedRecord;
 use chrono::{DateTime, SecondsFormat, Utc};
-use ferrymq_api::agent::{BrokerSpec, BrokerStatus};
+use ferrymq_api::agent::{BrokerSpec, BrokerStatus, ConfigurationRef};
 use ferrymq_api::window::{Window, WindowStart};
 use std::fmt;
 
@@ -35,6 +35,8 @@ pub struct Gated {
     pub window: WindowStart,
     /// The window now open, or the next one.
     pub current_or_next: Window,
+    /// The configuration revision the host runs, to hold a new one back with.
+    running_configuration: Option<ConfigurationRef>,
 }
 
 impl Gated {
@@ -65,10 +67,22 @@ impl Gated {
             match change.attribute {
                 "host_instance_type" => self.spec.host_instance_type = change.from.clone(),
                 "engine_version" => self.spec.engine_version = change.from.clone(),
+                CONFIGURATION => self.spec.configuration = self.running_configuration.clone(),
                 _ => {}
             }
             self.pending.push(change);
         }
+    }
+}
+
+/// The attribute of a configuration revision change (`configuration { id, revision }`).
+const CONFIGURATION: &str = "configuration";
+
+/// How a configuration reference reads in a change: `c-… revision 2`, or `none`.
+fn describe(c: &Option<ConfigurationRef>) -> String {
+    match c {
+        Some(c) => format!("{} revision {}", c.id, c.revision),
+        None => "none".into(),
     }
 }
 
@@ -94,10 +108,12 @@ pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime
         in_window: in_window && !desired.apply_immediately,
         window,
         current_or_next,
+        running_configuration: applied.and_then(|a| a.configuration.clone()),
     };
     let Some(applied) = applied else {
         return gated;
     };
+    let may_apply = desired.apply_immediately || in_window;
     let fields: [(&'static str, &str, &mut String); 2] = [
         (
             "host_instance_type",
@@ -119,10 +135,24 @@ pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime
             from: running.to_string(),
             to: field.clone(),
         };
-        if desired.apply_immediately || in_window {
+        if may_apply {
             gated.applying.push(change);
         } else {
             *field = running.to_string();
+            gated.pending.push(change);
+        }
+    }
+    // A new configuration revision restarts the engine (both engines read it only at start).
+    if applied.configuration != desired.configuration {
+        let change = PendingChange {
+            attribute: CONFIGURATION,
+            from: describe(&applied.configuration),
+            to: describe(&desired.configuration),
+        };
+        if may_apply {
+            gated.applying.push(change);
+        } else {
+            gated.spec.configuration = applied.configuration.clone();
             gated.pending.push(change);
         }
     }
@@ -158,8 +188,47 @@ mod tests {
         AppliedRecord {
             host_instance_type: "mq.m5.large".into(),
             engine_version: "3.10.8".into(),
-            history: vec![],
+            ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_new_configuration_revision_waits_for_the_window_and_can_be_held() {
+        let revision = |n: u32| ConfigurationRef {
+            id: "c-1".into(),
+            revision: n,
+            data: format!("heartbeat = {n}\n"),
+        };
+        let mut want = desired();
+        want.host_instance_type = "mq.m5.large".into();
+        want.configuration = Some(revision(2));
+        let running = AppliedRecord {
+            configuration: Some(revision(1)),
+            ..running_large()
+        };
+        // Outside the window: the engine keeps revision 1 (its data too), revision 2 waits.
+        let g = gate(&want, Some(&running), utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec.configuration, Some(revision(1)));
+        assert!(g.applying.is_empty());
+        assert_eq!(
+            g.pending
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["configuration: c-1 revision 1 -> c-1 revision 2"]
+        );
+        // In the window it applies, unless another instance goes first.
+        let mut g = gate(&want, Some(&running), utc("2026-11-22T02:30:00Z"));
+        assert_eq!(g.spec.configuration, Some(revision(2)));
+        assert_eq!(g.applying.len(), 1);
+        g.hold();
+        assert_eq!(g.spec.configuration, Some(revision(1)));
+        assert_eq!(g.pending.len(), 1);
+        // A broker's first configuration counts as a change too; apply_immediately takes it.
+        want.apply_immediately = true;
+        let g = gate(&want, Some(&running_large()), utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec.configuration, Some(revision(2)));
+        assert_eq!(g.applying[0].from, "none");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::gate::Gated;
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use ferrymq_api::agent::MaintenanceEvent;
+use ferrymq_api::agent::{ConfigurationRef, MaintenanceEvent};
 use std::path::Path;
 
 const FILE: &str = "applied.json";
@@ -16,6 +16,10 @@ const HISTORY_LIMIT: usize = 20;
 pub struct AppliedRecord {
     pub host_instance_type: String,
     pub engine_version: String,
+    /// The configuration revision the engine was rendered with (its data included, so the
+    /// host can run it while a newer one waits).
+    #[serde(default)]
+    pub configuration: Option<ConfigurationRef>,
     #[serde(default)]
     pub history: Vec<MaintenanceEvent>,
 }
@@ -53,6 +57,7 @@ impl AppliedRecord {
         AppliedRecord {
             host_instance_type: gated.spec.host_instance_type.clone(),
             engine_version: gated.spec.engine_version.clone(),
+            configuration: gated.spec.configuration.clone(),
             history,
         }
     }
@@ -79,7 +84,7 @@ mod tests {
         let previous = AppliedRecord {
             host_instance_type: "mq.m5.large".into(),
             engine_version: "3.10.8".into(),
-            history: vec![],
+            ..Default::default()
         };
         let desired = BrokerSpec {
             broker_id: "b-1".into(),

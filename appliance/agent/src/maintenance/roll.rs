@@ -92,8 +92,11 @@ pub fn may_go(spec: &BrokerSpec, own_role: &str, peers: &[PeerView]) -> Result<(
 /// Whether the peer's status was observed for the same window-bound values we act on.
 fn same_desired(spec: &BrokerSpec, status: &BrokerStatus) -> bool {
     status.spec.as_ref().is_some_and(|theirs| {
+        let revision =
+            |s: &BrokerSpec| s.configuration.as_ref().map(|c| (c.id.clone(), c.revision));
         theirs.host_instance_type == spec.host_instance_type
             && theirs.engine_version == spec.engine_version
+            && revision(theirs) == revision(spec)
     })
 }
 

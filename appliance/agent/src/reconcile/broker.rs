@@ -25,9 +25,6 @@ const STORAGE_SHARED: &str = "efs";
 pub const ROLE_ACTIVE: &str = "active";
 pub const ROLE_STANDBY: &str = "standby";
 
-/// The configuration revision the engine was last rendered with, in the broker's directory.
-const APPLIED_CONFIGURATION: &str = "applied-configuration.json";
-
 /// How long an engine gets to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(60);
 
@@ -346,7 +343,12 @@ async fn converge_steps(
     }
 
     let volume_bytes = status.volume.as_ref().map_or(0, |v| v.size_bytes);
-    let configuration = configuration_to_run(ctx, spec, status)?;
+    // The gated spec's revision: a new one waits there for the window like an engine version.
+    let configuration = spec.configuration.clone();
+    if let Some(c) = &configuration {
+        status.configuration_id = c.id.clone();
+        status.configuration_revision = c.revision;
+    }
     // Before anything is rendered or restarted: a bundle that cannot be placed (a wrong digest)
     // leaves the running engine and its link alone.
     let placed = place_bundle(ctx, spec, status)?;
@@ -522,65 +524,6 @@ fn ensure_certificate(
     Ok((issued.record, true))
 }
 
-/// What the broker's directory records as the configuration its engine was rendered with.
-#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-struct AppliedConfiguration {
-    configuration: Option<ConfigurationRef>,
-}
-
-/// The configuration revision the engine runs now: the spec's, unless switching to it takes a
-/// restart that must wait for the maintenance window (then the previous one, and the change is
-/// reported in `pending_changes`). A broker's first pass takes the spec's: nothing runs yet.
-fn configuration_to_run(
-    ctx: &Context,
-    spec: &BrokerSpec,
-    status: &mut BrokerStatus,
-) -> Result<Option<ConfigurationRef>> {
-    let path = ctx.broker_dir.join(APPLIED_CONFIGURATION);
-    let applied: Option<AppliedConfiguration> = match fs::read(&path) {
-        Ok(bytes) => Some(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading {}", path.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let desired = AppliedConfiguration {
-        configuration: spec.configuration.clone(),
-    };
-    let run = match applied {
-        Some(applied) if applied == desired => applied,
-        Some(applied) if !crate::maintenance::may_restart_now(spec) => {
-            status.pending_changes.push(describe_change(
-                &applied.configuration,
-                &desired.configuration,
-            ));
-            applied
-        }
-        _ => {
-            crate::store::write_atomically(&path, &serde_json::to_vec(&desired)?)?;
-            desired
-        }
-    };
-    if let Some(c) = &run.configuration {
-        status.configuration_id = c.id.clone();
-        status.configuration_revision = c.revision;
-    }
-    Ok(run.configuration)
-}
-
-fn describe_change(from: &Option<ConfigurationRef>, to: &Option<ConfigurationRef>) -> String {
-    let name = |c: &Option<ConfigurationRef>| match c {
-        Some(c) => format!("configuration {} revision {}", c.id, c.revision),
-        None => "no configuration".to_string(),
-    };
-    format!(
-        "{} (running {}) takes an engine restart: waiting for the maintenance window, or apply with apply_immediately = true",
-        name(to),
-        name(from)
-    )
-}
-
 /// How long an engine gets to serve after a bundle switch before the agent goes back to the
 /// bundle that ran.
 const ROLLBACK_AFTER: Duration = Duration::from_secs(180);
@@ -734,6 +677,13 @@ pub async fn engine_metrics(
     engine.metrics().await
 }
 
+/// Whether this instance may go down for a rolling change now (see `Engine::ready_to_stop`).
+pub async fn ready_to_stop(ctx: &Context, spec: &BrokerSpec) -> Result<(), String> {
+    let engine = engine_for(ctx, spec, &ctx.volume_dir(), 0, None, None)
+        .map_err(|e| format!("waiting: {e:#}"))?;
+    engine.ready_to_stop().await
+}
+
 /// Stops the broker's engine and releases its volume (wiping what FerryMQ made on it).
 pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
     let instance = spec.instances.get(spec.instance_index as usize);
@@ -795,58 +745,6 @@ mod tests {
             }],
             ..Default::default()
         }
-    }
-
-    #[test]
-    fn a_new_revision_waits_unless_applied_immediately() {
-        let dir = std::env::temp_dir().join(format!("ferrymq-applied-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("dir");
-        let ctx = Context {
-            broker_dir: dir.clone(),
-            supervisor: Arc::new(crate::supervisor::DirectSupervisor::new(dir.join("units"))),
-            previous: None,
-            broker_ca: Arc::new(Err("no broker CA in this test".into())),
-            passwords: BTreeMap::new(),
-            sync_users: false,
-            bundles: Arc::new(crate::bundle::Store::new(dir.join("bundles"), None)),
-        };
-        let revision = |n: u32| ConfigurationRef {
-            id: "c-1".into(),
-            revision: n,
-            data: format!("heartbeat = {n}\n"),
-        };
-        let mut s = spec();
-        s.configuration = Some(revision(1));
-        // The first pass takes the spec's revision: nothing runs yet.
-        let mut status = BrokerStatus::default();
-        let run = configuration_to_run(&ctx, &s, &mut status).expect("run");
-        assert_eq!(run, Some(revision(1)));
-        assert!(status.pending_changes.is_empty());
-        // A new revision without apply_immediately: the running one stays, the new one waits.
-        s.configuration = Some(revision(2));
-        let mut status = BrokerStatus::default();
-        let run = configuration_to_run(&ctx, &s, &mut status).expect("run");
-        assert_eq!(run, Some(revision(1)));
-        assert_eq!(status.configuration_revision, 1);
-        assert_eq!(status.pending_changes.len(), 1);
-        assert!(status.pending_changes[0]
-            .starts_with("configuration c-1 revision 2 (running configuration c-1 revision 1)"));
-        // Applied immediately when asked, and then kept.
-        s.apply_immediately = true;
-        let mut status = BrokerStatus::default();
-        assert_eq!(
-            configuration_to_run(&ctx, &s, &mut status).expect("run"),
-            Some(revision(2))
-        );
-        s.apply_immediately = false;
-        let mut status = BrokerStatus::default();
-        assert_eq!(
-            configuration_to_run(&ctx, &s, &mut status).expect("run"),
-            Some(revision(2))
-        );
-        assert!(status.pending_changes.is_empty());
-        let _ = fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -154,21 +154,16 @@ impl Reconciler {
             let now = chrono::Utc::now();
             let mut gated = maintenance::gate(&stored.spec, applied.as_ref(), now);
             let mut held = None;
-            if !gated.applying.is_empty() && stored.spec.instances.len() > 1 {
-                let role = ctx
-                    .previous
-                    .as_ref()
-                    .map(|p| p.role.clone())
-                    .unwrap_or_default();
-                let verdict = match &self.peers {
-                    Some(peers) => {
-                        maintenance::may_go(&stored.spec, &role, &peers.view(&stored.spec).await)
+            let turn = maintenance::Turn::for_spec(&stored.spec);
+            if gated.applying.is_empty() {
+                maintenance::Turn::release(&ctx.broker_dir)?;
+            } else if stored.spec.instances.len() > 1 && !turn.held(&ctx.broker_dir) {
+                match self.take_turn(&ctx, &stored.spec).await {
+                    Ok(()) => turn.take(&ctx.broker_dir)?,
+                    Err(why) => {
+                        gated.hold();
+                        held = Some(why);
                     }
-                    None => Err("waiting: this agent has no credentials to ask its peers".into()),
-                };
-                if let Err(why) = verdict {
-                    gated.hold();
-                    held = Some(why);
                 }
             }
             for change in &gated.applying {
@@ -187,6 +182,9 @@ impl Reconciler {
             let record = if status.state == BrokerState::Running as i32 {
                 let record = AppliedRecord::after(applied.as_ref(), &gated, now);
                 record.save_if_changed(applied.as_ref(), &ctx.broker_dir)?;
+                if !gated.applying.is_empty() {
+                    maintenance::Turn::release(&ctx.broker_dir)?;
+                }
                 Some(record)
             } else {
                 applied
@@ -204,6 +202,22 @@ impl Reconciler {
             self.set_status(status);
         }
         Ok(())
+    }
+
+    /// Whether this instance may go down now for its window-bound changes: the rolling rules
+    /// over the peers' status, then the engine's own check (a cluster node that is quorum
+    /// critical waits for its peers' queue members to catch up).
+    async fn take_turn(&self, ctx: &broker::Context, spec: &BrokerSpec) -> Result<(), String> {
+        let role = ctx
+            .previous
+            .as_ref()
+            .map(|p| p.role.clone())
+            .unwrap_or_default();
+        let Some(peers) = &self.peers else {
+            return Err("waiting: this agent has no credentials to ask its peers".into());
+        };
+        maintenance::may_go(spec, &role, &peers.view(spec).await)?;
+        broker::ready_to_stop(ctx, spec).await
     }
 
     fn ctx(&self, broker_id: &str) -> broker::Context {

@@ -243,6 +243,33 @@ impl Management {
         Ok(nodes.into_iter().map(|n| n.name).collect())
     }
 
+    /// Why stopping this node now would leave a quorum queue without a majority of online
+    /// members (RabbitMQ's own pre-restart check, `node-is-quorum-critical`), or `None` when it
+    /// may stop: after a node rejoins, its queues' members catch up before this clears.
+    pub async fn quorum_critical(&self) -> Result<Option<String>> {
+        const PATH: &str = "/health/checks/node-is-quorum-critical";
+        let resp = self
+            .http
+            .get(format!("{}{PATH}", self.base))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .with_context(|| format!("GET {PATH}"))?;
+        if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            #[derive(Deserialize)]
+            struct Failed {
+                #[serde(default)]
+                reason: String,
+            }
+            let failed: Failed = resp.json().await.unwrap_or(Failed {
+                reason: "quorum critical".into(),
+            });
+            return Ok(Some(failed.reason));
+        }
+        check(resp, "GET", PATH).await?;
+        Ok(None)
+    }
+
     /// Makes `queue_type` the default vhost's default queue type. RabbitMQ 3.10 sets it only
     /// when a vhost is created (`defaultqueuetype`), so a vhost without it is deleted and made
     /// again, and only while it holds no queue: a vhost with queues is left as it is, with a

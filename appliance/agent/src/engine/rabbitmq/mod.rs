@@ -249,6 +249,23 @@ impl Engine for RabbitMq {
         ))
     }
 
+    async fn ready_to_stop(&self) -> Result<(), String> {
+        if !self.placement.clustered() {
+            return Ok(());
+        }
+        match self.management.quorum_critical().await {
+            Ok(None) => Ok(()),
+            Ok(Some(reason)) => Err(format!(
+                "waiting: node {} is quorum critical ({reason})",
+                self.node_name()
+            )),
+            Err(e) => Err(format!(
+                "waiting: node {} cannot tell whether it is quorum critical ({e:#})",
+                self.node_name()
+            )),
+        }
+    }
+
     async fn sync_broker_settings(&self) -> Result<()> {
         // Quorum queues by default on a cluster (Amazon MQ's default). RabbitMQ 3.10 takes a
         // vhost's default queue type only when the vhost is created, and policies cannot change

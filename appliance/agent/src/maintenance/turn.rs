@@ -1,0 +1,82 @@
+//! This host's turn in a roll-out, kept on disk from the moment it takes it until the change
+//! serves (or the window closes and the change is rolled back).
+//!
+//! The rolling rules decide from the peers' status *before* a host goes down. Once it has gone,
+//! its own status (restarting, no role yet) would no longer pass those rules, and asking again
+//! would put the old values back halfway through: the engine would restart twice. So a host
+//! that took its turn for a given target keeps it — across agent restarts too — and the others
+//! keep waiting because its status is not RUNNING with nothing pending.
+
+use anyhow::{Context, Result};
+use ferrymq_api::agent::BrokerSpec;
+use std::path::Path;
+
+const FILE: &str = "roll-turn.json";
+
+/// The window-bound values a turn was taken for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Turn {
+    host_instance_type: String,
+    engine_version: String,
+    configuration: Option<(String, u32)>,
+}
+
+impl Turn {
+    pub fn for_spec(spec: &BrokerSpec) -> Turn {
+        Turn {
+            host_instance_type: spec.host_instance_type.clone(),
+            engine_version: spec.engine_version.clone(),
+            configuration: spec
+                .configuration
+                .as_ref()
+                .map(|c| (c.id.clone(), c.revision)),
+        }
+    }
+
+    /// Whether this host already holds its turn for these values.
+    pub fn held(&self, broker_dir: &Path) -> bool {
+        std::fs::read(broker_dir.join(FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Turn>(&b).ok())
+            .is_some_and(|t| &t == self)
+    }
+
+    pub fn take(&self, broker_dir: &Path) -> Result<()> {
+        crate::store::write_atomically(&broker_dir.join(FILE), &serde_json::to_vec(self)?)
+    }
+
+    /// Gives the turn back: the change served, or there is nothing to apply any more.
+    pub fn release(broker_dir: &Path) -> Result<()> {
+        match std::fs::remove_file(broker_dir.join(FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {FILE} in {}", broker_dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_turn_is_held_for_its_own_target_only() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-turn-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut spec = BrokerSpec {
+            engine_version: "5.17.6".into(),
+            ..Default::default()
+        };
+        let turn = Turn::for_spec(&spec);
+        assert!(!turn.held(&dir));
+        turn.take(&dir).expect("take");
+        assert!(turn.held(&dir));
+        spec.engine_version = "5.17.2".into();
+        assert!(!Turn::for_spec(&spec).held(&dir));
+        Turn::release(&dir).expect("release");
+        Turn::release(&dir).expect("release twice");
+        assert!(!turn.held(&dir));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}
