@@ -119,3 +119,13 @@ def apply_until_running(tf, figure: str, secret: str):
     assert secret not in res.output, "a password appears in the apply output"
     assert BROKER_ID.fullmatch(out.get("broker_id") or ""), out
     return res, out
+
+
+def java_home(pid: int) -> str:
+    """The ``-Dactivemq.home`` an ActiveMQ java runs with (its bundle's home), or ""."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    home = [a.decode() for a in args if a.startswith(b"-Dactivemq.home=")]
+    return home[0].split("=", 1)[1] if home else ""

@@ -137,12 +137,12 @@ def connect(endpoints, username: str, password: str, *, attempts: int = 3, sleep
         conn.connect(username, password, wait=True, headers=headers)
     except (ConnectFailedException, StompException, OSError) as e:
         reason = "; ".join(listener.errors) or f"{type(e).__name__}: {e}"
-        _close(conn)
+        close(conn)
         raise ConnectFailedException(reason) from None
     return conn, listener
 
 
-def _close(conn: stomp.Connection) -> None:
+def close(conn: stomp.Connection) -> None:
     try:
         if conn.is_connected():
             conn.disconnect()
@@ -160,7 +160,7 @@ def login_error(endpoint, username: str, password: str) -> str:
         conn, _ = connect(endpoint, username, password, attempts=1)
     except ConnectFailedException as e:
         return str(e) or "ConnectFailedException"
-    _close(conn)
+    close(conn)
     return ""
 
 
@@ -203,7 +203,7 @@ def send_receipted(endpoints, username: str, password: str, dest: str, bodies: l
                 raise AssertionError(f"{len(missing)} receipts missing (first {missing[0]}); errors: {listener.errors}")
         return time.monotonic() - start
     finally:
-        _close(conn)
+        close(conn)
 
 
 def consume(endpoints, username: str, password: str, dest: str, expected: int, timeout: float = 60,
@@ -240,7 +240,7 @@ def consume(endpoints, username: str, password: str, dest: str, expected: int, t
         conn.unsubscribe("1")
         return got
     finally:
-        _close(conn)
+        close(conn)
 
 
 def tally(sent: Iterable[str], consumed: list[str]) -> dict:
@@ -295,6 +295,8 @@ class FailoverSender:
         self.give_up = give_up
         self.on_progress = on_progress
         self.pace = pace  # seconds to sleep between windows (to spread a short run over a kill)
+        # Set to end the run before `count` (a stream kept going only while a change is watched).
+        self.stop = threading.Event()
         self.receipted: list[str] = []  # bodies, in receipt order
         self.resent = 0  # messages sent a second time (their first send was not receipted)
         self.outages: list[Outage] = []
@@ -326,14 +328,14 @@ class FailoverSender:
                 return f"{host}:{port}"
             except (ConnectFailedException, StompException, OSError) as e:
                 last = "; ".join(listener.errors) or f"{type(e).__name__}: {e}"
-                _close(conn)
+                close(conn)
             if time.monotonic() > deadline:
                 raise ConnectFailedException(f"no endpoint of {self.endpoints} answered for {self.give_up:.0f} s: {last}")
             time.sleep(0.1)
 
     def _drop(self) -> None:
         if self._conn is not None:
-            _close(self._conn)
+            close(self._conn)
         self._conn = self._listener = None
 
     def run(self) -> "FailoverSender":
@@ -341,7 +343,7 @@ class FailoverSender:
         self._connect()
         i = 0
         outage: Optional[Outage] = None
-        while i < self.count:
+        while i < self.count and not self.stop.is_set():
             batch = list(range(i, min(i + self.window, self.count)))
             ids = {}
             ok = True

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import lab as labmod
 import stompclient as sc
-from steps import Steps, apply_until_running, broker_resource, wait_until
+from steps import Steps, apply_until_running, broker_resource, java_home, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("FERRYMQ_BUNDLE_DIR", "/var/cache/ferrymq/bundles"))
@@ -44,12 +44,6 @@ def bundle_link(host) -> str:
     """The bundle directory the broker's engine-current link names."""
     link = host.state_dir / "brokers" / S.s["broker_id"] / "engine-current"
     return Path(os.path.realpath(link)).name
-
-
-def java_home(pid: int) -> str:
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    home = [a.decode() for a in args if a.startswith(b"-Dactivemq.home=")]
-    return home[0].split("=", 1)[1] if home else ""
 
 
 def the_java(host) -> int:

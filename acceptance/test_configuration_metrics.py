@@ -182,7 +182,7 @@ def stomp_expires(endpoints, queue: str) -> int:
         messages = wait_until(got, 30, f"the probe message on {queue}")
         return int(messages[0][1].get("expires", "0") or 0)
     finally:
-        sc._close(conn)
+        sc.close(conn)
 
 
 def amq_java(host) -> int:

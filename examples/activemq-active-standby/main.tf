@@ -22,7 +22,7 @@ provider "ferrymq" {}
 resource "ferrymq_broker" "activemq" {
   broker_name        = var.broker_name
   engine_type        = "ActiveMQ"
-  engine_version     = "5.17.2"
+  engine_version     = var.engine_version
   host_instance_type = var.host_instance_type
   deployment_mode    = "ACTIVE_STANDBY_MULTI_AZ"
 

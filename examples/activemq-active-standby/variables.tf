@@ -57,3 +57,9 @@ variable "maintenance_window" {
   })
   default = null
 }
+
+variable "engine_version" {
+  description = "ActiveMQ version (5.17.2 or 5.17.6). An upgrade is applied in the maintenance window, the standby first, unless apply_immediately is true."
+  type        = string
+  default     = "5.17.2"
+}

@@ -20,6 +20,19 @@ terraform {
 # FERRYMQ_CLIENT_KEY (PEM text or file paths).
 provider "ferrymq" {}
 
+# Optional rabbitmq.conf lines (only what FerryMQ allows). A new revision restarts the nodes one at
+# a time in the maintenance window (or now with apply_immediately), each only once RabbitMQ says
+# stopping it leaves every quorum queue a majority.
+resource "ferrymq_configuration" "rabbitmq" {
+  count          = var.configuration_data == null ? 0 : 1
+  name           = "${var.broker_name}-configuration"
+  engine_type    = "RabbitMQ"
+  engine_version = "3.10.8"
+  data           = var.configuration_data
+  # The agents that keep the revisions: every node's host.
+  hosts = [for i in var.instances : i.host]
+}
+
 resource "ferrymq_broker" "rabbitmq" {
   broker_name        = var.broker_name
   engine_type        = "RabbitMQ"
@@ -47,6 +60,14 @@ resource "ferrymq_broker" "rabbitmq" {
     content {
       host   = instance.value.host
       volume = instance.value.volume
+    }
+  }
+
+  dynamic "configuration" {
+    for_each = ferrymq_configuration.rabbitmq
+    content {
+      id       = configuration.value.id
+      revision = configuration.value.latest_revision
     }
   }
 

@@ -54,3 +54,9 @@ variable "maintenance_window" {
   })
   default = null
 }
+
+variable "configuration_data" {
+  description = "rabbitmq.conf lines for a ferrymq_configuration the cluster runs (null: none)."
+  type        = string
+  default     = null
+}

@@ -1,0 +1,433 @@
+"""End to end: window-bound changes rolled out by the agents themselves, one host at a time, in a
+maintenance window that opens about a minute after the change is applied (no fake clock).
+
+ActiveMQ active/standby (hosts 2 and 3, shared directory), both agents given the engine bundles
+as their source:
+
+1. the pair runs 5.17.2 from its bundle;
+2. ``engine_version = "5.17.6"`` without ``apply_immediately`` waits: ``pending_engine_version``
+   and ``next_maintenance_window`` say so, nothing restarts;
+3. when the window opens, while a STOMP client sends persistent messages with receipts and
+   another consumes, both through the two instances (the failover list), the standby is
+   upgraded first, then the active restarts (the controlled failover to the upgraded standby)
+   and comes back as the standby on 5.17.6; every receipted message is consumed (0 lost).
+
+RabbitMQ cluster (three hosts, the load balancer):
+
+4. a first configuration revision (``heartbeat``), which takes a restart of every node, waits
+   for the window as a pending change;
+5. when the window opens, while a publisher with confirms runs through the load balancer, the
+   nodes restart one at a time in instance order, each only once RabbitMQ says the previous one
+   is back and stopping the next leaves every quorum queue a majority; never fewer than two nodes
+   serve, and every confirmed message is consumed afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import amqp
+import lab as labmod
+import stompclient as sc
+from confirmed_publisher import ConfirmedPublisher, number
+from steps import Steps, apply_until_running, broker_resource, java_home, wait_until
+from test_activemq_active_standby import wait_healthy
+from test_rabbitmq_cluster import APP, all_running, vip
+
+REPO = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("FERRYMQ_BUNDLE_DIR", "/var/cache/ferrymq/bundles"))
+AMQ_ADDRESS = "ferrymq_broker.activemq"
+RMQ_ADDRESS = "ferrymq_broker.rabbitmq"
+AMQ_QUEUE = "acceptance.rolling"
+RMQ_QUEUE = "acceptance.rolling.cluster"
+# The window opens at the first whole minute at least this far ahead of the apply.
+WINDOW_LEAD = dt.timedelta(seconds=45)
+# From the window's start to the last host done (restarts, the failover, health again).
+ROLL_TIMEOUT = 300
+
+S = Steps()
+
+
+def window_after(lead: dt.timedelta) -> tuple[dict, dt.datetime]:
+    """A UTC window block starting at the first whole minute `lead` from now, and that start."""
+    at = dt.datetime.now(dt.timezone.utc) + lead
+    start = (at + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
+    return ({"day_of_week": start.strftime("%A").upper(), "time_of_day": start.strftime("%H:%M"),
+             "time_zone": "UTC"}, start)
+
+
+def seconds_until(at: dt.datetime) -> float:
+    return (at - dt.datetime.now(dt.timezone.utc)).total_seconds()
+
+
+def applied_history(h, broker_id: str) -> list[str]:
+    """The changes the host's agent records it applied (its applied.json)."""
+    try:
+        record = json.loads((h.brokers_dir / broker_id / "applied.json").read_text())
+    except (OSError, ValueError):
+        return []
+    return [e.get("change", "") for e in record.get("history", [])]
+
+
+def restart_agents(lab, hosts, bundle_source: str | None) -> None:
+    for h in hosts:
+        lab.kill_agent(h, signal.SIGTERM)
+        if bundle_source:
+            os.environ["FERRYMQ_BUNDLE_SOURCE"] = bundle_source
+        try:
+            lab.start_agent(h)
+        finally:
+            os.environ.pop("FERRYMQ_BUNDLE_SOURCE", None)
+
+
+# -- ActiveMQ active/standby: 5.17.2 -> 5.17.6 ------------------------------------------------------
+
+
+def amq_vars(pair, shared, version: str, window: dict | None = None) -> dict:
+    return {"broker_name": "acceptance-rolling-activemq", "hosts": [h.address for h in pair],
+            "shared_volume": str(shared), "users": [APP], "engine_version": version,
+            "maintenance_window": window, "apply_immediately": False}
+
+
+def amq_version(h) -> str:
+    """The ActiveMQ version h's java runs (from its bundle's path), "" without one java."""
+    pids = h.activemq_pids()
+    if len(pids) != 1:
+        return ""
+    home = java_home(pids[0])
+    for v in ("5.17.2", "5.17.6"):
+        if f"/bundles/activemq-{v}-" in home:
+            return v
+    return "debian-package" if home else ""
+
+
+class PairWatch:
+    """Samples both hosts every 0.2 s: when each first runs 5.17.6, and how often neither runs a
+    java at all (both down together)."""
+
+    def __init__(self, pair):
+        self.pair = pair
+        self.upgraded_at: dict[str, float] = {}
+        self.samples = 0
+        self.none_running = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            running = 0
+            for h in self.pair:
+                v = amq_version(h)
+                running += bool(v)
+                if v == "5.17.6" and h.name not in self.upgraded_at:
+                    self.upgraded_at[h.name] = time.monotonic()
+            self.samples += 1
+            self.none_running += running == 0
+            time.sleep(0.2)
+
+
+class StompConsumer:
+    """Consumes `dest` through the failover list until stopped, reconnecting when a broker goes."""
+
+    def __init__(self, endpoints, dest: str):
+        self.endpoints, self.dest = endpoints, dest
+        self.got: list[str] = []
+        self.reconnects = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            try:
+                conn, listener = sc.connect(self.endpoints, APP["username"], APP["password"], attempts=1)
+            except Exception:  # noqa: BLE001 - no broker serves yet: the list is tried again
+                time.sleep(0.5)
+                continue
+            self.reconnects += 1
+            # Each message is acknowledged by the listener as it arrives, and kept here at once.
+            listener.ack_on = conn
+            seen = 0
+            try:
+                conn.subscribe(sc.queue(self.dest), id="1", ack="client-individual",
+                               headers={"activemq.prefetchSize": "100"})
+                while not self.stop.is_set() and conn.is_connected():
+                    with listener.cond:
+                        listener.cond.wait(0.2)
+                        new = listener.messages[seen:]
+                        seen = len(listener.messages)
+                    self.got += [body for body, _headers in new]
+            except Exception:  # noqa: BLE001 - the broker went away: reconnect through the list
+                pass
+            finally:
+                with listener.cond:
+                    self.got += [body for body, _headers in listener.messages[seen:]]
+                sc.close(conn)
+
+
+def test_01_activemq_pair_runs_5_17_2_from_its_bundles(lab, host_pair, tf_factory):
+    subprocess.run([str(REPO / "appliance/bundles/build")], check=True,
+                   env={**os.environ, "FERRYMQ_BUNDLE_DIR": str(CACHE)})
+    restart_agents(lab, host_pair, str(CACHE))
+    S.s["agents_with_bundles"] = True
+    tf = tf_factory("rolling-activemq", example="activemq-active-standby")
+    shared = lab.shared_dir("efs-rolling")
+    S.s.update(amq_tf=tf, shared=shared)
+    tf.write_vars(amq_vars(host_pair, shared, "5.17.2"))
+    _res, out = apply_until_running(tf, "rolling_activemq_apply_to_running_seconds", APP["password"])
+    S.s["amq_id"] = out["broker_id"]
+    active, standby, out, _ = wait_healthy(tf, host_pair)
+    assert [amq_version(h) for h in host_pair] == ["5.17.2", "5.17.2"], [h.processes() for h in host_pair]
+    S.s.update(active=active, standby=standby, stomp=out["stomp_endpoints"])
+    S.ok("amq")
+
+
+def test_02_activemq_upgrade_waits_for_the_window(host_pair):
+    S.need("amq")
+    tf = S.s["amq_tf"]
+    pids = {h.name: h.activemq_pids() for h in host_pair}
+    window, start = window_after(WINDOW_LEAD)
+    tf.write_vars(amq_vars(host_pair, S.s["shared"], "5.17.6", window))
+    res = tf.apply()
+    assert "1 changed" in res.output, res.output
+    values = broker_resource(tf, AMQ_ADDRESS)
+    assert values["engine_version"] == "5.17.6", values["engine_version"]
+    assert values["pending_engine_version"] == "5.17.6", values
+    assert values["next_maintenance_window"] == start.strftime("%Y-%m-%dT%H:%M:00Z"), values
+    assert seconds_until(start) > 5, "the apply took too long: the window is already open"
+    assert {h.name: h.activemq_pids() for h in host_pair} == pids, "a waiting upgrade restarted a broker"
+    assert [amq_version(h) for h in host_pair] == ["5.17.2", "5.17.2"]
+    print(f"\nwindow {window}; opens in {seconds_until(start):.0f} s")
+    S.s["amq_window"] = start
+    S.ok("amq_pending")
+
+
+def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair):
+    S.need("amq_pending")
+    tf, eps = S.s["amq_tf"], S.s["stomp"]
+    active, standby = S.s["active"], S.s["standby"]
+    watch = PairWatch(host_pair)
+    consumer = StompConsumer(eps, AMQ_QUEUE)
+    sender = sc.FailoverSender(eps, APP["username"], APP["password"], AMQ_QUEUE, 1_000_000, prefix="roll",
+                               window=20, pace=0.1, give_up=120)
+    sending = threading.Thread(target=sender.run, daemon=True)
+    for t in (watch.thread, consumer.thread, sending):
+        t.start()
+    opened = None
+    try:
+        wait_until(lambda: seconds_until(S.s["amq_window"]) <= 0, 150, "the window to open", interval=0.5)
+        opened = time.monotonic()
+        assert [amq_version(h) for h in host_pair] == ["5.17.2", "5.17.2"], "upgraded before the window"
+
+        def done():
+            return len(watch.upgraded_at) == 2 and all(amq_version(h) == "5.17.6" for h in host_pair)
+
+        wait_until(done, ROLL_TIMEOUT, lambda: f"both hosts on 5.17.6: {[(h.name, amq_version(h)) for h in host_pair]}",
+                   interval=1)
+        new_active, new_standby, out, _ = wait_healthy(tf, host_pair, timeout=120)
+        rolled = time.monotonic() - opened
+        # A little more traffic on the upgraded pair before the client stops.
+        before = len(sender.receipted)
+        wait_until(lambda: len(sender.receipted) >= before + 100, 60, "sends receipted after the roll")
+    finally:
+        sender.stop.set()
+        sending.join(150)
+        watch.stop.set()
+        consumer.stop.set()
+        consumer.thread.join(60)
+    assert not sending.is_alive(), "the sender did not stop"
+    want = set(sender.receipted)
+    got = consumer.got + sc.consume(eps, APP["username"], APP["password"], AMQ_QUEUE, 0, timeout=120, idle=1.0,
+                                    done=lambda bodies: want.issubset(set(consumer.got) | set(bodies)))
+    t = sc.tally(sender.receipted, got)
+    first, second = sorted(watch.upgraded_at, key=watch.upgraded_at.get)
+    gap = watch.upgraded_at[second] - watch.upgraded_at[first]
+    outage = max((o.receipted_at - o.dropped_at for o in sender.outages if o.receipted_at), default=0.0)
+    print(f"\nwindow open to both upgraded and healthy: {rolled:.1f} s; upgraded {first} then {second} "
+          f"({gap:.1f} s later); active now {new_active.name}; {t}; sender outages {len(sender.outages)} "
+          f"(longest {outage:.1f} s), {sender.resent} sent twice; consumer reconnects {consumer.reconnects}; "
+          f"samples with no ActiveMQ running: {watch.none_running} of {watch.samples}")
+    labmod.record_result("rolling_activemq_window_open_to_upgraded_seconds", round(rolled, 1))
+    labmod.record_result("rolling_activemq_lost_messages", t["lost"])
+    labmod.record_result("rolling_activemq_receipted_messages", t["receipted"])
+    labmod.record_result("rolling_activemq_longest_client_outage_seconds", round(outage, 2))
+    assert first == standby.name, f"{first} was upgraded first, but {standby.name} was the standby"
+    assert new_active.name == standby.name, "the upgraded standby did not take over from the active"
+    assert t["receipted"] > 100 and t["lost"] == 0, f"{t['lost']} receipted messages lost: {t}"
+    assert watch.none_running == 0, f"both hosts were without ActiveMQ in {watch.none_running} samples"
+    values = broker_resource(tf, AMQ_ADDRESS)
+    assert values["pending_engine_version"] == "" and values["pending_changes"] == [], values
+    for h in host_pair:
+        history = applied_history(h, S.s["amq_id"])
+        assert any("engine_version: 5.17.2 -> 5.17.6 (maintenance window)" in c for c in history), history
+    S.ok("amq_rolled")
+
+
+def test_04_activemq_destroy(lab, host_pair):
+    S.need("amq")
+    res = S.s["amq_tf"].destroy()
+    assert "Destroy complete!" in res.output, res.output
+    for h in host_pair:
+        assert h.activemq_pids() == [], h.processes()
+    restart_agents(lab, host_pair, None)
+    S.s["agents_with_bundles"] = False
+
+
+# -- RabbitMQ cluster: a configuration revision rolled node by node ------------------------------------
+
+
+def rmq_vars(lab, hosts, data: str | None = None, window: dict | None = None) -> dict:
+    return {"broker_name": "acceptance-rolling-cluster",
+            "instances": [{"host": h.address, "volume": h.loop} for h in hosts],
+            "virtual_ip": vip(lab), "users": [APP], "configuration_data": data,
+            "maintenance_window": window, "apply_immediately": False}
+
+
+def beam(h) -> int:
+    pids = h.pids_named("beam.smp")
+    return pids[0] if len(pids) == 1 else 0
+
+
+class ClusterWatch:
+    """Samples the three nodes every 0.3 s: each node's beam and whether its AMQPS port accepts;
+    the fewest nodes serving at once, and when each node's beam changed."""
+
+    def __init__(self, hosts):
+        self.hosts = hosts
+        self.first = {h.name: beam(h) for h in hosts}
+        self.changed_at: dict[str, float] = {}
+        self.pids: dict[str, set[int]] = {h.name: {beam(h)} for h in hosts}
+        self.fewest = len(hosts)
+        self.samples = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            up = 0
+            for h in self.hosts:
+                pid = beam(h)
+                if pid:
+                    self.pids[h.name].add(pid)
+                if pid and pid != self.first[h.name] and h.name not in self.changed_at:
+                    self.changed_at[h.name] = time.monotonic()
+                up += bool(pid) and h.port_open(5671, timeout=0.5)
+            self.fewest = min(self.fewest, up)
+            self.samples += 1
+            time.sleep(0.3)
+
+
+@pytest.fixture(scope="module")
+def hosts(lab):
+    if len(lab.hosts) < 3:
+        pytest.fail(f"a cluster needs a lab of 3 hosts, this one has {len(lab.hosts)}", pytrace=False)
+    return lab.hosts[:3]
+
+
+def test_10_cluster_runs_without_a_configuration(lab, hosts, tf_factory):
+    tf = tf_factory("rolling-cluster", example="rabbitmq-cluster")
+    S.s["rmq_tf"] = tf
+    tf.write_vars(rmq_vars(lab, hosts))
+    _res, out = apply_until_running(tf, "rolling_cluster_apply_to_running_seconds", APP["password"])
+    S.s.update(rmq_id=out["broker_id"], endpoint=out["load_balancer_endpoint"])
+    wait_until(lambda: all_running(hosts), 120, "three nodes running")
+    S.ok("cluster")
+
+
+def test_11_a_configuration_revision_waits_for_the_window(lab, hosts):
+    S.need("cluster")
+    tf = S.s["rmq_tf"]
+    beams = [beam(h) for h in hosts]
+    window, start = window_after(WINDOW_LEAD)
+    tf.write_vars(rmq_vars(lab, hosts, "heartbeat = 30\n", window))
+    res = tf.apply()
+    assert "1 added, 1 changed" in res.output, res.output
+    values = broker_resource(tf, RMQ_ADDRESS)
+    pending = values["pending_changes"]
+    assert len(pending) == 1 and pending[0].startswith("configuration: none -> c-") \
+        and pending[0].endswith(" revision 1"), pending
+    assert values["next_maintenance_window"] == start.strftime("%Y-%m-%dT%H:%M:00Z"), values
+    assert seconds_until(start) > 5, "the apply took too long: the window is already open"
+    assert [beam(h) for h in hosts] == beams, "a waiting revision restarted a node"
+    print(f"\nwindow {window}; opens in {seconds_until(start):.0f} s")
+    S.s["rmq_window"] = start
+    S.ok("rmq_pending")
+
+
+def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, hosts):
+    S.need("rmq_pending")
+    tf = S.s["rmq_tf"]
+    watch = ClusterWatch(hosts)
+    pub = ConfirmedPublisher(S.s["endpoint"], APP["username"], APP["password"], RMQ_QUEUE, 1_000_000, rate=100.0,
+                             give_up_after=120)
+    publishing = threading.Thread(target=pub.run, daemon=True)
+    watch.thread.start()
+    publishing.start()
+    opened = None
+    try:
+        assert pub.wait_confirmed(200, 60), f"publisher stalled before the window: {pub.errors[-3:]}"
+        wait_until(lambda: seconds_until(S.s["rmq_window"]) <= 0, 150, "the window to open", interval=0.5)
+        opened = time.monotonic()
+
+        def done():
+            return len(watch.changed_at) == 3 and all_running(hosts)
+
+        wait_until(done, ROLL_TIMEOUT, lambda: f"three nodes restarted and running: restarted {sorted(watch.changed_at)}, "
+                   f"fewest up {watch.fewest}", interval=1)
+        rolled = time.monotonic() - opened
+        before = len(pub.confirmed)
+        assert pub.wait_confirmed(before + 200, 60), f"no progress after the roll: {pub.errors[-3:]}"
+    finally:
+        pub.stop.set()
+        publishing.join(150)
+        watch.stop.set()
+        watch.thread.join(10)
+    assert not publishing.is_alive(), "the publisher did not stop"
+    got = amqp.consume(S.s["endpoint"], APP["username"], APP["password"], RMQ_QUEUE,
+                       len(pub.confirmed) + len(pub.failed_publishes), timeout=30)
+    ids = {number(b) for b in got}
+    lost = sorted(set(pub.confirmed) - ids)
+    order = sorted(watch.changed_at, key=watch.changed_at.get)
+    gap = pub.longest_gap(pub.started)
+    print(f"\nwindow open to three nodes restarted and running: {rolled:.1f} s; order {order}; fewest nodes "
+          f"serving {watch.fewest} (of {watch.samples} samples); confirmed {len(pub.confirmed)}, lost {len(lost)}, "
+          f"unconfirmed {len(pub.failed_publishes)}, reconnects {pub.reconnects}, longest gap {gap:.2f} s")
+    labmod.record_result("rolling_cluster_window_open_to_rolled_seconds", round(rolled, 1))
+    labmod.record_result("rolling_cluster_fewest_nodes_serving", watch.fewest)
+    labmod.record_result("rolling_cluster_confirmed_lost", len(lost))
+    labmod.record_result("rolling_cluster_longest_publish_gap_seconds", round(gap, 2))
+    assert lost == [], f"{len(lost)} confirmed messages lost, e.g. {lost[:10]}"
+    assert order == [h.name for h in hosts], f"nodes restarted in the order {order}"
+    assert watch.fewest >= 2, f"only {watch.fewest} node(s) served at one point"
+    assert all(len(p) == 2 for p in watch.pids.values()), f"a node restarted more than once: {watch.pids}"
+    values = broker_resource(tf, RMQ_ADDRESS)
+    assert values["pending_changes"] == [], values["pending_changes"]
+    for h in hosts:
+        conf = (h.brokers_dir / S.s["rmq_id"] / "engine" / "rabbitmq.conf").read_text()
+        assert "heartbeat = 30" in conf, f"{h.name}: {conf}"
+        assert any(c.startswith("configuration: none -> c-") for c in applied_history(h, S.s["rmq_id"]))
+    S.ok("rmq_rolled")
+
+
+def test_13_cluster_destroy(hosts):
+    S.need("cluster")
+    res = S.s["rmq_tf"].destroy()
+    assert "Destroy complete!" in res.output, res.output
+    for h in hosts:
+        assert h.pids_named("beam.smp") == [], h.processes()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _agents_restored(lab):
+    """Whatever fails, the lab's agents run without the bundle source afterwards."""
+    yield
+    if S.s.get("agents_with_bundles"):
+        restart_agents(lab, lab.hosts[1:3], None)
