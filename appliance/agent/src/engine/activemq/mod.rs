@@ -278,6 +278,19 @@ impl Engine for ActiveMq {
         }
     }
 
+    /// The last run's log goes before a start: until the new JVM's log4j truncates it, its
+    /// "waiting for the lock" line would pass the new process off as a ready standby, and in a
+    /// roll-out the active would fail over to a broker that is still starting.
+    async fn ready_to_start(&self) -> Result<(), String> {
+        match std::fs::remove_file(self.log_file()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!(
+                "removing the last run's log {}: {e}",
+                self.log_file().display()
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Users are files that JAAS re-reads by itself (`reload=true`): `render` has written them.
     async fn sync_users(&self, _desired: &[User]) -> Result<bool> {
         Ok(false)

@@ -58,7 +58,8 @@ fn check_wireformat_info(head: &[u8; HEAD]) -> Result<()> {
 
 /// Whether the broker logging to `log` is waiting for the store's lock: its log holds the
 /// standby line and nothing of the broker's lifecycle after it. The log holds one run only
-/// (it is truncated at start), so a line of an earlier run cannot be taken for this one.
+/// (the agent removes it before a start, and log4j truncates it), so a line of an earlier run
+/// cannot be taken for this one.
 pub fn waits_for_lock(log: &Path) -> bool {
     tail(log, TAIL_BYTES).is_ok_and(|t| standby_in(&t))
 }
