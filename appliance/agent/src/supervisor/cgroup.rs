@@ -1,5 +1,5 @@
 //! Control groups for units of the direct supervisor (hosts without systemd): one group per unit
-//! under `ferrymq/`, with the unit's CPU quota and memory maximum. cgroup v1 (a hierarchy per
+//! under `ferrymq/` (named `<unit>.<agent>` by the supervisor), with the unit's CPU quota and memory maximum. cgroup v1 (a hierarchy per
 //! controller, `/sys/fs/cgroup/{cpu,memory}`) and v2 (one unified hierarchy) are both handled.
 
 use super::ResourceLimits;

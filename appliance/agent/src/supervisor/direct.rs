@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::fs;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -28,14 +29,26 @@ pub struct DirectSupervisor {
     units_dir: PathBuf,
     /// Where the cgroup hierarchies are mounted (`/sys/fs/cgroup`).
     cgroup_root: PathBuf,
+    /// Tells this agent's groups from another's on the same kernel (the test lab runs several
+    /// hosts' agents on one machine, and the instances of one broker have the same unit names:
+    /// one agent stopping its unit must not kill the other's engine in a shared group).
+    cgroup_suffix: String,
 }
 
 impl DirectSupervisor {
     pub fn new(units_dir: impl Into<PathBuf>) -> Self {
+        let units_dir = units_dir.into();
+        let digest = sha2::Sha256::digest(units_dir.as_os_str().as_encoded_bytes());
         DirectSupervisor {
-            units_dir: units_dir.into(),
+            cgroup_suffix: hex::encode(&digest[..4]),
+            units_dir,
             cgroup_root: cgroup::ROOT.into(),
         }
+    }
+
+    /// The unit's group under `ferrymq/`: `<unit>.<agent>`.
+    pub fn cgroup_name(&self, unit: &str) -> String {
+        format!("{unit}.{}", self.cgroup_suffix)
     }
 
     /// Creates the unit's cgroup with its limits and returns the launcher that joins it, or
@@ -50,14 +63,15 @@ impl DirectSupervisor {
             tracing::warn!(unit = %unit.name, "{} is missing; not placing the unit in a cgroup", cgroup::SETPRIV);
             return None;
         }
-        match layout.prepare(&unit.name, limits) {
+        let group = self.cgroup_name(&unit.name);
+        match layout.prepare(&group, limits) {
             Ok(procs) => {
                 tracing::info!(unit = %unit.name, cpus = limits.cpus, memory_bytes = limits.memory_bytes, "cgroup limits set");
                 Some(cgroup::launcher_script(&procs, user))
             }
             Err(e) => {
                 tracing::warn!(unit = %unit.name, "cannot set up the unit's cgroup ({e}); relying on the engine's own limits");
-                let _ = layout.remove(&unit.name);
+                let _ = layout.remove(&group);
                 None
             }
         }
@@ -66,7 +80,7 @@ impl DirectSupervisor {
     /// Removes the unit's cgroups once its processes are gone.
     fn remove_cgroup(&self, name: &str) {
         if let Some(layout) = Layout::detect(&self.cgroup_root) {
-            if let Err(e) = layout.remove(name) {
+            if let Err(e) = layout.remove(&self.cgroup_name(name)) {
                 tracing::warn!(unit = name, "{e}");
             }
         }
@@ -356,7 +370,8 @@ mod tests {
         }
         let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
         let layout = Layout::detect(Path::new(cgroup::ROOT)).expect("layout");
-        let expected = format!("/ferrymq/{name}");
+        let group = sup.cgroup_name(&name);
+        let expected = format!("/ferrymq/{group}");
         assert!(cgroups.lines().any(|l| l.ends_with(&expected)), "{cgroups}");
         let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
         let nobody = User::from_name("nobody").expect("lookup").expect("nobody");
@@ -365,13 +380,13 @@ mod tests {
                 && l.split_whitespace().nth(1) == Some(&nobody.uid.to_string())),
             "{status}"
         );
-        for (file, value) in layout.limit_files(&name, unit.limits.as_ref().expect("limits")) {
+        for (file, value) in layout.limit_files(&group, unit.limits.as_ref().expect("limits")) {
             if let Ok(read) = fs::read_to_string(&file) {
                 assert_eq!(read.trim(), value, "{}", file.display());
             }
         }
         sup.stop(&name, Duration::from_secs(5)).expect("stop");
-        for d in layout.dirs(&name) {
+        for d in layout.dirs(&group) {
             assert!(!d.exists(), "{} left behind", d.display());
         }
         sup.forget(&name).expect("forget");
