@@ -17,6 +17,22 @@ pub fn hash(password: &str) -> std::io::Result<String> {
     Ok(hash_with_salt(salt, password))
 }
 
+/// The salted hash every instance of a cluster makes alike: the salt comes from the broker's
+/// cluster secret and the username, so the three agents agree on the hash the (cluster-wide)
+/// user database holds, and none of them takes another's for a password changed behind its
+/// back.
+pub fn shared_hash(cluster_secret: &str, username: &str, password: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update("ferrymq-password-salt")
+        .chain_update(cluster_secret)
+        .chain_update([0u8])
+        .chain_update(username)
+        .finalize();
+    let mut salt = [0u8; SALT];
+    salt.copy_from_slice(&digest[..SALT]);
+    hash_with_salt(salt, password)
+}
+
 pub(crate) fn hash_with_salt(salt: [u8; SALT], password: &str) -> String {
     let mut raw = salt.to_vec();
     raw.extend_from_slice(
@@ -56,5 +72,14 @@ mod tests {
         // RabbitMQ's documented example: salt 908DC60A, password "test12".
         let known = hash_with_salt([0x90, 0x8d, 0xc6, 0x0a], "test12");
         assert_eq!(known, "kI3GCqW5JLMJa4iX1lo7X4D6XbYqlLgxIs30+P6tENUV2POR");
+    }
+
+    #[test]
+    fn a_clusters_instances_make_the_same_hash() {
+        let a = shared_hash("secret-1", "app", "correct-horse-battery");
+        assert_eq!(a, shared_hash("secret-1", "app", "correct-horse-battery"));
+        assert!(verify(&a, "correct-horse-battery"));
+        assert_ne!(a, shared_hash("secret-2", "app", "correct-horse-battery"));
+        assert_ne!(a, shared_hash("secret-1", "svc", "correct-horse-battery"));
     }
 }

@@ -429,6 +429,26 @@ pub fn upgrade_path(engine: EngineType, from: &str, to: &str) -> Result<(), Stri
 }
 
 /// `major.minor.patch` as numbers, for ordering versions.
+/// The newest version a broker on `from` may move to within its minor version (a patch
+/// upgrade), or None when `from` is already the newest this release runs.
+pub fn newest_patch(engine: EngineType, from: &str) -> Option<&'static str> {
+    let minor = |v: &str| version_numbers(v).map(|n| (n[0], n[1]));
+    engine_version(engine, from)?
+        .upgrades_to
+        .iter()
+        .copied()
+        .filter(|to| minor(to).is_some() && minor(to) == minor(from))
+        .max_by_key(|to| version_numbers(to))
+}
+
+/// Whether `running` is `wanted` or a later patch of the same minor version: what a broker
+/// with automatic minor upgrades may run while its spec still names `wanted`.
+pub fn patch_of(engine: EngineType, wanted: &str, running: &str) -> bool {
+    let (w, r) = (version_numbers(wanted), version_numbers(running));
+    matches!((w, r), (Some(w), Some(r)) if (w[0], w[1]) == (r[0], r[1]) && r >= w)
+        && upgrade_path(engine, wanted, running).is_ok()
+}
+
 fn version_numbers(v: &str) -> Option<[u32; 3]> {
     let mut parts = v.split('.').map(|p| p.parse::<u32>().ok());
     let n = [
@@ -546,6 +566,17 @@ mod tests {
             "Debian's 5.17.2 has no AMQP transport"
         );
         assert!(engine_version(EngineType::RabbitMq, "9.9.9").is_none());
+    }
+
+    #[test]
+    fn automatic_minor_upgrades_take_the_newest_patch_only() {
+        use EngineType::*;
+        assert_eq!(newest_patch(ActiveMq, "5.17.2"), Some("5.17.6"));
+        assert_eq!(newest_patch(ActiveMq, "5.17.6"), None);
+        assert_eq!(newest_patch(RabbitMq, "3.10.8"), None);
+        assert!(patch_of(ActiveMq, "5.17.2", "5.17.6"));
+        assert!(patch_of(ActiveMq, "5.17.2", "5.17.2"));
+        assert!(!patch_of(ActiveMq, "5.17.6", "5.17.2"));
     }
 
     #[test]

@@ -154,6 +154,9 @@ pub fn schema() -> Schema {
             .attribute(Attribute::optional("apply_immediately", Type::Bool).description(
                 "Apply a change that takes an engine restart (a new instance type, engine version or configuration revision) now instead of in the next maintenance window.",
             ))
+            .attribute(Attribute::optional("auto_minor_version_upgrade", Type::Bool).description(
+                "Upgrade the engine to the newest patch of its minor version that FerryMQ offers, in the maintenance window (as Amazon MQ). The broker then runs that patch while engine_version keeps the version you wrote; pending_engine_version shows the upgrade before the window.",
+            ))
             .attribute(Attribute::computed("next_maintenance_window", Type::String).description(
                 "Start (RFC 3339, UTC) of the maintenance window now open or of the next one.",
             ))
@@ -590,6 +593,10 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
             }),
         },
         apply_immediately: planned.get("apply_immediately").as_bool().unwrap_or(false),
+        auto_minor_version_upgrade: planned
+            .get("auto_minor_version_upgrade")
+            .as_bool()
+            .unwrap_or(false),
         load_balancer: planned
             .get("load_balancer")
             .get("virtual_ip")
@@ -865,10 +872,15 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
         ("maintenance_window_start_time", window_state(&spec, prior)),
         (
             "apply_immediately",
-            match prior.get("apply_immediately") {
-                Value::Null if !spec.apply_immediately => Value::Null,
-                _ => Value::Bool(spec.apply_immediately),
-            },
+            optional_flag(prior, "apply_immediately", spec.apply_immediately),
+        ),
+        (
+            "auto_minor_version_upgrade",
+            optional_flag(
+                prior,
+                "auto_minor_version_upgrade",
+                spec.auto_minor_version_upgrade,
+            ),
         ),
         (
             "next_maintenance_window",
@@ -880,6 +892,15 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
             Value::string(&first.pending_engine_version),
         ),
     ])
+}
+
+/// An optional flag as the state keeps it: left unset (null) while it is unset in the
+/// configuration and false, so a plan shows no change for a flag the user never wrote.
+fn optional_flag(prior: &Value, name: &str, value: bool) -> Value {
+    match prior.get(name) {
+        Value::Null if !value => Value::Null,
+        _ => Value::Bool(value),
+    }
 }
 
 #[cfg(test)]

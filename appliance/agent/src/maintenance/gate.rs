@@ -3,6 +3,7 @@
 use super::record::AppliedRecord;
 use chrono::{DateTime, SecondsFormat, Utc};
 use ferrymq_api::agent::{BrokerSpec, BrokerStatus, ConfigurationRef};
+use ferrymq_api::catalogue::{self, EngineType};
 use ferrymq_api::window::{Window, WindowStart};
 use std::fmt;
 
@@ -113,6 +114,21 @@ pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime
     let Some(applied) = applied else {
         return gated;
     };
+    // auto_minor_version_upgrade: the spec's version stands for its newest patch, and a later
+    // patch the host already runs (an earlier window's upgrade) satisfies it.
+    if desired.auto_minor_version_upgrade {
+        if let Ok(engine) = desired.engine_type.parse::<EngineType>() {
+            let wanted = desired.engine_version.as_str();
+            let base = if catalogue::patch_of(engine, wanted, &applied.engine_version) {
+                applied.engine_version.as_str()
+            } else {
+                wanted
+            };
+            gated.spec.engine_version = catalogue::newest_patch(engine, base)
+                .unwrap_or(base)
+                .to_string();
+        }
+    }
     let may_apply = desired.apply_immediately || in_window;
     let fields: [(&'static str, &str, &mut String); 2] = [
         (
@@ -190,6 +206,35 @@ mod tests {
             engine_version: "3.10.8".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn automatic_minor_upgrades_wait_for_the_window_and_stay_applied() {
+        let mut want = desired();
+        want.engine_type = "ActiveMQ".into();
+        want.engine_version = "5.17.2".into();
+        want.host_instance_type = "mq.m5.large".into();
+        want.auto_minor_version_upgrade = true;
+        let on = |v: &str| AppliedRecord {
+            engine_version: v.into(),
+            ..running_large()
+        };
+        // Outside the window the newest patch is pending; inside it applies.
+        let g = gate(&want, Some(&on("5.17.2")), utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec.engine_version, "5.17.2");
+        assert_eq!(g.pending[0].to_string(), "engine_version: 5.17.2 -> 5.17.6");
+        let g = gate(&want, Some(&on("5.17.2")), utc("2026-11-22T02:30:00Z"));
+        assert_eq!(g.spec.engine_version, "5.17.6");
+        assert_eq!(g.applying.len(), 1);
+        // Once upgraded, the spec's 5.17.2 is satisfied: nothing pending, no downgrade.
+        let g = gate(&want, Some(&on("5.17.6")), utc("2026-11-18T10:00:00Z"));
+        assert_eq!(g.spec.engine_version, "5.17.6");
+        assert!(g.pending.is_empty() && g.applying.is_empty());
+        // Without the flag the spec's version is kept as it is.
+        want.auto_minor_version_upgrade = false;
+        let g = gate(&want, Some(&on("5.17.2")), utc("2026-11-22T02:30:00Z"));
+        assert_eq!(g.spec.engine_version, "5.17.2");
+        assert!(g.applying.is_empty());
     }
 
     #[test]

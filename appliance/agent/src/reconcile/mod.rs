@@ -135,8 +135,9 @@ impl Reconciler {
             // the store holds no password from the first pass on.
             if all_users_of(&stored.spec).any(|u| !u.password.is_empty()) {
                 let spec = &mut stored.spec;
-                let mut plain = users::seal(&mut spec.users, &[])?;
-                plain.extend(users::seal(&mut spec.standalone_users, &[])?);
+                let secret = spec.cluster_secret.clone();
+                let mut plain = users::seal(&mut spec.users, &[], &secret)?;
+                plain.extend(users::seal(&mut spec.standalone_users, &[], &secret)?);
                 stored.generation = self.store.save(spec)?;
                 lock(&self.passwords)
                     .entry(id.clone())
@@ -294,7 +295,11 @@ impl Reconciler {
                 user.username
             )));
         }
-        let plain = users::seal(std::slice::from_mut(&mut user), &spec.standalone_users)?;
+        let plain = users::seal(
+            std::slice::from_mut(&mut user),
+            &spec.standalone_users,
+            &spec.cluster_secret,
+        )?;
         match spec
             .standalone_users
             .iter_mut()
@@ -371,7 +376,8 @@ impl Reconciler {
         }
         broker::check_cluster_secret(&spec).map_err(ApplyError::Conflict)?;
         let previous_users = previous.map(|p| p.spec.users.clone()).unwrap_or_default();
-        let plain = users::seal(&mut spec.users, &previous_users)?;
+        let secret = spec.cluster_secret.clone();
+        let plain = users::seal(&mut spec.users, &previous_users, &secret)?;
         // Users applied on their own live beside the spec's, unless the spec now names them.
         spec.standalone_users = previous
             .map(|p| p.spec.standalone_users.clone())
