@@ -4,8 +4,9 @@ mirror is refused with the digest error while the broker keeps running 5.17.2, t
 bundle (Debian 13's packages on the host's Java 17) is switched to with the queued messages kept,
 and a downgrade and a skipped RabbitMQ minor (3.8 -> 3.10) are refused at plan with the attribute path.
 
-The agent of host 1 is restarted with FERRYMQ_BUNDLE_SOURCE (= --bundle-source) pointing at a
-mirror directory of this test, and restarted without it at the end.
+The bundles come from the provider's ``bundle_mirror`` (here FERRYMQ_BUNDLE_MIRROR): an HTTP
+server of this test inside host 1's network namespace serves a mirror directory; the agent has no
+bundle source of its own.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
+
+import pytest
 
 import lab as labmod
 import stompclient as sc
@@ -64,12 +67,13 @@ def test_00_bundles_built_and_agent_uses_a_mirror(lab, host, tmp_path_factory):
         labmod.record_result(f"bundle_activemq_{v.replace('.', '_')}_bytes", archive.stat().st_size)
     os.chmod(mirror, 0o755)
     S.s["mirror"] = mirror
-    lab.kill_agent(host, signal.SIGTERM)
-    os.environ["FERRYMQ_BUNDLE_SOURCE"] = str(mirror)
-    try:
-        lab.start_agent(host)
-    finally:
-        del os.environ["FERRYMQ_BUNDLE_SOURCE"]
+    port = 8088
+    S.s["mirror_server"] = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{host.netns}", "--", sys.executable, "-m", "http.server",
+         "--bind", host.address, "--directory", str(mirror), str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_until(lambda: host.port_open(port), 30, "the bundle mirror's HTTP server")
+    S.s["mirror_url"] = f"http://{host.address}:{port}/"
     S.ok("mirror")
 
 
@@ -81,6 +85,7 @@ def test_01_broker_runs_5_17_2_from_its_bundle(host, tf_factory):
     assert 'engine_version     = "5.17.2"' in text
     main.write_text(text.replace('engine_version     = "5.17.2"', "engine_version     = var.engine_version")
                     + '\nvariable "engine_version" {\n  type = string\n}\n')
+    tf.env["FERRYMQ_BUNDLE_MIRROR"] = S.s["mirror_url"]
     tf.write_vars(variables(host, "5.17.2"))
     S.s["tf"] = tf
     _, out = apply_until_running(tf, "bundles_activemq_5_17_2_apply_to_running_seconds", APP["password"])
@@ -181,11 +186,24 @@ def test_04_downgrade_and_skipped_rabbitmq_minor_refused_at_plan(host, tf_factor
     assert "skips RabbitMQ minor versions" in flat and "3.9 first" in flat and "engine_version = var.engine_version" in flat, plan.output
 
 
-def test_99_destroy_and_restore_agent(lab, host):
+def test_99_destroy_and_stop_the_mirror(lab, host):
     tf = S.s.get("tf")
     if tf is not None and S.s.get("broker_id"):
         tf.write_vars(variables(host, "5.17.6"))
         tf.destroy()
     assert not host.activemq_pids(), host.processes()
-    lab.kill_agent(host, signal.SIGTERM)
-    lab.start_agent(host)
+    _stop_mirror()
+
+
+def _stop_mirror() -> None:
+    server = S.s.pop("mirror_server", None)
+    if server is not None:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mirror_stopped():
+    """The mirror's HTTP server ends with the module, whatever failed."""
+    yield
+    _stop_mirror()

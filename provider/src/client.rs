@@ -17,6 +17,9 @@ pub struct Credentials {
     pub ca_cert: String,
     pub client_cert: String,
     pub client_key: String,
+    /// The provider's `bundle_mirror` (empty: none), sent with every broker spec: agents fetch
+    /// engine bundles they lack from it.
+    pub bundle_mirror: String,
 }
 
 impl std::fmt::Debug for Credentials {

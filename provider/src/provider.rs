@@ -18,6 +18,9 @@ const CREDENTIALS: [(&str, &str); 3] = [
     ("client_key", "FERRYMQ_CLIENT_KEY"),
 ];
 
+/// Where agents fetch engine bundles they lack, and its environment variable.
+const BUNDLE_MIRROR: (&str, &str) = ("bundle_mirror", "FERRYMQ_BUNDLE_MIRROR");
+
 #[derive(Default)]
 pub struct FerryMq {
     credentials: RwLock<Option<Credentials>>,
@@ -36,6 +39,21 @@ impl FerryMq {
                 )
             })
     }
+}
+
+/// The bundle mirror from the attribute, else the environment variable; "" for none.
+fn bundle_mirror(config: &Value) -> Result<String, Diagnostic> {
+    let (attr, var) = BUNDLE_MIRROR;
+    let value = match config.get(attr).as_str() {
+        Some(v) => v.to_string(),
+        None => std::env::var(var).unwrap_or_default(),
+    };
+    if value.is_empty() {
+        return Ok(value);
+    }
+    ferrymq_api::validate::bundle_mirror(&value)
+        .map(|()| value)
+        .map_err(|m| Diagnostic::error("Invalid bundle_mirror", m).at(AttributePath::root(attr)))
 }
 
 fn unknown_type(kind: &str, name: &str) -> Diagnostic {
@@ -93,7 +111,10 @@ impl Provider for FerryMq {
                     Attribute::optional("client_key", Type::String)
                         .sensitive()
                         .description("PEM of the client key (or FERRYMQ_CLIENT_KEY)."),
-                ),
+                )
+                .attribute(Attribute::optional(BUNDLE_MIRROR.0, Type::String).description(
+                    "An http(s) URL serving engine bundles (`<engine>-<version>.tar.gz`) that agents fetch when a broker needs a version they lack (or FERRYMQ_BUNDLE_MIRROR). Each bundle is checked against the SHA-256 in the agent's catalogue before use.",
+                )),
         )
     }
 
@@ -145,6 +166,13 @@ impl Provider for FerryMq {
             ca_cert: get(CREDENTIALS[0].0, CREDENTIALS[0].1),
             client_cert: get(CREDENTIALS[1].0, CREDENTIALS[1].1),
             client_key: get(CREDENTIALS[2].0, CREDENTIALS[2].1),
+            bundle_mirror: match bundle_mirror(&config) {
+                Ok(m) => m,
+                Err(d) => {
+                    diags.push(d);
+                    String::new()
+                }
+            },
         };
         if diags.is_empty() {
             if let Ok(mut c) = self.credentials.write() {

@@ -396,6 +396,23 @@ pub fn repeated<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<(usize, &'a
 }
 
 /// Every check above on a whole spec, as the agent receives it.
+/// A bundle mirror is an http(s) URL (agents fetch `<url>/<engine>-<version>.tar.gz`).
+pub fn bundle_mirror(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"));
+    match rest {
+        Some(host)
+            if !host.is_empty() && !host.starts_with('/') && !url.contains(char::is_whitespace) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "bundle_mirror {url:?} is not an http:// or https:// URL with a host"
+        )),
+    }
+}
+
 pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut check = |path: &str, r: Result<(), String>| {
@@ -443,6 +460,9 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
     match mode {
         Ok(m) => check("instance", instance_count(m, spec.instances.len())),
         Err(msg) => check("deployment_mode", Err(msg)),
+    }
+    if !spec.bundle_mirror.is_empty() {
+        check("bundle_mirror", bundle_mirror(&spec.bundle_mirror));
     }
     if let Some(enc) = &spec.encryption {
         check(

@@ -318,6 +318,7 @@ async fn converge(
     creating: bool,
 ) -> Result<Vec<BrokerStatus>, String> {
     let mut base = spec_from(id, planned);
+    base.bundle_mirror = creds.bundle_mirror.clone();
     if creating && base.deployment_mode == DeploymentMode::ClusterMultiAz.as_str() {
         // Made once, sent to every instance, kept by the agents: updates send none.
         base.cluster_secret = cluster_secret();

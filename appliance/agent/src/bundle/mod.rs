@@ -76,13 +76,16 @@ impl Store {
         ))
     }
 
-    /// Whether the version can come from a bundle at all (present or fetchable).
-    pub fn available(&self, v: &EngineVersion) -> bool {
-        !v.bundle_sha256.is_empty() && (self.dir(v).is_dir() || self.source.is_some())
+    /// Whether the version can come from a bundle at all (present or fetchable, from `mirror`
+    /// — the broker spec's — or the agent's own source).
+    pub fn available(&self, v: &EngineVersion, mirror: Option<&str>) -> bool {
+        !v.bundle_sha256.is_empty()
+            && (self.dir(v).is_dir() || self.source.is_some() || mirror.is_some())
     }
 
-    /// The unpacked bundle of `v`, fetched, verified and unpacked first when missing. Blocking.
-    pub fn ensure(&self, v: &EngineVersion) -> Result<PathBuf, BundleError> {
+    /// The unpacked bundle of `v`, fetched (from `mirror` when given, else the agent's own
+    /// source), verified and unpacked first when missing. Blocking.
+    pub fn ensure(&self, v: &EngineVersion, mirror: Option<&str>) -> Result<PathBuf, BundleError> {
         let dir = self.dir(v);
         if dir.is_dir() {
             return Ok(dir);
@@ -92,7 +95,7 @@ impl Store {
             file: file.clone(),
             reason,
         };
-        let Some(source) = &self.source else {
+        let Some(source) = mirror.or(self.source.as_deref()) else {
             return Err(BundleError::NoSource {
                 file,
                 engine: v.engine.to_string(),
@@ -320,14 +323,14 @@ mod tests {
         let (a, b) = (bundle(&mirror, "5.17.2"), bundle(&mirror, "5.17.6"));
         let store = Store::new(d.join("bundles"), Some(mirror.display().to_string()));
         let broker = d.join("brokers/b-1");
-        let da = store.ensure(&a).expect("a");
+        let da = store.ensure(&a, None).expect("a");
         assert!(da.join("home/bin/activemq.jar").is_file());
         assert!(switch(&broker, &da).expect("switch"));
         assert!(
             !switch(&broker, &da).expect("again"),
             "same bundle: no switch"
         );
-        let db = store.ensure(&b).expect("b");
+        let db = store.ensure(&b, None).expect("b");
         assert!(switch(&broker, &db).expect("upgrade"));
         assert_eq!(
             fs::canonicalize(current(&broker).expect("cur")).ok(),
@@ -355,13 +358,15 @@ mod tests {
         let good = v.bundle_sha256;
         v.bundle_sha256 = "00000000000000000000000000000000000000000000000000000000deadbeef";
         let store = Store::new(d.join("bundles"), Some(mirror.display().to_string()));
-        let err = store.ensure(&v).unwrap_err().to_string();
+        let err = store.ensure(&v, None).unwrap_err().to_string();
         assert!(
             err.contains("5.17.6") && err.contains(good) && err.contains("deadbeef"),
             "{err}"
         );
         assert!(!store.dir(&v).exists(), "nothing unpacked");
-        let none = Store::new(d.join("bundles"), None).ensure(&v).unwrap_err();
+        let none = Store::new(d.join("bundles"), None)
+            .ensure(&v, None)
+            .unwrap_err();
         assert!(matches!(none, BundleError::NoSource { .. }));
         let _ = fs::remove_dir_all(&d);
     }
@@ -369,7 +374,7 @@ mod tests {
     /// The mirror as an HTTP server (a one-request server on loopback standing in for
     /// `python -m http.server` in front of the cache directory).
     #[tokio::test(flavor = "multi_thread")]
-    async fn bundles_come_from_an_http_mirror_too() {
+    async fn bundles_come_from_the_specs_http_mirror_first() {
         use std::io::Write;
         let d = scratch("http");
         let v = bundle(&d, "5.17.6");
@@ -390,11 +395,14 @@ mod tests {
             conn.write_all(&body).expect("body");
             path_ok
         });
+        // The broker spec's mirror (the provider's bundle_mirror) comes before the agent's own
+        // source, here a directory without the bundle.
         let store = Store::new(
             d.join("bundles"),
-            Some(format!("http://127.0.0.1:{port}/m/")),
+            Some(d.join("empty").display().to_string()),
         );
-        let dir = tokio::task::block_in_place(|| store.ensure(&v)).expect("fetched");
+        let mirror = format!("http://127.0.0.1:{port}/m/");
+        let dir = tokio::task::block_in_place(|| store.ensure(&v, Some(&mirror))).expect("fetched");
         assert!(dir.join("home/bin/activemq.jar").is_file());
         assert!(
             server.join().expect("server"),

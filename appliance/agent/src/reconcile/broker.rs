@@ -554,14 +554,15 @@ fn place_bundle(
     })?;
     let current = crate::bundle::current(&ctx.broker_dir);
     let host_packaged = crate::bundle::host_packaged(version);
-    if current.is_none() && host_packaged && !ctx.bundles.available(version) {
+    let mirror = Some(spec.bundle_mirror.as_str()).filter(|m| !m.is_empty());
+    if current.is_none() && host_packaged && !ctx.bundles.available(version, mirror) {
         status.engine_bundle = crate::bundle::DEBIAN_PACKAGE.into();
         return Ok(PlacedBundle {
             home: None,
             switched: false,
         });
     }
-    let dir = tokio::task::block_in_place(|| ctx.bundles.ensure(version)).map_err(|e| {
+    let dir = tokio::task::block_in_place(|| ctx.bundles.ensure(version, mirror)).map_err(|e| {
         let msg = e.to_string();
         match e {
             crate::bundle::BundleError::Io { .. } => Failure::Transient(anyhow::anyhow!(msg)),
