@@ -89,6 +89,42 @@ def restart_agents(lab, hosts, bundle_source: str | None) -> None:
             os.environ.pop("FERRYMQ_BUNDLE_SOURCE", None)
 
 
+class RestartWatch:
+    """Samples the hosts every 0.3 s while a roll-out runs: each host's engine process (`pid_of`,
+    0 for none), when it first changed, every pid seen, and the fewest hosts serving at once
+    (`serves`)."""
+
+    def __init__(self, hosts, pid_of, serves):
+        self.hosts, self.pid_of, self.serves = hosts, pid_of, serves
+        self.first = {h.name: pid_of(h) for h in hosts}
+        self.changed_at: dict[str, float] = {}
+        self.pids: dict[str, set[int]] = {h.name: {self.first[h.name]} for h in hosts}
+        self.fewest = len(hosts)
+        self.samples = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self.stop.is_set():
+            up = 0
+            for h in self.hosts:
+                pid = self.pid_of(h)
+                if pid:
+                    self.pids[h.name].add(pid)
+                if pid and pid != self.first[h.name] and h.name not in self.changed_at:
+                    self.changed_at[h.name] = time.monotonic()
+                up += bool(pid) and self.serves(h)
+            self.fewest = min(self.fewest, up)
+            self.samples += 1
+            time.sleep(0.3)
+
+    def order(self) -> list[str]:
+        return sorted(self.changed_at, key=self.changed_at.get)
+
+    def restarted_once(self) -> bool:
+        return all(len(p) == 2 for p in self.pids.values())
+
+
 # -- ActiveMQ active/standby: 5.17.2 -> 5.17.6 ------------------------------------------------------
 
 
@@ -96,6 +132,11 @@ def amq_vars(pair, shared, version: str, window: dict | None = None) -> dict:
     return {"broker_name": "acceptance-rolling-activemq", "hosts": [h.address for h in pair],
             "shared_volume": str(shared), "users": [APP], "engine_version": version,
             "maintenance_window": window, "apply_immediately": False}
+
+
+def java(h) -> int:
+    pids = h.activemq_pids()
+    return pids[0] if len(pids) == 1 else 0
 
 
 def amq_version(h) -> str:
@@ -108,31 +149,6 @@ def amq_version(h) -> str:
         if f"/bundles/activemq-{v}-" in home:
             return v
     return "debian-package" if home else ""
-
-
-class PairWatch:
-    """Samples both hosts every 0.2 s: when each first runs 5.17.6, and how often neither runs a
-    java at all (both down together)."""
-
-    def __init__(self, pair):
-        self.pair = pair
-        self.upgraded_at: dict[str, float] = {}
-        self.samples = 0
-        self.none_running = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.is_set():
-            running = 0
-            for h in self.pair:
-                v = amq_version(h)
-                running += bool(v)
-                if v == "5.17.6" and h.name not in self.upgraded_at:
-                    self.upgraded_at[h.name] = time.monotonic()
-            self.samples += 1
-            self.none_running += running == 0
-            time.sleep(0.2)
 
 
 class StompConsumer:
@@ -214,7 +230,8 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
     S.need("amq_pending")
     tf, eps = S.s["amq_tf"], S.s["stomp"]
     active, standby = S.s["active"], S.s["standby"]
-    watch = PairWatch(host_pair)
+    # "Serving" here is a broker process at all: the pair is down only when neither runs one.
+    watch = RestartWatch(host_pair, java, lambda h: True)
     consumer = StompConsumer(eps, AMQ_QUEUE)
     sender = sc.FailoverSender(eps, APP["username"], APP["password"], AMQ_QUEUE, 1_000_000, prefix="roll",
                                window=20, pace=0.1, give_up=120)
@@ -228,7 +245,7 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
         assert [amq_version(h) for h in host_pair] == ["5.17.2", "5.17.2"], "upgraded before the window"
 
         def done():
-            return len(watch.upgraded_at) == 2 and all(amq_version(h) == "5.17.6" for h in host_pair)
+            return len(watch.changed_at) == 2 and all(amq_version(h) == "5.17.6" for h in host_pair)
 
         wait_until(done, ROLL_TIMEOUT, lambda: f"both hosts on 5.17.6: {[(h.name, amq_version(h)) for h in host_pair]}",
                    interval=1)
@@ -248,13 +265,13 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
     got = consumer.got + sc.consume(eps, APP["username"], APP["password"], AMQ_QUEUE, 0, timeout=120, idle=1.0,
                                     done=lambda bodies: want.issubset(set(consumer.got) | set(bodies)))
     t = sc.tally(sender.receipted, got)
-    first, second = sorted(watch.upgraded_at, key=watch.upgraded_at.get)
-    gap = watch.upgraded_at[second] - watch.upgraded_at[first]
+    first, second = watch.order()
+    gap = watch.changed_at[second] - watch.changed_at[first]
     outage = max((o.receipted_at - o.dropped_at for o in sender.outages if o.receipted_at), default=0.0)
     print(f"\nwindow open to both upgraded and healthy: {rolled:.1f} s; upgraded {first} then {second} "
           f"({gap:.1f} s later); active now {new_active.name}; {t}; sender outages {len(sender.outages)} "
           f"(longest {outage:.1f} s), {sender.resent} sent twice; consumer reconnects {consumer.reconnects}; "
-          f"samples with no ActiveMQ running: {watch.none_running} of {watch.samples}")
+          f"fewest hosts running ActiveMQ: {watch.fewest} (of {watch.samples} samples)")
     labmod.record_result("rolling_activemq_window_open_to_upgraded_seconds", round(rolled, 1))
     labmod.record_result("rolling_activemq_lost_messages", t["lost"])
     labmod.record_result("rolling_activemq_receipted_messages", t["receipted"])
@@ -262,13 +279,41 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
     assert first == standby.name, f"{first} was upgraded first, but {standby.name} was the standby"
     assert new_active.name == standby.name, "the upgraded standby did not take over from the active"
     assert t["receipted"] > 100 and t["lost"] == 0, f"{t['lost']} receipted messages lost: {t}"
-    assert watch.none_running == 0, f"both hosts were without ActiveMQ in {watch.none_running} samples"
+    assert watch.fewest >= 1, "both hosts were without ActiveMQ at once"
+    assert watch.restarted_once(), f"a host restarted more than once: {watch.pids}"
     values = broker_resource(tf, AMQ_ADDRESS)
     assert values["pending_engine_version"] == "" and values["pending_changes"] == [], values
     for h in host_pair:
         history = applied_history(h, S.s["amq_id"])
         assert any("engine_version: 5.17.2 -> 5.17.6 (maintenance window)" in c for c in history), history
     S.ok("amq_rolled")
+
+
+def test_03b_reboot_restarts_the_standby_then_the_active_once_each(lab, host_pair):
+    """`ferrymq-agent reboot` (Amazon MQ's RebootBroker) follows the same rolling rules."""
+    S.need("amq_rolled")
+    tf = S.s["amq_tf"]
+    _active, standby, _out, _ = wait_healthy(tf, host_pair)
+    watch = RestartWatch(host_pair, java, lambda h: True)
+    watch.thread.start()
+    start = time.monotonic()
+    try:
+        res = subprocess.run([str(lab.agent_bin), "reboot", "--broker-id", S.s["amq_id"],
+                              *[a for h in host_pair for a in ("--host", h.address)], "--timeout", "300"],
+                             env={**os.environ, **lab.provider_env()}, capture_output=True, text=True, timeout=360)
+        seconds = time.monotonic() - start
+    finally:
+        watch.stop.set()
+        watch.thread.join(10)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "done on 2 host(s)" in res.stdout, res.stdout
+    print(f"\n{res.stdout.strip()}\nreboot of the pair: {seconds:.1f} s, order {watch.order()}, "
+          f"fewest hosts running ActiveMQ {watch.fewest}")
+    labmod.record_result("rolling_activemq_reboot_seconds", round(seconds, 1))
+    assert watch.order() == [standby.name, next(h.name for h in host_pair if h is not standby)], watch.order()
+    assert watch.restarted_once(), f"a host restarted more than once: {watch.pids}"
+    assert watch.fewest >= 1, "both hosts were without ActiveMQ at once"
+    wait_healthy(tf, host_pair, timeout=120)
 
 
 def test_04_activemq_destroy(lab, host_pair):
@@ -294,35 +339,6 @@ def rmq_vars(lab, hosts, data: str | None = None, window: dict | None = None) ->
 def beam(h) -> int:
     pids = h.pids_named("beam.smp")
     return pids[0] if len(pids) == 1 else 0
-
-
-class ClusterWatch:
-    """Samples the three nodes every 0.3 s: each node's beam and whether its AMQPS port accepts;
-    the fewest nodes serving at once, and when each node's beam changed."""
-
-    def __init__(self, hosts):
-        self.hosts = hosts
-        self.first = {h.name: beam(h) for h in hosts}
-        self.changed_at: dict[str, float] = {}
-        self.pids: dict[str, set[int]] = {h.name: {beam(h)} for h in hosts}
-        self.fewest = len(hosts)
-        self.samples = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self.stop.is_set():
-            up = 0
-            for h in self.hosts:
-                pid = beam(h)
-                if pid:
-                    self.pids[h.name].add(pid)
-                if pid and pid != self.first[h.name] and h.name not in self.changed_at:
-                    self.changed_at[h.name] = time.monotonic()
-                up += bool(pid) and h.port_open(5671, timeout=0.5)
-            self.fewest = min(self.fewest, up)
-            self.samples += 1
-            time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +381,7 @@ def test_11_a_configuration_revision_waits_for_the_window(lab, hosts):
 def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, hosts):
     S.need("rmq_pending")
     tf = S.s["rmq_tf"]
-    watch = ClusterWatch(hosts)
+    watch = RestartWatch(hosts, beam, lambda h: h.port_open(5671, timeout=0.5))
     pub = ConfirmedPublisher(S.s["endpoint"], APP["username"], APP["password"], RMQ_QUEUE, 1_000_000, rate=100.0,
                              give_up_after=120)
     publishing = threading.Thread(target=pub.run, daemon=True)
@@ -395,7 +411,7 @@ def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, ho
                        len(pub.confirmed) + len(pub.failed_publishes), timeout=30)
     ids = {number(b) for b in got}
     lost = sorted(set(pub.confirmed) - ids)
-    order = sorted(watch.changed_at, key=watch.changed_at.get)
+    order = watch.order()
     gap = pub.longest_gap(pub.started)
     print(f"\nwindow open to three nodes restarted and running: {rolled:.1f} s; order {order}; fewest nodes "
           f"serving {watch.fewest} (of {watch.samples} samples); confirmed {len(pub.confirmed)}, lost {len(lost)}, "
@@ -407,7 +423,7 @@ def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, ho
     assert lost == [], f"{len(lost)} confirmed messages lost, e.g. {lost[:10]}"
     assert order == [h.name for h in hosts], f"nodes restarted in the order {order}"
     assert watch.fewest >= 2, f"only {watch.fewest} node(s) served at one point"
-    assert all(len(p) == 2 for p in watch.pids.values()), f"a node restarted more than once: {watch.pids}"
+    assert watch.restarted_once(), f"a node restarted more than once: {watch.pids}"
     # Each agent reports the change done once its node served with it (refreshed state).
     def nothing_pending():
         tf.apply("-refresh-only")

@@ -10,6 +10,7 @@ mod host;
 mod load_balancer;
 mod maintenance;
 mod metrics;
+mod operator;
 mod password;
 mod pki;
 mod readiness;
@@ -36,6 +37,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Reboot a broker (Amazon MQ's RebootBroker): every host restarts its engine once, one at
+    /// a time by the rolling rules. Credentials: FERRYMQ_CA_CERT, FERRYMQ_CLIENT_CERT and
+    /// FERRYMQ_CLIENT_KEY (the provider's).
+    Reboot {
+        /// The broker's id (b-…).
+        #[arg(long)]
+        broker_id: String,
+        /// Every instance's agent address, IP[:PORT] (repeat the option).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// How long to wait for every host to have restarted and serve again, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Serve the agent API and keep this host's brokers converged.
     Serve {
         /// Address and port of the agent API (the host's address, port 7443 by default).
@@ -108,6 +123,22 @@ enum PkiCommand {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Reboot {
+            broker_id,
+            hosts,
+            timeout,
+        } => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            let creds = operator::reboot::Credentials::from_env()?;
+            let id = tokio::runtime::Runtime::new()?.block_on(operator::reboot::reboot(
+                &creds,
+                &broker_id,
+                &hosts,
+                std::time::Duration::from_secs(timeout),
+            ))?;
+            println!("{broker_id}: reboot {id} done on {} host(s)", hosts.len());
+            Ok(())
+        }
         Command::Pki { command } => match command {
             PkiCommand::Init { dir } => {
                 pki::init(&dir)?;

@@ -12,7 +12,7 @@ use ferrymq_api::agent::{
     ConfigurationRevision, DeleteBrokerRequest, DeleteBrokerResponse, DeleteBrokerUserRequest,
     DeleteBrokerUserResponse, DeleteConfigurationRequest, DeleteConfigurationResponse,
     GetBrokerRequest, GetBrokerUserRequest, GetConfigurationRequest, GetHostFactsRequest,
-    HostFacts, PutConfigurationRequest,
+    HostFacts, PutConfigurationRequest, RebootBrokerRequest,
 };
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -81,6 +81,19 @@ impl Agent for AgentService {
             .ok_or_else(|| Status::invalid_argument("spec is required"))?;
         self.reconciler
             .apply(spec)
+            .await
+            .map(Response::new)
+            .map_err(refused)
+    }
+
+    async fn reboot_broker(
+        &self,
+        req: Request<RebootBrokerRequest>,
+    ) -> Result<Response<BrokerStatus>, Status> {
+        let req = req.into_inner();
+        ferrymq_api::validate::broker_id(&req.broker_id).map_err(Status::invalid_argument)?;
+        self.reconciler
+            .reboot(&req.broker_id, &req.reboot_id)
             .await
             .map(Response::new)
             .map_err(refused)

@@ -69,6 +69,7 @@ impl Gated {
                 "host_instance_type" => self.spec.host_instance_type = change.from.clone(),
                 "engine_version" => self.spec.engine_version = change.from.clone(),
                 CONFIGURATION => self.spec.configuration = self.running_configuration.clone(),
+                REBOOT => self.spec.reboot_id = change.from.clone(),
                 _ => {}
             }
             self.pending.push(change);
@@ -78,6 +79,9 @@ impl Gated {
 
 /// The attribute of a configuration revision change (`configuration { id, revision }`).
 const CONFIGURATION: &str = "configuration";
+
+/// The attribute of an asked-for reboot (RebootBroker).
+pub(super) const REBOOT: &str = "reboot";
 
 /// How a configuration reference reads in a change: `c-… revision 2`, or `none`.
 fn describe(c: &Option<ConfigurationRef>) -> String {
@@ -172,7 +176,23 @@ pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime
             gated.pending.push(change);
         }
     }
+    // A reboot is asked for now (it is an operation, not a change waiting for the window), and
+    // takes its turn like any other restart.
+    if !desired.reboot_id.is_empty() && applied.reboot_id != desired.reboot_id {
+        gated.applying.push(PendingChange {
+            attribute: REBOOT,
+            from: applied.reboot_id.clone(),
+            to: desired.reboot_id.clone(),
+        });
+    }
     gated
+}
+
+impl Gated {
+    /// Whether this pass restarts the engine for an asked-for reboot.
+    pub fn rebooting(&self) -> bool {
+        self.applying.iter().any(|c| c.attribute == REBOOT)
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +255,24 @@ mod tests {
         let g = gate(&want, Some(&on("5.17.2")), utc("2026-11-22T02:30:00Z"));
         assert_eq!(g.spec.engine_version, "5.17.2");
         assert!(g.applying.is_empty());
+    }
+
+    #[test]
+    fn a_reboot_goes_now_once_and_can_be_held() {
+        let mut want = desired();
+        want.host_instance_type = "mq.m5.large".into();
+        want.reboot_id = "r-1".into();
+        let mut g = gate(&want, Some(&running_large()), utc("2026-11-18T10:00:00Z"));
+        assert!(g.rebooting());
+        assert_eq!(g.applying[0].to_string(), "reboot:  -> r-1");
+        g.hold();
+        assert!(!g.rebooting() && g.spec.reboot_id.is_empty());
+        let done = AppliedRecord {
+            reboot_id: "r-1".into(),
+            ..running_large()
+        };
+        let g = gate(&want, Some(&done), utc("2026-11-18T10:00:00Z"));
+        assert!(!g.rebooting() && g.applying.is_empty() && g.pending.is_empty());
     }
 
     #[test]

@@ -18,4 +18,4 @@ pub use gate::gate;
 pub use peers::Peers;
 pub use record::AppliedRecord;
 pub use roll::may_go;
-pub use turn::Turn;
+pub use turn::{reboot_restart_due, Turn};

@@ -20,6 +20,9 @@ pub struct AppliedRecord {
     /// host can run it while a newer one waits).
     #[serde(default)]
     pub configuration: Option<ConfigurationRef>,
+    /// The last reboot the host carried out (RebootBroker).
+    #[serde(default)]
+    pub reboot_id: String,
     #[serde(default)]
     pub history: Vec<MaintenanceEvent>,
 }
@@ -47,6 +50,11 @@ impl AppliedRecord {
             "apply_immediately"
         };
         for change in &gated.applying {
+            let why = if change.attribute == super::gate::REBOOT {
+                "RebootBroker"
+            } else {
+                why
+            };
             history.push(MaintenanceEvent {
                 at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
                 change: format!("{change} ({why})"),
@@ -58,6 +66,7 @@ impl AppliedRecord {
             host_instance_type: gated.spec.host_instance_type.clone(),
             engine_version: gated.spec.engine_version.clone(),
             configuration: gated.spec.configuration.clone(),
+            reboot_id: gated.spec.reboot_id.clone(),
             history,
         }
     }

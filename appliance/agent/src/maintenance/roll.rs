@@ -97,6 +97,7 @@ fn same_desired(spec: &BrokerSpec, status: &BrokerStatus) -> bool {
         theirs.host_instance_type == spec.host_instance_type
             && theirs.engine_version == spec.engine_version
             && revision(theirs) == revision(spec)
+            && theirs.reboot_id == spec.reboot_id
     })
 }
 

@@ -12,6 +12,20 @@ use ferrymq_api::agent::BrokerSpec;
 use std::path::Path;
 
 const FILE: &str = "roll-turn.json";
+/// The reboot whose restart this host has carried out (before it serves again).
+const REBOOT_FILE: &str = "reboot-started";
+
+/// Whether the engine must be restarted now for reboot `reboot_id`: true once per reboot (it is
+/// recorded before the restart), so the passes that follow until the engine serves again do not
+/// restart it again.
+pub fn reboot_restart_due(broker_dir: &Path, reboot_id: &str) -> Result<bool> {
+    let path = broker_dir.join(REBOOT_FILE);
+    if std::fs::read_to_string(&path).is_ok_and(|id| id == reboot_id) {
+        return Ok(false);
+    }
+    crate::store::write_atomically(&path, reboot_id.as_bytes())?;
+    Ok(true)
+}
 
 /// The window-bound values a turn was taken for.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,6 +33,8 @@ pub struct Turn {
     host_instance_type: String,
     engine_version: String,
     configuration: Option<(String, u32)>,
+    #[serde(default)]
+    reboot_id: String,
 }
 
 impl Turn {
@@ -30,6 +46,7 @@ impl Turn {
                 .configuration
                 .as_ref()
                 .map(|c| (c.id.clone(), c.revision)),
+            reboot_id: spec.reboot_id.clone(),
         }
     }
 
@@ -77,6 +94,9 @@ mod tests {
         Turn::release(&dir).expect("release");
         Turn::release(&dir).expect("release twice");
         assert!(!turn.held(&dir));
+        assert!(reboot_restart_due(&dir, "r-1").expect("due"));
+        assert!(!reboot_restart_due(&dir, "r-1").expect("done"));
+        assert!(reboot_restart_due(&dir, "r-2").expect("due"));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

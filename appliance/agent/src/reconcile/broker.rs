@@ -40,6 +40,8 @@ pub struct Context {
     /// the engine (re)started. Otherwise users are only observed, so that a user changed or
     /// removed behind Terraform's back shows as drift in the next plan.
     pub sync_users: bool,
+    /// Restart the engine in this pass: an asked-for reboot (RebootBroker) whose turn it is.
+    pub restart: bool,
     pub bundles: Arc<crate::bundle::Store>,
 }
 
@@ -384,7 +386,7 @@ async fn converge_steps(
     let (record, renewed) = ensure_certificate(ctx, spec, ca, &owner)?;
     status.ca_certificate = ca.deployment_ca_pem.clone();
     status.certificate_not_after = record.not_after_rfc3339();
-    let mut changed = placed.switched;
+    let mut changed = placed.switched || ctx.restart;
     for file in engine.render()? {
         changed |= write_if_changed(&file, &owner)? && file.restart_on_change;
     }

@@ -170,6 +170,10 @@ impl Reconciler {
             for change in &gated.applying {
                 tracing::info!(broker = %stored.spec.broker_id, %change, in_window = gated.in_window, "applying");
             }
+            if gated.rebooting() {
+                ctx.restart =
+                    maintenance::reboot_restart_due(&ctx.broker_dir, &gated.spec.reboot_id)?;
+            }
             let mut status = broker::converge(&ctx, &gated.spec).await;
             status.spec = Some(broker::redacted(&stored.spec));
             gated.report(&mut status);
@@ -232,6 +236,7 @@ impl Reconciler {
                 .cloned()
                 .unwrap_or_default(),
             sync_users: false,
+            restart: false,
             bundles: self.bundles.clone(),
         }
     }
@@ -368,6 +373,8 @@ impl Reconciler {
         let previous = stored.iter().find(|s| s.spec.broker_id == spec.broker_id);
         let mut spec = spec;
         if let Some(previous) = previous {
+            // A reboot is the agent's own record, not the provider's: an apply keeps it.
+            spec.reboot_id = previous.spec.reboot_id.clone();
             broker::check_immutable(&previous.spec, &spec).map_err(ApplyError::Conflict)?;
             // The cluster's secret is made once, at create: updates carry none and keep it.
             if !previous.spec.cluster_secret.is_empty() {
@@ -392,6 +399,43 @@ impl Reconciler {
         self.wake.notify_one();
         let mut status = self
             .status(&spec.broker_id)
+            .unwrap_or_else(|| broker::pending_status(&spec));
+        status.generation = generation;
+        Ok(status)
+    }
+
+    /// Records an asked-for reboot of the broker on this host and wakes a pass; the restart
+    /// itself waits for this host's turn under the rolling rules.
+    pub async fn reboot(
+        &self,
+        broker_id: &str,
+        reboot_id: &str,
+    ) -> Result<BrokerStatus, ApplyError> {
+        if reboot_id.is_empty() || reboot_id.len() > 64 || reboot_id.contains(char::is_whitespace) {
+            return Err(ApplyError::Invalid(vec![FieldError::new(
+                "reboot_id",
+                format!("reboot_id {reboot_id:?} must be 1 to 64 characters without spaces"),
+            )]));
+        }
+        let _guard = self.pass_lock.lock().await;
+        let mut spec = self
+            .store
+            .load_all()?
+            .into_iter()
+            .find(|s| s.spec.broker_id == broker_id)
+            .map(|s| s.spec)
+            .ok_or_else(|| ApplyError::NotFound(format!("no broker {broker_id} on this host")))?;
+        spec.reboot_id = reboot_id.to_string();
+        let generation = self.store.save(&spec)?;
+        tracing::info!(broker = %broker_id, reboot_id, "reboot asked for");
+        if let Ok(mut map) = self.statuses.lock() {
+            if let Some(s) = map.get_mut(broker_id) {
+                s.observed_generation = 0;
+            }
+        }
+        self.wake.notify_one();
+        let mut status = self
+            .status(broker_id)
             .unwrap_or_else(|| broker::pending_status(&spec));
         status.generation = generation;
         Ok(status)
