@@ -61,6 +61,22 @@ pub fn chain_root_pem(ca_chain_pem: &str) -> Option<String> {
     Some(pem_of(der))
 }
 
+/// What the agent needs of a certificate it stored after [`check`]ed it at apply: its end
+/// and its chain's root, without judging time or names again (a certificate that expires
+/// while the broker runs keeps serving; the status warns).
+pub fn inspect(supplied: &ServerCertificate) -> Result<Checked, String> {
+    let leaf =
+        parse_one(&supplied.certificate_pem).map_err(|m| format!("{CERTIFICATE_PEM}: {m}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf)
+        .map_err(|e| format!("{CERTIFICATE_PEM}: is not an X.509 certificate: {e}"))?;
+    let root_pem = chain_root_pem(&supplied.ca_chain_pem)
+        .ok_or_else(|| format!("{CA_CHAIN_PEM}: holds no root CA certificate"))?;
+    Ok(Checked {
+        not_after: cert.validity().not_after.timestamp(),
+        root_pem,
+    })
+}
+
 /// Checks a supplied certificate for a broker reached by `names` at `now` (Unix seconds). An
 /// empty `private_key_pem` is not checked (unknown at plan time, or stored without it).
 pub fn check(
