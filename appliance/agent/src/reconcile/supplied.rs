@@ -87,18 +87,14 @@ mod tests {
 
         let store = FsStore::new(&dir);
         store.save(&s).expect("save");
-        let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
-        for f in [dir.join("b-1").join("spec.json")] {
-            let text = std::fs::read_to_string(&f).expect("spec file");
-            assert!(
-                text.contains("BEGIN CERTIFICATE"),
-                "the certificate is kept"
-            );
-            assert!(
-                !text.contains(&body[..40]) && !text.contains("PRIVATE KEY"),
-                "key in {f:?}"
-            );
-        }
+        let text = std::fs::read_to_string(dir.join("b-1").join("spec.json")).expect("spec");
+        assert!(
+            text.contains("BEGIN CERTIFICATE"),
+            "the certificate is kept"
+        );
+        // The key's first line (PEM wraps at 64) and its label, as the store could hold it.
+        let first_line = key.lines().nth(1).expect("key body");
+        assert!(!text.contains(first_line) && !text.contains("PRIVATE KEY"));
         let stored = store.load_all().expect("load");
         let stored = stored[0].spec.server_certificate.as_ref().expect("kept");
         assert_eq!(stored.private_key_pem, "");
