@@ -119,3 +119,12 @@ def apply_until_running(tf, figure: str, secret: str):
     assert secret not in res.output, "a password appears in the apply output"
     assert BROKER_ID.fullmatch(out.get("broker_id") or ""), out
     return res, out
+
+
+def provider_log_lines(log: Path) -> str:
+    """The provider's own lines in a Terraform TF_LOG file (its stderr, relayed by Terraform)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(line for line in text.splitlines() if "terraform-provider-ferrymq" in line)
