@@ -31,6 +31,17 @@ const FORCE_NEW: &[&str] = &[
     "encryption_options",
 ];
 
+/// The blocks of at most one (`NestedBlock::single`), each null when left out.
+const SINGLE_BLOCKS: &[&str] = &[
+    "encryption_options",
+    "load_balancer",
+    "configuration",
+    "logs",
+    "server_certificate",
+    "maintenance_window_start_time",
+    "timeouts",
+];
+
 pub fn schema() -> Schema {
     let instance = Block::new()
         .description("One appliance host of the broker (Amazon MQ: a broker instance in a subnet).")
@@ -199,6 +210,14 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
     }
     resp.diagnostics = validation::broker(&req.config);
     let mut planned = req.proposed_new_state.clone();
+    // Terraform 1.0 proposes the prior value for a single block removed from the configuration
+    // (objchange.proposedNew returns prior for a null config), then refuses a plan that keeps
+    // it: a block the configuration leaves out is planned absent.
+    for block in SINGLE_BLOCKS {
+        if req.config.get(block).is_null() && !planned.get(block).is_null() {
+            planned.set_attr(*block, Value::Null);
+        }
+    }
     if planned.get("deployment_mode").is_null() {
         planned.set_attr("deployment_mode", DEFAULT_MODE);
     }
@@ -1032,14 +1051,16 @@ mod tests {
         });
         assert_eq!(same.planned_state, state);
         // Back to an issued certificate: another CA for clients, known after apply.
-        let mut issued = state.clone();
-        issued.set_attr("server_certificate", Value::Null);
+        // Terraform 1.0 proposes the prior block although the configuration dropped it.
+        let mut config = p;
+        config.set_attr("server_certificate", Value::Null);
         let back = plan(PlanRequest {
-            prior_state: state,
-            proposed_new_state: issued,
-            config: p,
+            prior_state: state.clone(),
+            proposed_new_state: state,
+            config,
             prior_private: vec![],
         });
+        assert!(back.planned_state.get("server_certificate").is_null());
         assert!(back.planned_state.get("ca_certificate").is_unknown());
     }
 
