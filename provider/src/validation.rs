@@ -400,6 +400,16 @@ fn server_certificate_block(config: &Value) -> Diagnostics {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let names = server_certificate::broker_names(&spec);
     match server_certificate::check(&supplied, &names, now) {
+        Ok(checked) if checked.not_after - now < server_certificate::WARN_BEFORE_SECONDS => {
+            vec![Diagnostic::warning(
+                "server_certificate expires soon",
+                format!(
+                    "server_certificate.certificate_pem expires in {} days; FerryMQ never renews a supplied certificate: apply a new one before then",
+                    (checked.not_after - now) / 86_400
+                ),
+            )
+            .at(AttributePath::root("server_certificate").attr("certificate_pem"))]
+        }
         Ok(_) => vec![],
         Err(errors) => errors
             .into_iter()
@@ -810,8 +820,12 @@ mod tests {
         assert!(broker(&c).is_empty());
     }
 
-    /// A CA (PEM) and a certificate from it for `names`, with its key.
+    /// A CA (PEM) and a certificate from it for `names`, valid a year, with its key.
     fn supplied(names: &[&str]) -> (String, String, String) {
+        supplied_for_days(names, 365)
+    }
+
+    fn supplied_for_days(names: &[&str], days: i64) -> (String, String, String) {
         use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
         let ca_key = KeyPair::generate().expect("key");
         let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
@@ -820,11 +834,28 @@ mod tests {
         let issuer = Issuer::new(ca, ca_key);
         let key = KeyPair::generate().expect("key");
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("sign");
+        let mut params = CertificateParams::new(names).expect("params");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after =
+            rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + days * 86_400) as u64);
+        let cert = params.signed_by(&key, &issuer).expect("sign");
         (cert.pem(), key.serialize_pem(), ca_pem)
+    }
+
+    #[test]
+    fn a_supplied_certificate_near_its_end_warns_at_plan() {
+        let (cert, key, ca) = supplied_for_days(&["10.0.0.1"], 10);
+        let d = broker(&with_certificate(&cert, Value::string(&key), &ca));
+        assert_eq!(paths(&d), ["server_certificate.certificate_pem"]);
+        assert!(
+            !d[0].is_error() && d[0].detail.contains(" expires in "),
+            "{:?}",
+            d[0]
+        );
     }
 
     fn with_certificate(cert: &str, key: Value, ca: &str) -> Value {

@@ -369,6 +369,8 @@ async fn converge_steps(
                 .as_ref()
                 .map_err(|e| Failure::Permanent(e.clone()))?;
             status.ca_certificate = ca.deployment_ca_pem.clone();
+            // A supplied certificate's key staged but no longer wanted has no use any more.
+            remove_supplied_key(&ctx.certificate_files())?;
             ensure_certificate(ctx, spec, ca, &owner)?
         }
     };
@@ -480,8 +482,6 @@ fn ensure_certificate(
     chown(&dir, Some(owner.uid), Some(owner.gid))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
     let issued = ca.issue(&names, now)?;
-    // A supplied certificate's key that was never installed has no use any more.
-    remove_supplied_key(&files)?;
     let write = |path: &Path, contents: &str, secret: bool| {
         write_if_changed(
             &RenderedFile {
