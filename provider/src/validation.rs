@@ -826,24 +826,12 @@ mod tests {
     }
 
     fn supplied_for_days(names: &[&str], days: i64) -> (String, String, String) {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("params");
+        let ca = ferrymq_api::server_certificate::test_ca::TestCa::new("User Root CA");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock")
-            .as_secs() as i64;
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after =
-            rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + days * 86_400) as u64);
-        let cert = params.signed_by(&key, &issuer).expect("sign");
-        (cert.pem(), key.serialize_pem(), ca_pem)
+            .map_or(0, |d| d.as_secs() as i64);
+        let (cert, key) = ca.issue(names, now - 60, now + days * 86_400);
+        (cert, key, ca.pem)
     }
 
     #[test]

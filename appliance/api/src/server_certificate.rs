@@ -324,45 +324,54 @@ fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).map_or_else(|| unix.to_string(), |t| t.to_rfc3339())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A CA of a user's own for tests of supplied certificates (here, in the agent, in the
+/// provider): with `test-ca`, a feature only their dev-dependencies turn on.
+#[cfg(any(test, feature = "test-ca"))]
+pub mod test_ca {
     use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     };
 
-    const NOW: i64 = 1_800_000_000;
-
-    struct Ca {
-        pem: String,
+    pub struct TestCa {
+        /// The CA's self-signed certificate: a `ca_chain_pem` of one root.
+        pub pem: String,
         issuer: Issuer<'static, KeyPair>,
     }
 
-    fn ca(name: &str) -> Ca {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let pem = params.self_signed(&key).expect("self-signed").pem();
-        Ca {
-            pem,
-            issuer: Issuer::new(params, key),
+    impl TestCa {
+        pub fn new(name: &str) -> TestCa {
+            let key = KeyPair::generate().expect("CA key");
+            let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            params.distinguished_name.push(DnType::CommonName, name);
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let pem = params.self_signed(&key).expect("self-signed CA").pem();
+            TestCa {
+                pem,
+                issuer: Issuer::new(params, key),
+            }
+        }
+
+        /// A TLS server certificate for `names` valid from `from` to `until` (Unix seconds):
+        /// its PEM and its key's (PKCS#8).
+        pub fn issue(&self, names: &[&str], from: i64, until: i64) -> (String, String) {
+            let key = KeyPair::generate().expect("server key");
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            let mut params = CertificateParams::new(names).expect("server params");
+            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.not_before = time::OffsetDateTime::from_unix_timestamp(from).expect("from");
+            params.not_after = time::OffsetDateTime::from_unix_timestamp(until).expect("until");
+            let cert = params.signed_by(&key, &self.issuer).expect("sign");
+            (cert.pem(), key.serialize_pem())
         }
     }
+}
 
-    /// A server certificate for `names` valid from `from` to `until` (Unix seconds).
-    fn leaf(ca: &Ca, names: &[&str], from: i64, until: i64) -> (String, String) {
-        let key = KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let mut params = CertificateParams::new(names).expect("params");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(from).expect("from");
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(until).expect("until");
-        let cert = params.signed_by(&key, &ca.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
+#[cfg(test)]
+mod tests {
+    use super::test_ca::TestCa;
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
 
     fn supplied(cert: &str, key: &str, chain: &str) -> ServerCertificate {
         ServerCertificate {
@@ -387,13 +396,8 @@ mod tests {
 
     #[test]
     fn a_certificate_naming_every_address_of_the_users_ca_passes() {
-        let ca = ca("User Root CA");
-        let (cert, key) = leaf(
-            &ca,
-            &["10.0.0.1", "mq.example"],
-            NOW - 60,
-            NOW + 86_400 * 90,
-        );
+        let ca = TestCa::new("User Root CA");
+        let (cert, key) = ca.issue(&["10.0.0.1", "mq.example"], NOW - 60, NOW + 86_400 * 90);
         let checked = check(
             &supplied(&cert, &key, &ca.pem),
             &names(&["10.0.0.1", "mq.example"]),
@@ -412,8 +416,8 @@ mod tests {
 
     #[test]
     fn a_missing_name_is_named_with_the_names_the_certificate_has() {
-        let ca = ca("User Root CA");
-        let (cert, key) = leaf(&ca, &["10.0.0.1"], NOW - 60, NOW + 86_400);
+        let ca = TestCa::new("User Root CA");
+        let (cert, key) = ca.issue(&["10.0.0.1"], NOW - 60, NOW + 86_400);
         let e = errors(check(
             &supplied(&cert, &key, &ca.pem),
             &names(&["10.0.0.1", "10.0.0.9", "mq.example"]),
@@ -431,9 +435,9 @@ mod tests {
 
     #[test]
     fn a_key_of_another_certificate_is_refused_and_never_quoted() {
-        let ca = ca("User Root CA");
-        let (cert, _) = leaf(&ca, &["10.0.0.1"], NOW - 60, NOW + 86_400);
-        let (_, other_key) = leaf(&ca, &["10.0.0.1"], NOW - 60, NOW + 86_400);
+        let ca = TestCa::new("User Root CA");
+        let (cert, _) = ca.issue(&["10.0.0.1"], NOW - 60, NOW + 86_400);
+        let (_, other_key) = ca.issue(&["10.0.0.1"], NOW - 60, NOW + 86_400);
         let e = errors(check(
             &supplied(&cert, &other_key, &ca.pem),
             &names(&["10.0.0.1"]),
@@ -454,8 +458,8 @@ mod tests {
 
     #[test]
     fn expired_and_not_yet_valid_certificates_are_refused() {
-        let ca = ca("User Root CA");
-        let (cert, key) = leaf(&ca, &["10.0.0.1"], NOW - 86_400, NOW - 3600);
+        let ca = TestCa::new("User Root CA");
+        let (cert, key) = ca.issue(&["10.0.0.1"], NOW - 86_400, NOW - 3600);
         let e = errors(check(
             &supplied(&cert, &key, &ca.pem),
             &names(&["10.0.0.1"]),
@@ -467,7 +471,7 @@ mod tests {
             )),
             "{e:?}"
         );
-        let (cert, key) = leaf(&ca, &["10.0.0.1"], NOW + 3600, NOW + 86_400);
+        let (cert, key) = ca.issue(&["10.0.0.1"], NOW + 3600, NOW + 86_400);
         let e = errors(check(
             &supplied(&cert, &key, &ca.pem),
             &names(&["10.0.0.1"]),
@@ -482,9 +486,9 @@ mod tests {
 
     #[test]
     fn the_chain_must_hold_the_root_that_issued_the_certificate() {
-        let ca1 = ca("User Root CA");
-        let other = ca("Someone Else's CA");
-        let (cert, key) = leaf(&ca1, &["10.0.0.1"], NOW - 60, NOW + 86_400);
+        let ca1 = TestCa::new("User Root CA");
+        let other = TestCa::new("Someone Else's CA");
+        let (cert, key) = ca1.issue(&["10.0.0.1"], NOW - 60, NOW + 86_400);
         let e = errors(check(
             &supplied(&cert, &key, &other.pem),
             &names(&["10.0.0.1"]),
@@ -507,8 +511,8 @@ mod tests {
 
     #[test]
     fn certificate_pem_holds_exactly_one_certificate() {
-        let ca = ca("User Root CA");
-        let (cert, key) = leaf(&ca, &["10.0.0.1"], NOW - 60, NOW + 86_400);
+        let ca = TestCa::new("User Root CA");
+        let (cert, key) = ca.issue(&["10.0.0.1"], NOW - 60, NOW + 86_400);
         let e = errors(check(
             &supplied(&format!("{cert}{}", ca.pem), &key, &ca.pem),
             &[],

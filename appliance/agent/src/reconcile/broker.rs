@@ -477,31 +477,17 @@ fn ensure_certificate(
     }) {
         return Ok((record.clone(), false));
     }
-    let dir = ctx.config_dir().join("tls");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    chown(&dir, Some(owner.uid), Some(owner.gid))?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
     let issued = ca.issue(&names, now)?;
-    let write = |path: &Path, contents: &str, secret: bool| {
-        write_if_changed(
-            &RenderedFile {
-                path: path.to_path_buf(),
-                contents: contents.to_string(),
-                secret,
-                restart_on_change: false,
-            },
-            owner,
-        )
-    };
-    // Key first: the engine never sees a new certificate with the old key.
-    write(&files.private_key, &issued.private_key_pem, true)?;
-    write(&files.certificate, &issued.certificate_pem, false)?;
-    write(&files.chain, &issued.chain_pem, false)?;
-    write(&files.deployment_ca, &ca.deployment_ca_pem, false)?;
-    write(
-        &files.record,
-        &serde_json::to_string(&issued.record)?,
-        false,
+    install_files(
+        ctx,
+        owner,
+        &CertificateContents {
+            private_key_pem: &issued.private_key_pem,
+            certificate_pem: &issued.certificate_pem,
+            chain_pem: &issued.chain_pem,
+            trusted_ca_pem: &ca.deployment_ca_pem,
+            record: &issued.record,
+        },
     )?;
     tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.record.not_after_rfc3339(), "server certificate issued");
     Ok((issued.record, true))
@@ -542,10 +528,44 @@ fn install_supplied(
             ))
         }
     };
+    let changed = install_files(
+        ctx,
+        owner,
+        &CertificateContents {
+            private_key_pem: &key,
+            certificate_pem: &supplied.certificate_pem,
+            chain_pem: &supplied.ca_chain_pem,
+            trusted_ca_pem: &inspected.root_pem,
+            record: &record,
+        },
+    )?;
+    remove_supplied_key(&files)?;
+    if changed {
+        tracing::info!(broker = %spec.broker_id, names = ?record.names, not_after = %record.not_after_rfc3339(), "supplied server certificate installed");
+    }
+    Ok((record, inspected.root_pem, changed))
+}
+
+/// What a broker's TLS directory holds, issued or supplied.
+struct CertificateContents<'a> {
+    private_key_pem: &'a str,
+    certificate_pem: &'a str,
+    chain_pem: &'a str,
+    /// What the agent's probes trust: the deployment CA, or a supplied chain's root.
+    trusted_ca_pem: &'a str,
+    record: &'a certificates::Record,
+}
+
+/// Writes the broker's certificate files for the engine user, the key first (0600) so the
+/// engine never sees a new certificate with the old key. Returns whether the key, the
+/// certificate or the chain changed: what the engine must load again.
+fn install_files(ctx: &Context, owner: &User, c: &CertificateContents) -> Result<bool> {
+    let files = ctx.certificate_files();
     let dir = ctx.config_dir().join("tls");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    chown(&dir, Some(owner.uid), Some(owner.gid)).context("chown the TLS directory")?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750)).context("TLS directory mode")?;
+    chown(&dir, Some(owner.uid), Some(owner.gid))
+        .with_context(|| format!("chown {}", dir.display()))?;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
     let write = |path: &Path, contents: &str, secret: bool| {
         write_if_changed(
             &RenderedFile {
@@ -557,21 +577,12 @@ fn install_supplied(
             owner,
         )
     };
-    // Key first: the engine never sees a new certificate with the old key.
-    let mut changed = write(&files.private_key, &key, true)?;
-    changed |= write(&files.certificate, &supplied.certificate_pem, false)?;
-    changed |= write(&files.chain, &supplied.ca_chain_pem, false)?;
-    write(&files.deployment_ca, &inspected.root_pem, false)?;
-    write(
-        &files.record,
-        &serde_json::to_string(&record).context("record")?,
-        false,
-    )?;
-    remove_supplied_key(&files)?;
-    if changed {
-        tracing::info!(broker = %spec.broker_id, names = ?record.names, not_after = %record.not_after_rfc3339(), "supplied server certificate installed");
-    }
-    Ok((record, inspected.root_pem, changed))
+    let mut changed = write(&files.private_key, c.private_key_pem, true)?;
+    changed |= write(&files.certificate, c.certificate_pem, false)?;
+    changed |= write(&files.chain, c.chain_pem, false)?;
+    write(&files.deployment_ca, c.trusted_ca_pem, false)?;
+    write(&files.record, &serde_json::to_string(c.record)?, false)?;
+    Ok(changed)
 }
 
 /// The key stays in one place only: once installed (or unused), the staged copy goes.

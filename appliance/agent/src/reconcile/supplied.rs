@@ -34,22 +34,14 @@ mod tests {
     use super::*;
     use crate::store::{FsStore, SpecStore};
     use ferrymq_api::agent::{Instance, ServerCertificate};
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use ferrymq_api::server_certificate::test_ca::TestCa;
 
     /// A CA and a server certificate from it for `names`: (certificate, key, CA).
     fn supplied_for(names: &[&str]) -> (String, String, String) {
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_pem = ca.self_signed(&ca_key).expect("ca").pem();
-        let issuer = Issuer::new(ca, ca_key);
-        let key = KeyPair::generate().expect("key");
-        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let cert = CertificateParams::new(names)
-            .expect("params")
-            .signed_by(&key, &issuer)
-            .expect("sign");
-        (cert.pem(), key.serialize_pem(), ca_pem)
+        let ca = TestCa::new("User Root CA");
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let (cert, key) = ca.issue(names, now - 60, now + 86_400 * 90);
+        (cert, key, ca.pem)
     }
 
     fn spec(cert: &str, key: &str, ca: &str) -> BrokerSpec {
