@@ -9,7 +9,9 @@ single-instance RabbitMQ broker with the real Terraform 1.0.3, agent and RabbitM
   connection keeps working, RabbitMQ is not restarted;
 * a certificate that does not name the host's address is refused at plan, on the attribute;
 * removing the block goes back to an agent-issued certificate, in place as well;
-* no supplied key is in any agent log, the provider's log lines or the agent's spec store.
+* no supplied key is in any agent log, the provider's log lines or the agent's spec store;
+* ActiveMQ serves a supplied certificate too (a PKCS12 keystore built from the PEMs), and a
+  rotation reaches it with the one restart a renewal takes.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ provider "ferrymq" {}
 
 variable "host" { type = string }
 variable "volume" { type = string }
+variable "engine" {
+  type    = object({ type = string, version = string })
+  default = { type = "RabbitMQ", version = "3.10.8" }
+}
 variable "password" {
   type      = string
   sensitive = true
@@ -54,8 +60,8 @@ variable "certificate_dir" {
 
 resource "ferrymq_broker" "rabbitmq" {
   broker_name        = "acceptance-supplied-cert"
-  engine_type        = "RabbitMQ"
-  engine_version     = "3.10.8"
+  engine_type        = var.engine.type
+  engine_version     = var.engine.version
   host_instance_type = "mq.m5.large"
 
   instance {
@@ -82,14 +88,18 @@ resource "ferrymq_broker" "rabbitmq" {
 
 output "broker_id" { value = ferrymq_broker.rabbitmq.id }
 output "status" { value = ferrymq_broker.rabbitmq.status }
-output "amqp_endpoint" { value = ferrymq_broker.rabbitmq.instances[0].endpoints[0] }
+output "endpoint" { value = ferrymq_broker.rabbitmq.instances[0].endpoints[0] }
 output "ca_certificate" { value = ferrymq_broker.rabbitmq.ca_certificate }
 """
 
 
-def use(tf, host, certificate_dir) -> None:
+ACTIVEMQ = {"type": "ActiveMQ", "version": "5.17.2"}
+
+
+def use(tf, host, certificate_dir, engine=None) -> None:
     tf.write_vars({"host": host.address, "volume": host.loop, "password": USER["password"],
-                   "certificate_dir": str(certificate_dir) if certificate_dir else None})
+                   "certificate_dir": str(certificate_dir) if certificate_dir else None,
+                   **({"engine": engine} if engine else {})})
 
 
 def context_trusting(ca_pem_file) -> ssl.SSLContext:
@@ -98,8 +108,8 @@ def context_trusting(ca_pem_file) -> ssl.SSLContext:
     return ctx
 
 
-def served_serial(host, ca_pem_file) -> str:
-    return peer_certificate(host.address, labmod.AMQPS_PORT, context_trusting(ca_pem_file))["serialNumber"]
+def served_serial(host, ca_pem_file, port=labmod.AMQPS_PORT) -> str:
+    return peer_certificate(host.address, port, context_trusting(ca_pem_file))["serialNumber"]
 
 
 def serial_of(cert_pem_file) -> str:
@@ -138,7 +148,7 @@ def test_02_clients_trusting_the_users_ca_connect_and_others_are_refused(lab, ho
     cert = peer_certificate(host.address, labmod.CONSOLE_TLS_PORT, context_trusting(root.dir / "ca.pem"))
     assert ("DNS", EXTRA_NAME) in cert.get("subjectAltName", ()), cert
     tls.trust(S.s["ca_certificate"])
-    ep = S.s["amqp_endpoint"]
+    ep = S.s["endpoint"]
     amqp.publish_confirmed(ep, USER["username"], USER["password"], "supplied.q", [b"one", b"two"])
     assert amqp.consume(ep, USER["username"], USER["password"], "supplied.q", 2, timeout=20) == [b"one", b"two"]
     with pytest.raises(ssl.SSLCertVerificationError):
@@ -160,7 +170,7 @@ def test_03_rotating_the_supplied_certificate_needs_no_restart(lab, host):
     second = S.s["root"].issue(tf.workdir / "pki" / "second", [host.address, EXTRA_NAME])
     S.s["second"] = second
     beam = host.pids_named("beam.smp")
-    conn = amqp.connect(S.s["amqp_endpoint"], USER["username"], USER["password"])
+    conn = amqp.connect(S.s["endpoint"], USER["username"], USER["password"])
     log = tf.workdir / "tf-trace.log"
     env = dict(tf.env)
     try:
@@ -187,7 +197,7 @@ def test_03_rotating_the_supplied_certificate_needs_no_restart(lab, host):
     S.s["stored"] = spec_store_texts(host)
     assert "terraform-provider-ferrymq" in S.s["provider_log"], "no provider log lines captured"
     assert host.pids_named("beam.smp") == beam, "rotating the certificate restarted RabbitMQ"
-    assert amqp.login_error(S.s["amqp_endpoint"], USER["username"], USER["password"]) == ""
+    assert amqp.login_error(S.s["endpoint"], USER["username"], USER["password"]) == ""
     plan = tf.plan()
     assert plan.rc == 0, f"expected no changes after the rotation, got {plan.rc}:\n{plan.output}"
     S.ok("rotate")
@@ -234,7 +244,7 @@ def test_05_back_to_an_agent_issued_certificate_in_place(lab, host):
 def _try_peer(host, ca_file):
     try:
         return peer_certificate(host.address, labmod.AMQPS_PORT, context_trusting(ca_file))
-    except ssl.SSLError:
+    except (OSError, ssl.SSLError):
         return None
 
 
@@ -246,12 +256,17 @@ def spec_store_texts(host) -> dict:
             if f.is_file() and not {"tls", "volume"} & set(f.relative_to(broker_dir).parts)}
 
 
+def keys_in_logs(lab, more: dict) -> list:
+    """Where any supplied key shows in the agents' logs (and `more`, name → text)."""
+    keys = [key_body(S.s[k]) for k in ("first", "second")]
+    logs = {str(h.log_path): h.log_path.read_text(errors="replace") for h in lab.hosts} | more
+    return [(p, k[:8] + "…") for p, text in logs.items() for k in keys if k in text]
+
+
 def test_06_no_supplied_key_in_logs_or_the_spec_store(lab, host):
     S.need("rotate")
     keys = [key_body(S.s[k]) for k in ("first", "second")]
-    logs = {str(h.log_path): h.log_path.read_text(errors="replace") for h in lab.hosts}
-    logs["provider log lines"] = S.s["provider_log"]
-    found = [(p, k[:8] + "…") for p, text in logs.items() for k in keys if k in text]
+    found = keys_in_logs(lab, {"provider log lines": S.s["provider_log"]})
     assert found == [], f"supplied keys in logs: {found}"
     # The spec store while the second certificate was served: its certificate, not its key.
     stored = S.s["stored"]
@@ -261,12 +276,53 @@ def test_06_no_supplied_key_in_logs_or_the_spec_store(lab, host):
     assert not supplied.get("private_key_pem"), "the spec store holds the supplied key"
     hits = [(f, k[:8] + "…") for f, text in stored.items() for k in keys if k in text]
     assert hits == [], f"supplied keys in the agent's files: {hits}"
-    print(f"\nsearched {len(logs)} logs and {len(stored)} files of the agent: no supplied key")
+    print(f"\nsearched {len(lab.hosts) + 1} logs and {len(stored)} files of the agent: no supplied key")
 
 
-def test_07_destroy(host):
+def test_07_destroy_rabbitmq(host):
     S.need("apply")
     res = S.s["tf"].destroy()
     assert "Destroy complete! Resources: 1 destroyed." in res.output, res.output
     assert host.broker_dirs() == [], f"broker data left on the host: {host.broker_dirs()}"
+    S.ok("destroyed")
+
+
+def test_08_activemq_serves_and_rotates_a_supplied_certificate(host, tf_factory):
+    """The keystore ActiveMQ reads is built from the supplied PEMs (EC key, chain through the
+    issuing CA); a rotation restarts the broker once, as a renewal does."""
+    S.need("tls", "destroyed")
+    tf = tf_factory("supplied-cert-activemq")
+    (tf.workdir / "main.tf").write_text(CONFIG)
+    S.s["activemq_tf"] = tf
+    root_ca = S.s["root"].dir / "ca.pem"
+    use(tf, host, S.s["first"], ACTIVEMQ)
+    _, out = apply_until_running(tf, "supplied_certificate_activemq_create_seconds", USER["password"])
+    assert out["endpoint"] == f"ssl://{host.address}:{labmod.OPENWIRE_PORT}", out
+    assert out["ca_certificate"].strip() == S.s["root"].pem.strip()
+    for port in (labmod.OPENWIRE_PORT, labmod.STOMP_PORT):
+        assert served_serial(host, root_ca, port) == serial_of(S.s["first"] / "cert.pem"), port
+    java = host.activemq_pids()
+    use(tf, host, S.s["second"], ACTIVEMQ)
+    res = tf.apply()
+    assert "Apply complete! Resources: 0 added, 1 changed, 0 destroyed." in res.output, res.output
+    want = serial_of(S.s["second"] / "cert.pem")
+    wait_until(lambda: _serial_or_none(host, root_ca, labmod.STOMP_PORT) == want, 60,
+               "the second certificate on ActiveMQ's STOMP+SSL listener")
+    assert host.activemq_pids() != java, "ActiveMQ reads its keystore at start: a rotation restarts it"
+    S.ok("activemq")
+
+
+def test_09_destroy_activemq_and_no_key_in_the_agents_log(lab, host):
+    S.need("activemq")
+    res = S.s["activemq_tf"].destroy()
+    assert "Destroy complete! Resources: 1 destroyed." in res.output, res.output
+    assert host.broker_dirs() == [], f"broker data left on the host: {host.broker_dirs()}"
+    assert keys_in_logs(lab, {}) == [], "supplied keys in the agents' logs after the ActiveMQ broker"
     labmod.record_result("supplied_certificate_module_seconds", round(time.monotonic() - S.s["start"], 1))
+
+
+def _serial_or_none(host, ca_file, port):
+    try:
+        return served_serial(host, ca_file, port)
+    except (OSError, ssl.SSLError):
+        return None
