@@ -129,3 +129,12 @@ def java_home(pid: int) -> str:
         return ""
     home = [a.decode() for a in args if a.startswith(b"-Dactivemq.home=")]
     return home[0].split("=", 1)[1] if home else ""
+
+
+def provider_log_lines(log: Path) -> str:
+    """The provider's own lines in a Terraform TF_LOG file (its stderr, relayed by Terraform)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(line for line in text.splitlines() if "terraform-provider-ferrymq" in line)

@@ -19,7 +19,6 @@ import json
 import socket
 import ssl
 import time
-from pathlib import Path
 
 import pika
 import pytest
@@ -27,7 +26,8 @@ import pytest
 import amqp
 import lab as labmod
 import tls
-from steps import Steps, apply_until_running, broker_resource, files_under, wait_until
+from steps import Steps, apply_until_running, broker_resource, files_under, provider_log_lines, wait_until
+from tls import peer_certificate
 
 S = Steps()
 ADDRESS = "ferrymq_broker.rabbitmq"
@@ -104,12 +104,6 @@ def set_vars(tf, host, svc: dict | None) -> None:
 
 def svc(password=SVC_PASSWORD, console=False, groups=("orders",)) -> dict:
     return {"password": password, "console_access": console, "groups": list(groups)}
-
-
-def peer_certificate(address: str, port: int, context: ssl.SSLContext) -> dict:
-    with socket.create_connection((address, port), timeout=5) as raw:
-        with context.wrap_socket(raw, server_hostname=address) as s:
-            return s.getpeercert()
 
 
 def test_01_apply_broker_and_user(lab, host, tf_factory):
@@ -290,15 +284,6 @@ def test_08_ferrymq_user_delete(host):
     assert plan.rc == 0, f"expected no changes, got {plan.rc}:\n{plan.output}"
 
 
-def _provider_lines(log: Path) -> str:
-    """The provider's own lines in a Terraform TF_LOG file (its stderr, relayed by Terraform)."""
-    try:
-        text = log.read_text(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(line for line in text.splitlines() if "terraform-provider-ferrymq" in line)
-
-
 def test_09_no_secret_in_logs_or_state(lab, host):
     """Every password the test wrote, and the broker's own secrets (cookie, agent credential,
     keystore password, private key), in no agent log nor provider log line; passwords in no file
@@ -314,7 +299,7 @@ def test_09_no_secret_in_logs_or_state(lab, host):
         tf.apply()
     finally:
         tf.env = env
-    provider_log = _provider_lines(log)
+    provider_log = provider_log_lines(log)
     assert "terraform-provider-ferrymq" in provider_log, "no provider log lines captured"
 
     broker_dir = host.brokers_dir / S.s["broker_id"]

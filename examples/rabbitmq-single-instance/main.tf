@@ -60,6 +60,18 @@ resource "ferrymq_broker" "rabbitmq" {
     }
   }
 
+  # Your own server certificate instead of one the agent issues from the deployment CA: a
+  # directory with cert.pem (naming the host's address), key.pem and chain.pem (your CA
+  # certificates, the root last). ca_certificate is then that root. FerryMQ never renews it.
+  dynamic "server_certificate" {
+    for_each = var.server_certificate_dir == null ? [] : [var.server_certificate_dir]
+    content {
+      certificate_pem = file("${server_certificate.value}/cert.pem")
+      private_key_pem = file("${server_certificate.value}/key.pem")
+      ca_chain_pem    = file("${server_certificate.value}/chain.pem")
+    }
+  }
+
   timeouts {
     create = "10m"
     update = "10m"

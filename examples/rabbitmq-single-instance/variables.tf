@@ -52,3 +52,9 @@ variable "maintenance_window" {
   })
   default = null
 }
+
+variable "server_certificate_dir" {
+  description = "Directory with cert.pem, key.pem and chain.pem of your own server certificate; null for one FerryMQ issues (and renews) from the deployment CA."
+  type        = string
+  default     = null
+}

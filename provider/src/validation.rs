@@ -3,7 +3,9 @@
 //! at the offending line. Unknown values (known only at apply) are skipped, not guessed.
 
 use crate::tfplugin::{AttributePath, Diagnostic, Diagnostics, Value};
+use ferrymq_api::agent::{BrokerSpec, Instance, LoadBalancer, ServerCertificate};
 use ferrymq_api::catalogue::{self, DeploymentMode, StorageType};
+use ferrymq_api::server_certificate;
 use ferrymq_api::validate;
 use std::time::Duration;
 
@@ -71,6 +73,7 @@ pub fn broker(config: &Value) -> Diagnostics {
         }
     }
     d.extend(load_balancer_block(config));
+    d.extend(server_certificate_block(config));
     d.extend(configuration_and_logs(config));
     d.extend(window_block(config.get("maintenance_window_start_time")));
     if let Value::Object(_) = config.get("timeouts") {
@@ -341,6 +344,85 @@ fn load_balancer_block(config: &Value) -> Diagnostics {
         }
     }
     d
+}
+
+/// A supplied `server_certificate`, checked as the agents check it on apply, against the
+/// names of the configuration that are known at plan time (each instance's host, the
+/// certificate_names, the load balancer's virtual IP).
+fn server_certificate_block(config: &Value) -> Diagnostics {
+    let block = config.get("server_certificate");
+    let (Some(certificate_pem), Some(ca_chain_pem)) = (
+        block.get("certificate_pem").as_str(),
+        block.get("ca_chain_pem").as_str(),
+    ) else {
+        return vec![];
+    };
+    let supplied = ServerCertificate {
+        certificate_pem: certificate_pem.to_string(),
+        // Unknown (from another resource) until apply: the agent checks it then.
+        private_key_pem: block
+            .get("private_key_pem")
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        ca_chain_pem: ca_chain_pem.to_string(),
+    };
+    let known = |v: &Value| v.as_str().map(str::to_string);
+    let spec = BrokerSpec {
+        instances: config
+            .get("instance")
+            .as_list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| known(i.get("host")))
+            .map(|host| Instance {
+                host,
+                volume: String::new(),
+            })
+            .collect(),
+        certificate_names: config
+            .get("certificate_names")
+            .as_list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(known)
+            .collect(),
+        load_balancer: known(config.get("load_balancer").get("virtual_ip")).map(|virtual_ip| {
+            LoadBalancer {
+                virtual_ip,
+                hosts: vec![],
+            }
+        }),
+        ..Default::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let names = server_certificate::broker_names(&spec);
+    match server_certificate::check(&supplied, &names, now) {
+        Ok(checked) if checked.not_after - now < server_certificate::WARN_BEFORE_SECONDS => {
+            vec![Diagnostic::warning(
+                "server_certificate expires soon",
+                format!(
+                    "server_certificate.certificate_pem expires in {} days; FerryMQ never renews a supplied certificate: apply a new one before then",
+                    (checked.not_after - now) / 86_400
+                ),
+            )
+            .at(AttributePath::root("server_certificate").attr("certificate_pem"))]
+        }
+        Ok(_) => vec![],
+        Err(errors) => errors
+            .into_iter()
+            .map(|e| {
+                let attr = e.path.rsplit('.').next().unwrap_or_default();
+                error(
+                    AttributePath::root("server_certificate").attr(attr),
+                    "Invalid server_certificate",
+                    e.to_string(),
+                )
+            })
+            .collect(),
+    }
 }
 
 fn user_blocks(users: &[Value]) -> Diagnostics {
@@ -736,6 +818,92 @@ mod tests {
         assert!(d[0].detail.contains("mq.m5"), "{}", d[0].detail);
         c.set_attr("host_instance_type", "mq.m5.large");
         assert!(broker(&c).is_empty());
+    }
+
+    /// A CA (PEM) and a certificate from it for `names`, valid a year, with its key.
+    fn supplied(names: &[&str]) -> (String, String, String) {
+        supplied_for_days(names, 365)
+    }
+
+    fn supplied_for_days(names: &[&str], days: i64) -> (String, String, String) {
+        let ca = ferrymq_api::server_certificate::test_ca::TestCa::new("User Root CA");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let (cert, key) = ca.issue(names, now - 60, now + days * 86_400);
+        (cert, key, ca.pem)
+    }
+
+    #[test]
+    fn a_supplied_certificate_near_its_end_warns_at_plan() {
+        let (cert, key, ca) = supplied_for_days(&["10.0.0.1"], 10);
+        let d = broker(&with_certificate(&cert, Value::string(&key), &ca));
+        assert_eq!(paths(&d), ["server_certificate.certificate_pem"]);
+        assert!(
+            !d[0].is_error() && d[0].detail.contains(" expires in "),
+            "{:?}",
+            d[0]
+        );
+    }
+
+    fn with_certificate(cert: &str, key: Value, ca: &str) -> Value {
+        let mut c = config();
+        c.set_attr(
+            "server_certificate",
+            Value::object([
+                ("certificate_pem", Value::string(cert)),
+                ("private_key_pem", key),
+                ("ca_chain_pem", Value::string(ca)),
+            ]),
+        );
+        c
+    }
+
+    #[test]
+    fn a_supplied_certificate_must_name_every_way_to_the_broker() {
+        let (cert, key, ca) = supplied(&["10.0.0.1", "mq.example", "10.0.0.100"]);
+        let mut c = with_certificate(&cert, Value::string(&key), &ca);
+        c.set_attr(
+            "certificate_names",
+            Value::List(vec![Value::string("mq.example")]),
+        );
+        assert!(broker(&c).is_empty(), "{:?}", broker(&c));
+        // The load balancer's virtual IP counts too; unknown values are left to apply.
+        c.set_attr(
+            "load_balancer",
+            Value::object([
+                ("virtual_ip", Value::string("10.0.0.200")),
+                ("hosts", Value::Null),
+            ]),
+        );
+        let d = broker(&c);
+        assert_eq!(paths(&d), ["server_certificate.certificate_pem"]);
+        assert!(
+            d[0].detail.contains("does not name 10.0.0.200,"),
+            "{}",
+            d[0].detail
+        );
+        c.set_attr(
+            "load_balancer",
+            Value::object([("virtual_ip", Value::Unknown), ("hosts", Value::Null)]),
+        );
+        assert!(broker(&c).is_empty());
+
+        let (other_cert, _, _) = supplied(&["10.0.0.1"]);
+        let d = broker(&with_certificate(&other_cert, Value::string(&key), &ca));
+        assert_eq!(
+            paths(&d),
+            [
+                "server_certificate.private_key_pem",
+                "server_certificate.ca_chain_pem"
+            ]
+        );
+        assert!(
+            !d.iter().any(|x| x.detail.contains(&key[30..60])),
+            "the key is never quoted"
+        );
+        let d = broker(&with_certificate(&cert, Value::Unknown, "no PEM here"));
+        assert_eq!(paths(&d), ["server_certificate.ca_chain_pem"]);
     }
 
     #[test]

@@ -6,6 +6,10 @@
 //! returns), while the deployment CA's key stays offline and a stolen host key can sign only
 //! leaf certificates. Certificates last [`LIFETIME`] and are issued again once less than
 //! [`RENEW_BEFORE`] is left, or when the broker's names change.
+//!
+//! A broker may instead serve a certificate the user supplies (`server_certificate`): the
+//! agent checks it on apply, keeps its key only in the broker's TLS directory (never in the
+//! spec store), installs it in place of an issued one and never renews it.
 
 use crate::pki;
 use anyhow::{Context, Result};
@@ -138,6 +142,16 @@ impl Record {
     }
 }
 
+/// How a supplied certificate is recorded as `issuer`: never the broker CA's fingerprint, so
+/// a broker switched back to an issued certificate gets one at once, and a rotated supplied
+/// certificate (another certificate or chain) shows as a different record.
+pub fn supplied_issuer(certificate_pem: &str, ca_chain_pem: &str) -> String {
+    let mut digest = Sha256::new();
+    digest.update(certificate_pem.as_bytes());
+    digest.update(ca_chain_pem.as_bytes());
+    format!("supplied:{}", hex::encode(digest.finalize()))
+}
+
 /// Whether a certificate recorded as `have` must be issued again for `names` by `ca` at `now`.
 pub fn needs_issue(
     have: Option<&Record>,
@@ -162,9 +176,14 @@ pub struct CertificateFiles {
     pub private_key: PathBuf,
     /// The broker CA and the deployment CA: what a server sends after its certificate.
     pub chain: PathBuf,
-    /// The deployment CA alone: what the agent's own probes trust.
+    /// The deployment CA alone (with a supplied certificate, its chain's root): what the
+    /// agent's own probes trust.
     pub deployment_ca: PathBuf,
     pub record: PathBuf,
+    /// A supplied certificate's key as the last apply left it (0600, root), until the pass
+    /// installs it as `private_key` together with its certificate: an apply never swaps the
+    /// key under a running engine that still has the old certificate.
+    pub supplied_key: PathBuf,
 }
 
 impl CertificateFiles {
@@ -175,6 +194,7 @@ impl CertificateFiles {
             chain: dir.join("chain.pem"),
             deployment_ca: dir.join("ca.pem"),
             record: dir.join("issued.json"),
+            supplied_key: dir.join("supplied-key.pem"),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod catalogue;
 pub mod channel;
 pub mod configuration;
 pub mod recommendation;
+pub mod server_certificate;
 pub mod validate;
 pub mod window;
 

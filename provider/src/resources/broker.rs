@@ -13,7 +13,7 @@ use crate::tfplugin::{
 use crate::validation::{self, DEFAULT_MODE};
 use ferrymq_api::agent::{
     BrokerSpec, BrokerState, BrokerStatus, ConfigurationRef, EncryptionOptions, Instance,
-    LoadBalancer, Logs, MaintenanceWindow, User,
+    LoadBalancer, Logs, MaintenanceWindow, ServerCertificate, User,
 };
 use ferrymq_api::catalogue::DeploymentMode;
 use std::time::Duration;
@@ -29,6 +29,17 @@ const FORCE_NEW: &[&str] = &[
     "storage_type",
     "instance",
     "encryption_options",
+];
+
+/// The blocks of at most one (`NestedBlock::single`), each null when left out.
+const SINGLE_BLOCKS: &[&str] = &[
+    "encryption_options",
+    "load_balancer",
+    "configuration",
+    "logs",
+    "server_certificate",
+    "maintenance_window_start_time",
+    "timeouts",
 ];
 
 pub fn schema() -> Schema {
@@ -83,6 +94,19 @@ pub fn schema() -> Schema {
         ))
         .attribute(Attribute::optional("audit", Type::Bool).description(
             "ActiveMQ only: connection, session, producer and consumer events to audit.log.",
+        ));
+    let server_certificate = Block::new()
+        .description("A server certificate from your own CA, served instead of one the agents issue from the deployment CA (Amazon MQ has no equivalent). It must name every instance's address, the certificate_names and the load balancer's virtual IP. The agents never renew it: apply a new one before it expires (the broker's status warns 30 days ahead). Remove the block to go back to an agent-issued certificate.")
+        .attribute(Attribute::required("certificate_pem", Type::String).description(
+            "The broker's certificate (PEM), for TLS servers (extended key usage serverAuth).",
+        ))
+        .attribute(
+            Attribute::required("private_key_pem", Type::String)
+                .sensitive()
+                .description("Its unencrypted private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC). Kept on each host only in the broker's TLS directory (mode 0600), never in the agent's spec store nor in its answers."),
+        )
+        .attribute(Attribute::required("ca_chain_pem", Type::String).description(
+            "The CA certificates above certificate_pem (PEM): intermediates, if any, then the root, which becomes ca_certificate.",
         ));
     let window = Block::new()
         .description("Weekly start of the two-hour window in which a new instance type or engine version is applied (Amazon MQ: maintenance_window_start_time). Without it the agents pick a window and report it in next_maintenance_window.")
@@ -140,7 +164,7 @@ pub fn schema() -> Schema {
                 "Extra DNS names or addresses (a load balancer's, a DNS alias) the broker's server certificate is issued for, beside every instance's address.",
             ))
             .attribute(Attribute::computed("ca_certificate", Type::String).description(
-                "PEM of the deployment CA the broker's TLS certificate chains to: give it to clients to verify the broker.",
+                "PEM of the deployment CA the broker's TLS certificate chains to (with a server_certificate block, the root of its ca_chain_pem): give it to clients to verify the broker.",
             ))
             .attribute(Attribute::computed("failover_url", Type::String).description(
                 "failover:(…) URL over every instance's OpenWire (ssl://) endpoint, for ActiveMQ clients; empty for RabbitMQ.",
@@ -172,6 +196,7 @@ pub fn schema() -> Schema {
             .block(NestedBlock::single("load_balancer", load_balancer))
             .block(NestedBlock::single("configuration", configuration))
             .block(NestedBlock::single("logs", logs))
+            .block(NestedBlock::single("server_certificate", server_certificate))
             .block(NestedBlock::single("maintenance_window_start_time", window))
             .block(NestedBlock::single("timeouts", timeouts)),
     )
@@ -188,6 +213,14 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
     }
     resp.diagnostics = validation::broker(&req.config);
     let mut planned = req.proposed_new_state.clone();
+    // Terraform 1.0 proposes the prior value for a single block removed from the configuration
+    // (objchange.proposedNew returns prior for a null config), then refuses a plan that keeps
+    // it: a block the configuration leaves out is planned absent.
+    for block in SINGLE_BLOCKS {
+        if req.config.get(block).is_null() && !planned.get(block).is_null() {
+            planned.set_attr(*block, Value::Null);
+        }
+    }
     if planned.get("deployment_mode").is_null() {
         planned.set_attr("deployment_mode", DEFAULT_MODE);
     }
@@ -233,6 +266,10 @@ pub fn plan(req: PlanRequest) -> PlanResponse {
             ] {
                 planned.set_attr(computed, Value::Unknown);
             }
+        }
+        // Which CA clients verify with follows the certificate: supplied or issued.
+        if planned.get("server_certificate") != req.prior_state.get("server_certificate") {
+            planned.set_attr("ca_certificate", Value::Unknown);
         }
         if planned.get("load_balancer") != req.prior_state.get("load_balancer") {
             for computed in ["load_balancer_endpoint", "load_balancer_endpoints"] {
@@ -628,6 +665,14 @@ pub fn spec_from(id: &str, planned: &Value) -> BrokerSpec {
                     .unwrap_or(0),
                 data: String::new(),
             }),
+        server_certificate: match planned.get("server_certificate") {
+            Value::Object(_) => Some(ServerCertificate {
+                certificate_pem: text(planned.get("server_certificate"), "certificate_pem"),
+                private_key_pem: text(planned.get("server_certificate"), "private_key_pem"),
+                ca_chain_pem: text(planned.get("server_certificate"), "ca_chain_pem"),
+            }),
+            _ => None,
+        },
         logs: match planned.get("logs") {
             Value::Object(_) => Some(Logs {
                 general: planned
@@ -656,6 +701,25 @@ fn logs_state(logs: Option<&Logs>, prior: &Value) -> Value {
     Value::object([
         ("general", flag("general", logs.general)),
         ("audit", flag("audit", logs.audit)),
+    ])
+}
+
+/// `server_certificate` as the agents serve it, with the key from the prior state: the agents
+/// never return it. A certificate changed on the hosts shows as a change to apply again.
+fn server_certificate_state(supplied: Option<&ServerCertificate>, prior: &Value) -> Value {
+    let Some(supplied) = supplied else {
+        return Value::Null;
+    };
+    Value::object([
+        ("certificate_pem", Value::string(&supplied.certificate_pem)),
+        (
+            "private_key_pem",
+            prior
+                .get("server_certificate")
+                .get("private_key_pem")
+                .clone(),
+        ),
+        ("ca_chain_pem", Value::string(&supplied.ca_chain_pem)),
     ])
 }
 
@@ -869,6 +933,10 @@ pub fn state_from(statuses: &[BrokerStatus], prior: &Value) -> Value {
             ),
         ),
         ("logs", logs_state(spec.logs.as_ref(), prior)),
+        (
+            "server_certificate",
+            server_certificate_state(spec.server_certificate.as_ref(), prior),
+        ),
         ("timeouts", prior.get("timeouts").clone()),
         ("maintenance_window_start_time", window_state(&spec, prior)),
         (
@@ -998,6 +1066,52 @@ mod tests {
         });
         assert_eq!(again.planned_state, state);
         assert!(again.requires_replace.is_empty());
+    }
+
+    #[test]
+    fn a_supplied_certificate_keeps_its_key_out_of_the_agents_answers_and_in_state() {
+        let mut p = planned();
+        p.set_attr("deployment_mode", "SINGLE_INSTANCE");
+        p.set_attr("storage_type", "ebs");
+        p.set_attr(
+            "server_certificate",
+            Value::object([
+                ("certificate_pem", Value::string("CERT")),
+                ("private_key_pem", Value::string("KEY")),
+                ("ca_chain_pem", Value::string("CHAIN")),
+            ]),
+        );
+        let mut spec = spec_from("b-1", &p);
+        let sent = spec.server_certificate.clone().expect("sent");
+        assert_eq!(sent.private_key_pem, "KEY");
+        // The agent answers without the key; the state keeps the configuration's.
+        if let Some(c) = spec.server_certificate.as_mut() {
+            c.private_key_pem.clear();
+        }
+        let mut status = running(spec);
+        status.ca_certificate = "ROOT".into();
+        let state = state_from(&[status], &p);
+        assert_eq!(state.get("server_certificate"), p.get("server_certificate"));
+        assert_eq!(state.get("ca_certificate").as_str(), Some("ROOT"));
+        let same = plan(PlanRequest {
+            prior_state: state.clone(),
+            proposed_new_state: state.clone(),
+            config: p.clone(),
+            prior_private: vec![],
+        });
+        assert_eq!(same.planned_state, state);
+        // Back to an issued certificate: another CA for clients, known after apply.
+        // Terraform 1.0 proposes the prior block although the configuration dropped it.
+        let mut config = p;
+        config.set_attr("server_certificate", Value::Null);
+        let back = plan(PlanRequest {
+            prior_state: state.clone(),
+            proposed_new_state: state,
+            config,
+            prior_private: vec![],
+        });
+        assert!(back.planned_state.get("server_certificate").is_null());
+        assert!(back.planned_state.get("ca_certificate").is_unknown());
     }
 
     #[test]

@@ -9,7 +9,9 @@ use crate::load_balancer::Plan as LoadBalancerPlan;
 use crate::storage::{block, encryption, shared};
 use crate::supervisor::{Supervisor, UnitState};
 use anyhow::{Context as _, Result};
-use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus, ConfigurationRef, Volume};
+use ferrymq_api::agent::{
+    BrokerSpec, BrokerState, BrokerStatus, ConfigurationRef, ServerCertificate, Volume,
+};
 use ferrymq_api::catalogue::{self, EngineType};
 use nix::unistd::{chown, User};
 use std::collections::BTreeMap;
@@ -52,7 +54,7 @@ impl Context {
     fn config_dir(&self) -> PathBuf {
         self.broker_dir.join("engine")
     }
-    fn certificate_files(&self) -> CertificateFiles {
+    pub(super) fn certificate_files(&self) -> CertificateFiles {
         CertificateFiles::in_dir(&self.config_dir().join("tls"))
     }
 }
@@ -66,29 +68,10 @@ pub fn all_users(spec: &BrokerSpec) -> Vec<ferrymq_api::agent::User> {
         .collect()
 }
 
-/// The names the broker's certificate is issued for: every instance's address (clients of an
-/// active/standby pair or a cluster reach any of them) and the spec's extra names.
+/// The names the broker's certificate is issued for (and a supplied one must hold): every
+/// instance's address, the spec's extra names and the load balancer's virtual IP.
 pub fn certificate_names(spec: &BrokerSpec) -> Vec<String> {
-    let mut names: Vec<String> = spec
-        .instances
-        .iter()
-        .filter_map(|i| {
-            let h = i.host.as_str();
-            h.parse::<IpAddr>()
-                .or_else(|_| h.parse::<std::net::SocketAddr>().map(|s| s.ip()))
-                .ok()
-        })
-        .map(|ip| ip.to_string())
-        .collect();
-    // Clients of a load-balanced broker connect to the virtual IP: TLS passes through HAProxy
-    // untouched, so the broker's own certificate must name it.
-    let virtual_ip = spec.load_balancer.as_ref().map(|lb| &lb.virtual_ip);
-    for n in spec.certificate_names.iter().chain(virtual_ip) {
-        if !n.is_empty() && !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
-    names
+    ferrymq_api::server_certificate::broker_names(spec)
 }
 
 /// The status of a spec no pass has looked at yet.
@@ -113,6 +96,9 @@ pub fn redacted(spec: &BrokerSpec) -> BrokerSpec {
         u.password_hash.clear();
     }
     spec.cluster_secret.clear();
+    if let Some(supplied) = spec.server_certificate.as_mut() {
+        supplied.private_key_pem.clear();
+    }
     spec
 }
 
@@ -221,9 +207,13 @@ fn engine_for(
         peers: instance_addresses(spec)?,
         instance_index: spec.instance_index as usize,
         certificate: ctx.certificate_files(),
-        deployment_ca_pem: match ctx.broker_ca.as_ref() {
-            Ok(ca) => ca.deployment_ca_pem.clone(),
-            Err(_) => String::new(),
+        deployment_ca_pem: match (&spec.server_certificate, ctx.broker_ca.as_ref()) {
+            (Some(supplied), _) => {
+                ferrymq_api::server_certificate::chain_root_pem(&supplied.ca_chain_pem)
+                    .unwrap_or_default()
+            }
+            (None, Ok(ca)) => ca.deployment_ca_pem.clone(),
+            (None, Err(_)) => String::new(),
         },
         plain_listeners: spec.plain_listeners,
         keystore_password: secrets.keystore_password,
@@ -378,13 +368,29 @@ async fn converge_steps(
         chown(dir, Some(owner.uid), Some(owner.gid))
             .with_context(|| format!("chown {}", dir.display()))?;
     }
-    let ca = ctx
-        .broker_ca
-        .as_ref()
-        .as_ref()
-        .map_err(|e| Failure::Permanent(e.clone()))?;
-    let (record, renewed) = ensure_certificate(ctx, spec, ca, &owner)?;
-    status.ca_certificate = ca.deployment_ca_pem.clone();
+    let (record, renewed) = match &spec.server_certificate {
+        Some(supplied) => {
+            let (record, root_pem, renewed) = install_supplied(ctx, spec, supplied, &owner)?;
+            status.ca_certificate = root_pem;
+            status.certificate_supplied = true;
+            if let Some(warning) = supplied_expiry_warning(&record, time::OffsetDateTime::now_utc())
+            {
+                status.message = warning;
+            }
+            (record, renewed)
+        }
+        None => {
+            let ca = ctx
+                .broker_ca
+                .as_ref()
+                .as_ref()
+                .map_err(|e| Failure::Permanent(e.clone()))?;
+            status.ca_certificate = ca.deployment_ca_pem.clone();
+            // A supplied certificate's key staged but no longer wanted has no use any more.
+            remove_supplied_key(&ctx.certificate_files())?;
+            ensure_certificate(ctx, spec, ca, &owner)?
+        }
+    };
     status.certificate_not_after = record.not_after_rfc3339();
     let mut changed = placed.switched || ctx.restart;
     for file in engine.render()? {
@@ -496,11 +502,95 @@ fn ensure_certificate(
     }) {
         return Ok((record.clone(), false));
     }
+    let issued = ca.issue(&names, now)?;
+    install_files(
+        ctx,
+        owner,
+        &CertificateContents {
+            private_key_pem: &issued.private_key_pem,
+            certificate_pem: &issued.certificate_pem,
+            chain_pem: &issued.chain_pem,
+            trusted_ca_pem: &ca.deployment_ca_pem,
+            record: &issued.record,
+        },
+    )?;
+    tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.record.not_after_rfc3339(), "server certificate issued");
+    Ok((issued.record, true))
+}
+
+/// Installs the server certificate the user supplied (checked on apply): the key the apply
+/// left in the TLS directory first, 0600 for the engine, then the certificate, its chain and
+/// the chain's root. Never renewed. Returns its record, the root's PEM, and whether the
+/// engine's files changed (a rotation, or a switch from an issued certificate).
+fn install_supplied(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    supplied: &ServerCertificate,
+    owner: &User,
+) -> Result<(certificates::Record, String, bool), Failure> {
+    let files = ctx.certificate_files();
+    let inspected =
+        ferrymq_api::server_certificate::inspect(supplied).map_err(Failure::Permanent)?;
+    let record = certificates::Record {
+        names: certificate_names(spec),
+        not_after: inspected.not_after,
+        issuer: certificates::supplied_issuer(&supplied.certificate_pem, &supplied.ca_chain_pem),
+    };
+    let staged = fs::read_to_string(&files.supplied_key).ok();
+    let have = files.read_record();
+    if staged.is_none() && have.as_ref() == Some(&record) && files.private_key.exists() {
+        return Ok((record, inspected.root_pem, false));
+    }
+    // The installed key still belongs to this certificate when only the names changed.
+    let same_certificate = have.as_ref().is_some_and(|h| h.issuer == record.issuer);
+    let key = match staged {
+        Some(key) => key,
+        None if same_certificate => fs::read_to_string(&files.private_key)
+            .with_context(|| format!("reading {}", files.private_key.display()))?,
+        None => {
+            return Err(Failure::Permanent(
+                "the private key of the supplied server_certificate is not on this host: apply the broker again".into(),
+            ))
+        }
+    };
+    let changed = install_files(
+        ctx,
+        owner,
+        &CertificateContents {
+            private_key_pem: &key,
+            certificate_pem: &supplied.certificate_pem,
+            chain_pem: &supplied.ca_chain_pem,
+            trusted_ca_pem: &inspected.root_pem,
+            record: &record,
+        },
+    )?;
+    remove_supplied_key(&files)?;
+    if changed {
+        tracing::info!(broker = %spec.broker_id, names = ?record.names, not_after = %record.not_after_rfc3339(), "supplied server certificate installed");
+    }
+    Ok((record, inspected.root_pem, changed))
+}
+
+/// What a broker's TLS directory holds, issued or supplied.
+struct CertificateContents<'a> {
+    private_key_pem: &'a str,
+    certificate_pem: &'a str,
+    chain_pem: &'a str,
+    /// What the agent's probes trust: the deployment CA, or a supplied chain's root.
+    trusted_ca_pem: &'a str,
+    record: &'a certificates::Record,
+}
+
+/// Writes the broker's certificate files for the engine user, the key first (0600) so the
+/// engine never sees a new certificate with the old key. Returns whether the key, the
+/// certificate or the chain changed: what the engine must load again.
+fn install_files(ctx: &Context, owner: &User, c: &CertificateContents) -> Result<bool> {
+    let files = ctx.certificate_files();
     let dir = ctx.config_dir().join("tls");
     fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    chown(&dir, Some(owner.uid), Some(owner.gid))?;
+    chown(&dir, Some(owner.uid), Some(owner.gid))
+        .with_context(|| format!("chown {}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
-    let issued = ca.issue(&names, now)?;
     let write = |path: &Path, contents: &str, secret: bool| {
         write_if_changed(
             &RenderedFile {
@@ -512,18 +602,44 @@ fn ensure_certificate(
             owner,
         )
     };
-    // Key first: the engine never sees a new certificate with the old key.
-    write(&files.private_key, &issued.private_key_pem, true)?;
-    write(&files.certificate, &issued.certificate_pem, false)?;
-    write(&files.chain, &issued.chain_pem, false)?;
-    write(&files.deployment_ca, &ca.deployment_ca_pem, false)?;
-    write(
-        &files.record,
-        &serde_json::to_string(&issued.record)?,
-        false,
-    )?;
-    tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.record.not_after_rfc3339(), "server certificate issued");
-    Ok((issued.record, true))
+    let mut changed = write(&files.private_key, c.private_key_pem, true)?;
+    changed |= write(&files.certificate, c.certificate_pem, false)?;
+    changed |= write(&files.chain, c.chain_pem, false)?;
+    write(&files.deployment_ca, c.trusted_ca_pem, false)?;
+    write(&files.record, &serde_json::to_string(c.record)?, false)?;
+    Ok(changed)
+}
+
+/// The key stays in one place only: once installed (or unused), the staged copy goes.
+fn remove_supplied_key(files: &CertificateFiles) -> Result<()> {
+    match fs::remove_file(&files.supplied_key) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("removing {}", files.supplied_key.display())),
+    }
+}
+
+/// The status message of a supplied certificate near its end: the agent cannot renew it.
+fn supplied_expiry_warning(
+    record: &certificates::Record,
+    now: time::OffsetDateTime,
+) -> Option<String> {
+    let left = record.not_after - now.unix_timestamp();
+    if left >= ferrymq_api::server_certificate::WARN_BEFORE_SECONDS {
+        return None;
+    }
+    Some(if left <= 0 {
+        format!(
+            "the supplied server certificate expired at {}: clients refuse it; apply a new server_certificate",
+            record.not_after_rfc3339()
+        )
+    } else {
+        format!(
+            "the supplied server certificate expires at {} (in {} days): apply a new server_certificate",
+            record.not_after_rfc3339(),
+            left / 86_400
+        )
+    })
 }
 
 /// How long an engine gets to serve after a bundle switch before the agent goes back to the
@@ -730,6 +846,36 @@ pub async fn teardown(ctx: &Context, spec: &BrokerSpec) -> Result<()> {
 mod tests {
     use super::*;
     use ferrymq_api::agent::{Instance, User as SpecUser};
+
+    #[test]
+    fn a_supplied_certificate_warns_from_30_days_before_its_end_and_leaves_redacted() {
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("now");
+        let record = |days: i64| certificates::Record {
+            names: vec![],
+            not_after: now.unix_timestamp() + days * 86_400,
+            issuer: certificates::supplied_issuer("cert", "chain"),
+        };
+        assert_eq!(supplied_expiry_warning(&record(31), now), None);
+        let soon = supplied_expiry_warning(&record(29), now).expect("warning");
+        assert!(
+            soon.contains("(in 29 days): apply a new server_certificate"),
+            "{soon}"
+        );
+        let past = supplied_expiry_warning(&record(-1), now).expect("warning");
+        assert!(past.contains("expired at"), "{past}");
+
+        let mut s = spec();
+        s.server_certificate = Some(ServerCertificate {
+            certificate_pem: "cert".into(),
+            private_key_pem: "key".into(),
+            ca_chain_pem: "chain".into(),
+        });
+        let out = redacted(&s).server_certificate.expect("kept");
+        assert_eq!(
+            (out.certificate_pem.as_str(), out.private_key_pem.as_str()),
+            ("cert", "")
+        );
+    }
 
     fn spec() -> BrokerSpec {
         BrokerSpec {

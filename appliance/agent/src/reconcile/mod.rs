@@ -6,6 +6,7 @@
 mod broker;
 mod load_balancer;
 mod secrets;
+mod supplied;
 mod users;
 
 pub use broker::{pending_status, ROLE_STANDBY};
@@ -362,6 +363,8 @@ impl Reconciler {
     pub async fn apply(&self, spec: BrokerSpec) -> Result<BrokerStatus, ApplyError> {
         validate::broker_spec(&spec).map_err(ApplyError::Invalid)?;
         broker::check_instance_is_local(&spec).map_err(ApplyError::Conflict)?;
+        let mut spec = spec;
+        let supplied_key = supplied::take_key(&mut spec).map_err(ApplyError::Invalid)?;
         let _guard = self.pass_lock.lock().await;
         let stored = self.store.load_all()?;
         if let Some(other) = stored.iter().find(|s| s.spec.broker_id != spec.broker_id) {
@@ -371,7 +374,6 @@ impl Reconciler {
             )));
         }
         let previous = stored.iter().find(|s| s.spec.broker_id == spec.broker_id);
-        let mut spec = spec;
         if let Some(previous) = previous {
             // A reboot is the agent's own record, not the provider's: an apply keeps it.
             spec.reboot_id = previous.spec.reboot_id.clone();
@@ -391,6 +393,10 @@ impl Reconciler {
             .unwrap_or_default();
         spec.standalone_users
             .retain(|s| !spec.users.iter().any(|u| u.username == s.username));
+        if let Some(key) = &supplied_key {
+            // Before the spec: no pass sees a supplied certificate without its key.
+            supplied::stage_key(&self.ctx(&spec.broker_id).certificate_files(), key)?;
+        }
         let generation = self.store.save(&spec)?;
         self.resync(&spec.broker_id, plain);
         if previous.map(|p| p.generation) != Some(generation) {
