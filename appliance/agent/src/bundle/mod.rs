@@ -148,6 +148,9 @@ impl Store {
 /// Copies `file` from a directory or fetches it from an `http://` mirror into `to`.
 fn fetch(source: &str, file: &str, to: &Path) -> Result<(), String> {
     if source.starts_with("http://") || source.starts_with("https://") {
+        // reqwest's rustls needs the process's crypto provider (the agent installs it when it
+        // starts serving; a test or a future caller may not have).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let url = format!("{}/{file}", source.trim_end_matches('/'));
         let body = tokio::runtime::Handle::try_current()
             .map_err(|e| e.to_string())
