@@ -112,14 +112,25 @@ impl Management {
         })
     }
 
-    pub(super) async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
-        let resp = self
+    /// One authenticated call; the caller judges the status.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let mut req = self
             .http
-            .get(format!("{}{path}", self.base))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .with_context(|| format!("GET {path}"))?;
+            .request(method.clone(), format!("{}{path}", self.base))
+            .basic_auth(&self.user, Some(&self.password));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        req.send().await.with_context(|| format!("{method} {path}"))
+    }
+
+    pub(super) async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str) -> Result<T> {
+        let resp = self.call(reqwest::Method::GET, path, None).await?;
         check(resp, "GET", path)
             .await?
             .json()
@@ -133,17 +144,7 @@ impl Management {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<()> {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .basic_auth(&self.user, Some(&self.password));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("{method} {path}"))?;
+        let resp = self.call(method.clone(), path, body).await?;
         check(resp, method.as_str(), path).await?;
         Ok(())
     }
@@ -248,13 +249,7 @@ impl Management {
     /// may stop: after a node rejoins, its queues' members catch up before this clears.
     pub async fn quorum_critical(&self) -> Result<Option<String>> {
         const PATH: &str = "/health/checks/node-is-quorum-critical";
-        let resp = self
-            .http
-            .get(format!("{}{PATH}", self.base))
-            .basic_auth(&self.user, Some(&self.password))
-            .send()
-            .await
-            .with_context(|| format!("GET {PATH}"))?;
+        let resp = self.call(reqwest::Method::GET, PATH, None).await?;
         if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
             #[derive(Deserialize)]
             struct Failed {
