@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+import amqp
 import lab as labmod
 import stompclient as sc
 from steps import Steps, apply_until_running, broker_resource, java_home, wait_until
@@ -61,10 +62,10 @@ def test_00_bundles_built_and_agent_uses_a_mirror(lab, host, tmp_path_factory):
                    env={**os.environ, "FERRYMQ_BUNDLE_DIR": str(CACHE)})
     print(f"\nappliance/bundles/build (cached or not): {time.monotonic() - start:.1f} s")
     mirror = tmp_path_factory.mktemp("bundle-mirror")
-    for v in ("5.17.2", "5.17.6"):
-        archive = CACHE / f"activemq-{v}.tar.gz"
+    for name in ("activemq-5.17.2", "activemq-5.17.6", "rabbitmq-3.10.8"):
+        archive = CACHE / f"{name}.tar.gz"
         shutil.copy(archive, mirror / archive.name)
-        labmod.record_result(f"bundle_activemq_{v.replace('.', '_')}_bytes", archive.stat().st_size)
+        labmod.record_result(f"bundle_{name.replace('-', '_').replace('.', '_')}_bytes", archive.stat().st_size)
     os.chmod(mirror, 0o755)
     S.s["mirror"] = mirror
     port = 8088
@@ -184,6 +185,31 @@ def test_04_downgrade_and_skipped_rabbitmq_minor_refused_at_plan(host, tf_factor
     flat = " ".join(plan.output.split())
     assert plan.rc == 1, plan.output
     assert "skips RabbitMQ minor versions" in flat and "3.9 first" in flat and "engine_version = var.engine_version" in flat, plan.output
+
+
+def test_05_rabbitmq_runs_from_its_bundle(lab, tf_factory):
+    """RabbitMQ 3.10.8 from its bundle (Debian 12's server tree on the host's Erlang), fetched
+    from the same mirror by another host's agent."""
+    S.need("mirror")
+    other = lab.hosts[1]
+    tf = tf_factory("bundles-rabbitmq-node", example="rabbitmq-single-instance")
+    tf.env["FERRYMQ_BUNDLE_MIRROR"] = S.s["mirror_url"]
+    tf.write_vars({"broker_name": "acceptance-bundles-rabbitmq", "host": other.address, "volume": other.loop,
+                   "users": [APP]})
+    try:
+        _res, out = apply_until_running(tf, "bundles_rabbitmq_3_10_8_apply_to_running_seconds", APP["password"])
+        beams = other.pids_named("beam.smp")
+        assert len(beams) == 1, other.processes()
+        # The bundle's scripts point Erlang at the bundle's plugins (ERL_LIBS).
+        environ = Path(f"/proc/{beams[0]}/environ").read_bytes().split(b"\0")
+        erl_libs = next((e.decode() for e in environ if e.startswith(b"ERL_LIBS=")), "")
+        link = os.path.realpath(other.state_dir / "brokers" / out["broker_id"] / "engine-current")
+        assert Path(link).name.startswith("rabbitmq-3.10.8-"), link
+        assert f"{link}/home/plugins" in erl_libs, f"beam.smp does not run the bundle's plugins: {erl_libs}"
+        assert amqp.login_error(out["amqp_endpoint"], APP["username"], APP["password"]) == ""
+    finally:
+        tf.destroy()
+    assert other.pids_named("beam.smp") == [], other.processes()
 
 
 def test_99_destroy_and_stop_the_mirror(lab, host):

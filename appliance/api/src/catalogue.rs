@@ -375,8 +375,8 @@ pub const ENGINE_VERSIONS: &[EngineVersion] = &[
         version: "3.10.8",
         source: "Debian 12 rabbitmq-server 3.10.8",
         protocols: &["amqp"],
-        // Run from the host's Debian package (no bundle built yet: its Erlang is the host's).
-        bundle_sha256: "",
+        // Debian 12's server tree (sbin, escripts, plugins); the Erlang runtime is the host's.
+        bundle_sha256: "20d9469c9ec8781f5b6a1b29656489532a127367558be949b165850033536b37",
         upgrades_to: &[],
     },
 ];

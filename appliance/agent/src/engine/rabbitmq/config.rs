@@ -174,31 +174,7 @@ mod tests {
 
     #[test]
     fn conf_binds_the_host_address_and_replaces_guest() {
-        let address = "10.9.8.7".parse().expect("ip");
-        let node = RabbitMq::new(crate::engine::Placement {
-            broker_id: "b-1".into(),
-            address,
-            config_dir: "/state/b-1/engine".into(),
-            data_dir: "/state/b-1/volume/rabbitmq".into(),
-            instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
-            volume_bytes: 0,
-            users: vec![],
-            agent_password: "s3cret-agent-pass".into(),
-            cookie: "COOKIE".into(),
-            peers: vec![address],
-            instance_index: 0,
-            certificate: crate::certificates::CertificateFiles::in_dir(std::path::Path::new(
-                "/state/b-1/engine/tls",
-            )),
-            deployment_ca_pem: String::new(),
-            plain_listeners: false,
-            keystore_password: String::new(),
-            passwords: Default::default(),
-            configuration: None,
-            logs: Default::default(),
-            engine_home: None,
-        })
-        .expect("node");
+        let node = RabbitMq::new(super::super::tests::placement()).expect("node");
         let files = render(&node).expect("render");
         let conf = &files[0];
         assert_eq!(

@@ -23,8 +23,8 @@ pub const AMQP_PORT: u16 = 5672;
 pub const CONSOLE_PORT: u16 = 15672;
 /// The engine user the agent manages the broker with; never reported as a broker user.
 pub const AGENT_USER: &str = "ferrymq-agent";
-const SERVER: &str = "/usr/lib/rabbitmq/bin/rabbitmq-server";
-const CTL: &str = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+/// The scripts of Debian's package; a bundle has the same ones under `<home>/sbin`.
+const DEBIAN_SBIN: &str = "/usr/lib/rabbitmq/bin";
 
 /// One RabbitMQ node of one broker on this host.
 pub struct RabbitMq {
@@ -54,6 +54,16 @@ impl RabbitMq {
 
     fn node_name(&self) -> String {
         node_name(self.placement.address)
+    }
+
+    /// A RabbitMQ script (`rabbitmq-server`, `rabbitmqctl`) of the placed bundle, else of the
+    /// host's Debian package. The scripts find their home from their own path, so the bundle's
+    /// run its own server tree (plugins, escripts) on the host's Erlang.
+    fn script(&self, name: &str) -> PathBuf {
+        match &self.placement.engine_home {
+            Some(home) => home.join("sbin").join(name),
+            None => PathBuf::from(DEBIAN_SBIN).join(name),
+        }
     }
 
     /// Whether this node has never run: no database of its own yet.
@@ -140,7 +150,7 @@ impl Engine for RabbitMq {
         ];
         vec![UnitSpec {
             name: format!("{}-rabbitmq", self.placement.broker_id),
-            program: SERVER.into(),
+            program: self.script("rabbitmq-server"),
             args: vec![],
             env,
             user: Some(self.system_user().into()),
@@ -314,7 +324,7 @@ impl Engine for RabbitMq {
         let Ok(Some(user)) = nix::unistd::User::from_name(self.system_user()) else {
             return Ok(false);
         };
-        let out = tokio::process::Command::new(CTL)
+        let out = tokio::process::Command::new(self.script("rabbitmqctl"))
             .args([
                 "--longnames",
                 "-n",
@@ -356,5 +366,61 @@ impl Engine for RabbitMq {
 
     async fn metrics(&self) -> Result<Vec<Sample>> {
         metrics::samples(&self.management, &self.node_name()).await
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::engine::{Engine, Placement};
+
+    /// A node of broker `b-1` on 10.9.8.7, run from the host's Debian package.
+    pub(crate) fn placement() -> Placement {
+        let address = "10.9.8.7".parse().expect("ip");
+        Placement {
+            broker_id: "b-1".into(),
+            address,
+            config_dir: "/state/b-1/engine".into(),
+            data_dir: "/state/b-1/volume/rabbitmq".into(),
+            instance_type: ferrymq_api::catalogue::instance_type("mq.m5.large").expect("type"),
+            volume_bytes: 0,
+            users: vec![],
+            agent_password: "s3cret-agent-pass".into(),
+            cookie: "COOKIE".into(),
+            peers: vec![address],
+            instance_index: 0,
+            certificate: crate::certificates::CertificateFiles::in_dir(std::path::Path::new(
+                "/state/b-1/engine/tls",
+            )),
+            deployment_ca_pem: String::new(),
+            plain_listeners: false,
+            keystore_password: String::new(),
+            passwords: Default::default(),
+            configuration: None,
+            logs: Default::default(),
+            engine_home: None,
+        }
+    }
+
+    #[test]
+    fn the_server_runs_from_the_bundle_when_one_is_placed() {
+        let debian = RabbitMq::new(placement()).expect("node");
+        assert_eq!(
+            debian.units()[0].program,
+            PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server")
+        );
+        let bundled = RabbitMq::new(Placement {
+            engine_home: Some("/state/bundles/rabbitmq-3.10.8-20d9469c9ec8/home".into()),
+            ..placement()
+        })
+        .expect("node");
+        assert_eq!(
+            bundled.units()[0].program,
+            PathBuf::from("/state/bundles/rabbitmq-3.10.8-20d9469c9ec8/home/sbin/rabbitmq-server")
+        );
+        assert_eq!(
+            bundled.script("rabbitmqctl"),
+            PathBuf::from("/state/bundles/rabbitmq-3.10.8-20d9469c9ec8/home/sbin/rabbitmqctl")
+        );
     }
 }
