@@ -75,6 +75,8 @@ pub struct Reconciler {
     users_synced: Mutex<HashMap<String, (u64, u32)>>,
     /// Asks the other instances of a broker whose turn it is in a roll-out.
     peers: Option<maintenance::Peers>,
+    /// The window-bound changes last logged as being applied, by broker.
+    applying_said: Mutex<HashMap<String, Vec<String>>>,
     bundles: Arc<crate::bundle::Store>,
 }
 
@@ -99,6 +101,7 @@ impl Reconciler {
             passwords: Mutex::new(HashMap::new()),
             users_synced: Mutex::new(HashMap::new()),
             peers: None,
+            applying_said: Mutex::new(HashMap::new()),
             bundles: Arc::new(crate::bundle::Store::new(bundles_dir, None)),
         }
     }
@@ -168,8 +171,13 @@ impl Reconciler {
                     }
                 }
             }
-            for change in &gated.applying {
-                tracing::info!(broker = %stored.spec.broker_id, %change, in_window = gated.in_window, "applying");
+            // Said once per change, not on every pass until it serves.
+            let applying: Vec<String> = gated.applying.iter().map(ToString::to_string).collect();
+            if lock(&self.applying_said).get(&id) != Some(&applying) {
+                for change in &applying {
+                    tracing::info!(broker = %id, %change, in_window = gated.in_window, "applying");
+                }
+                lock(&self.applying_said).insert(id.clone(), applying);
             }
             if gated.rebooting() {
                 ctx.restart =
