@@ -155,7 +155,7 @@ def activemq_publisher(ep: str, queue: str, size: int, count, stop, errors) -> N
                     listener.receipts.pop(rid, None)
             with count.get_lock():
                 count.value += len(ids)
-        stompclient._close(conn)
+        stompclient.close(conn)
     except Exception as e:  # noqa: BLE001
         errors.put(f"publisher: {type(e).__name__}: {e}")
 
@@ -184,7 +184,7 @@ def activemq_consumer(ep: str, queue: str, size: int, count, stop, errors) -> No
         conn.subscribe(stompclient.queue(queue), id="1", ack="client",
                        headers={"activemq.prefetchSize": "500"})
         stop.wait()
-        stompclient._close(conn)
+        stompclient.close(conn)
     except Exception as e:  # noqa: BLE001
         errors.put(f"consumer: {type(e).__name__}: {e}")
 

@@ -382,7 +382,7 @@ class StorePublisher(threading.Thread):
                     raise RuntimeError(f"connection lost with {len(pending)} sends not receipted")
                 if self.stop.is_set() and time.monotonic() - self.last_receipt_at > 60:
                     raise RuntimeError(f"{len(pending)} sends never receipted after stop")
-            stompclient._close(conn)
+            stompclient.close(conn)
         except BaseException as e:  # reported by the test
             self.error = e
 
