@@ -10,14 +10,22 @@ Two guests on a bridge of our own (fmqi-br, 10.79.8.0/24, tap devices):
   the kernel command line, its address from a static ip=.
 Both are enrolled with `ferrymq-agent pki enroll`; Terraform 1.0.3 applies
 examples/rabbitmq-single-instance on the VM; a client sends and receives a message through the
-broker's endpoint on the guest. Every wait polls for readiness (ports, console lines), with
-generous bounds: RabbitMQ takes about a minute to start in a software-emulated guest.
+broker's TLS endpoint on the guest (verified with the CA of `terraform output ca_certificate`).
+Then the same example with `encryption_options` on the VM's second data disk: the guest kernel
+has dm-crypt (the acceptance hosts' kernel has not), so this is where LUKS2 runs for real. The
+key file comes on the NoCloud seed (mounted at /run/ferrymq/seed), as user data would bring it.
+The guest has no shell login: what happens inside is read on its serial console (the agent logs
+there, and the kernel's mount messages name the device), the LUKS header on the disk image from
+the host. Every wait polls for readiness (ports, console lines), with generous bounds: RabbitMQ
+takes about a minute to start in a software-emulated guest.
 """
 
 from __future__ import annotations
 
 import base64
+import calendar
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -48,6 +56,10 @@ BRIDGE, GATEWAY = "fmqi-br", f"{NET}.1"
 HTTP_PORT = 8079
 BOOT_TIMEOUT = float(os.environ.get("FERRYMQ_BOOT_TIMEOUT", "900"))
 APP = {"username": "app", "password": "app-Passw0rd-2024!", "console_access": True}
+# The volume key of the encrypted broker: on the seed disk, which the image mounts here.
+KEY_NAME = "volume.key"
+GUEST_KEY_FILE = f"/run/ferrymq/seed/{KEY_NAME}"
+LUKS_MAGIC, LUKS_MAGIC_2ND = b"LUKS\xba\xbe", b"SKUL\xba\xbe"
 
 S: dict = {}
 DONE: set = set()
@@ -151,15 +163,18 @@ class Guest:
         return time.monotonic() - self.started
 
 
-def make_seed(path: Path, token: str, ca_pem: str) -> None:
-    """A NoCloud seed: user-data with the token and the CA, as a small ext4 image labelled CIDATA
-    (mke2fs -d fills it without mounting; real users make an ISO with cloud-localds)."""
+def make_seed(path: Path, token: str, ca_pem: str, volume_key: bytes) -> None:
+    """A NoCloud seed: user-data with the token and the CA, and the volume key file of the
+    encrypted broker, as a small ext4 image labelled CIDATA (mke2fs -d fills it without
+    mounting; real users make an ISO with cloud-localds)."""
     tree = path.with_suffix(".d")
     shutil.rmtree(tree, ignore_errors=True)
     tree.mkdir(parents=True)
     ca_b64 = base64.b64encode(ca_pem.encode()).decode()
     (tree / "user-data").write_text(f"#cloud-config\nferrymq_join_token: {token}\nferrymq_ca: {ca_b64}\n")
     (tree / "meta-data").write_text("instance-id: ferrymq-boot-test\n")
+    (tree / KEY_NAME).write_bytes(volume_key)
+    (tree / KEY_NAME).chmod(0o400)
     path.unlink(missing_ok=True)
     sh("mkfs.ext4", "-q", "-F", "-L", "CIDATA", "-d", str(tree), str(path), "8M")
 
@@ -221,7 +236,8 @@ def deployment(net):
     subprocess.run([str(AGENT), "pki", "init", "--dir", str(pki)], check=True, capture_output=True)
     ca_pem = (pki / "ca.pem").read_text()
     shutil.copy(pki / "ca.pem", net["http"] / "ca.pem")
-    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_hex(20), "pxe": secrets.token_hex(20)}}
+    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_hex(20), "pxe": secrets.token_hex(20)},
+            "volume_key": secrets.token_hex(32).encode()}
 
 
 @pytest.fixture(scope="module")
@@ -230,8 +246,10 @@ def guests(net, deployment):
     for g in (vm, pxe):
         g.dir.mkdir(parents=True, exist_ok=True)
         sh("qemu-img", "create", "-q", "-f", "raw", str(g.dir / "data.img"), "1G")
+    # The VM's second data disk (/dev/vdc) for the encrypted broker.
+    sh("qemu-img", "create", "-q", "-f", "raw", str(vm.dir / "data-luks.img"), "1G")
     sh("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(QCOW2), "-F", "qcow2", str(vm.dir / "disk.qcow2"))
-    make_seed(vm.dir / "seed.img", deployment["tokens"]["vm"], deployment["ca_pem"])
+    make_seed(vm.dir / "seed.img", deployment["tokens"]["vm"], deployment["ca_pem"], deployment["volume_key"])
     script = (PXE_DIR / "boot.ipxe").read_text()
     script = (script.replace("SERVER", f"{GATEWAY}:{HTTP_PORT}")
               .replace("ADDRESS", pxe.ip).replace("GATEWAY", GATEWAY).replace("NETMASK", "255.255.255.0")
@@ -245,7 +263,8 @@ def guests(net, deployment):
 def test_01_vm_boots_and_says_it_has_no_token(guests):
     vm = guests["vm"]
     vm.start(["-drive", f"file={vm.dir / 'disk.qcow2'},if=virtio,format=qcow2",
-              "-drive", f"file={vm.dir / 'data.img'},if=virtio,format=raw"])
+              "-drive", f"file={vm.dir / 'data.img'},if=virtio,format=raw",
+              "-drive", f"file={vm.dir / 'data-luks.img'},if=virtio,format=raw"])
     # The PXE guest boots alongside (2 vCPUs shared by both: the figures are upper bounds).
     pxe = guests["pxe"]
     pxe.start(["-boot", "n", "-drive", f"file={pxe.dir / 'data.img'},if=virtio,format=raw"])
@@ -301,6 +320,9 @@ def test_04_both_guests_enroll_once_and_switch_to_mtls_with_systemd_supervision(
         assert replay.returncode != 0, f"{name}: a replayed token was accepted"
         wait_until(lambda: 'supervisor="systemd"' in g.console() or "supervisor=systemd" in g.console(), 120,
                    lambda: f"{name}: the agent serving with the systemd supervisor\n{g.console_tail()}")
+    # The PXE guest has shown what it must: stopped, it leaves the host's CPU (shared, emulated)
+    # to the VM guest's brokers.
+    guests["pxe"].stop()
     DONE.add("enrolled")
 
 
@@ -323,7 +345,7 @@ def test_05_terraform_applies_rabbitmq_on_the_vm_and_a_message_goes_through(gues
     labmod.record_result("image_guest_apply_to_running_seconds", round(seconds, 1))
     print(f"\nFIGURE image_guest_apply_to_running_seconds = {seconds:.1f} (terraform apply on the TCG guest)")
     endpoint = out["amqp_endpoint"]
-    assert endpoint == f"amqp://{vm.ip}:5672", out
+    assert endpoint == f"amqps://{vm.ip}:{labmod.AMQPS_PORT}", out
     body = b"through the appliance " + secrets.token_hex(4).encode()
     amqp.publish_confirmed(endpoint, APP["username"], APP["password"], "image.boot", [body])
     got = amqp.consume(endpoint, APP["username"], APP["password"], "image.boot", 1, timeout=60)
@@ -336,4 +358,115 @@ def test_06_destroy_removes_the_broker(guests):
     tf = S["tf"]
     tf.run("destroy", "-auto-approve", "-input=false", "-no-color")
     vm = guests["vm"]
-    wait_until(lambda: not port_open(vm.ip, labmod.AMQP_PORT), 120, "the broker's AMQP port to close")
+    wait_until(lambda: not port_open(vm.ip, labmod.AMQPS_PORT), 120, "the broker's AMQPS port to close")
+    DONE.add("destroyed")
+
+
+def luks_header(image: Path) -> dict:
+    """The LUKS2 binary header at the start of a disk image, read on the host (which has no
+    cryptsetup): magic, version, label; and whether the secondary header (at hdr_size) is there."""
+    with open(image, "rb") as f:
+        head = f.read(4096)
+        hdr_size = int.from_bytes(head[8:16], "big")
+        second = b""
+        if head[:6] == LUKS_MAGIC and 4096 <= hdr_size <= 4 << 20:
+            f.seek(hdr_size)
+            second = f.read(6)
+    return {"magic": head[:6] == LUKS_MAGIC, "version": int.from_bytes(head[6:8], "big"),
+            "label": head[24:72].split(b"\0")[0].decode(errors="replace"), "second": second == LUKS_MAGIC_2ND}
+
+
+def agent_lines(console: str, message: str) -> list[tuple[float, str]]:
+    """The agent's console lines carrying `message`, with their UTC timestamps in seconds."""
+    found = []
+    for line in console.splitlines():
+        m = re.search(r"ferrymq-agent\[\d+\]: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?)Z .*", line)
+        if m and message in line:
+            stamp = time.strptime(m.group(1).split(".")[0], "%Y-%m-%dT%H:%M:%S")
+            fraction = float("0." + m.group(1).split(".")[1]) if "." in m.group(1) else 0.0
+            found.append((calendar.timegm(stamp) + fraction, line))
+    return found
+
+
+def test_07_an_encrypted_volume_runs_on_luks2_in_the_guest(guests, deployment):
+    """encryption_options on the VM's second data disk: formatted LUKS2 with the key file from the
+    seed, opened as a dm-crypt mapping, the broker's filesystem on the mapping."""
+    need("destroyed")
+    vm = guests["vm"]
+    pki = deployment["pki"]
+    image = vm.dir / "data-luks.img"
+    assert not luks_header(image)["magic"], "the second data disk is not blank"
+    tf = labmod.Terraform(RUN / "tf-luks", example=REPO / "examples" / "rabbitmq-single-instance", bin_dir=BIN_DIR,
+                          extra_env={"FERRYMQ_CA_CERT": str(pki / "ca.pem"),
+                                     "FERRYMQ_CLIENT_CERT": str(pki / "client.pem"),
+                                     "FERRYMQ_CLIENT_KEY": str(pki / "client-key.pem")})
+    S["tf_luks"] = tf
+    tf.write_vars({"broker_name": "image-rabbitmq-luks", "host": vm.ip, "volume": "/dev/vdc",
+                   "host_instance_type": "mq.t3.micro", "users": [APP], "encryption_key_file": GUEST_KEY_FILE})
+    mark = len(vm.console())
+    start = time.monotonic()
+    res = tf.apply()
+    out = tf.output()
+    seconds = time.monotonic() - start
+    console = vm.console()[mark:]
+    assert out.get("status") == "RUNNING", f"{out}\n{res.output}\n{vm.console_tail()}"
+    labmod.record_result("image_guest_apply_encrypted_to_running_seconds", round(seconds, 1))
+    print(f"\nFIGURE image_guest_apply_encrypted_to_running_seconds = {seconds:.1f}")
+
+    # Inside the guest (its console): the agent formatted /dev/vdc as LUKS2, opened it as a
+    # dm-crypt mapping and mounted the broker's filesystem from the mapping; the kernel says it
+    # mounted ext4 from a device-mapper device.
+    formatted = [x for x in agent_lines(console, "formatting blank volume as LUKS2") if '"/dev/vdc"' in x[1]]
+    assert formatted, f"no LUKS2 format of /dev/vdc on the console:\n{console[-4000:]}"
+    opened = agent_lines(console, "opened encrypted volume")
+    assert opened, console[-4000:]
+    mapping = re.search(r"mapping=(/dev/mapper/\S+)", opened[-1][1])
+    assert mapping, opened[-1][1]
+    mapper = mapping.group(1)
+    mounted = [x for x in agent_lines(console, "mounted volume") if f'"{mapper}"' in x[1]]
+    assert mounted, f"the broker's filesystem was not mounted from {mapper}:\n{console[-4000:]}"
+    assert re.search(r"EXT4-fs \(dm-\d+\): mounted filesystem", console), console[-4000:]
+    prepare = mounted[0][0] - formatted[0][0]
+    labmod.record_result("image_guest_luks_prepare_seconds", round(prepare, 1))
+    print(f"FIGURE image_guest_luks_prepare_seconds = {prepare:.1f} (luksFormat + open + mkfs + mount, guest clock)")
+
+    # On the disk (read from the host): a LUKS2 header labelled for the broker, as the mapping.
+    header = luks_header(image)
+    assert header["magic"] and header["version"] == 2 and header["second"], header
+    assert mapper.endswith("/" + header["label"]), (header, mapper)
+    blkid = sh("blkid", "-p", "-o", "export", str(image), check=False).stdout
+    assert "TYPE=crypto_LUKS" in blkid, blkid
+
+    endpoint = out["amqp_endpoint"]
+    assert endpoint == f"amqps://{vm.ip}:{labmod.AMQPS_PORT}", out
+    body = b"through the encrypted volume " + secrets.token_hex(4).encode()
+    amqp.publish_confirmed(endpoint, APP["username"], APP["password"], "image.luks", [body])
+    got = amqp.consume(endpoint, APP["username"], APP["password"], "image.luks", 1, timeout=60)
+    assert got == [body], got
+    # The key is read by cryptsetup from the file only: not in the state, not on the console.
+    key = deployment["volume_key"].decode()
+    assert key not in vm.console(), "the volume key was logged"
+    assert key not in (tf.workdir / "terraform.tfstate").read_text(), "the volume key is in the state"
+    S["luks"] = {"mapper": mapper}
+    DONE.add("encrypted")
+
+
+def test_08_destroy_closes_the_mapping_and_erases_the_luks_header(guests):
+    need("encrypted")
+    vm = guests["vm"]
+    mark = len(vm.console())
+    S["tf_luks"].run("destroy", "-auto-approve", "-input=false", "-no-color")
+    wait_until(lambda: not port_open(vm.ip, labmod.AMQPS_PORT), 120, "the encrypted broker's AMQPS port to close")
+    # The agent wiped the filesystem on the mapping, closed it (cryptsetup close, else it stops
+    # with an error before erasing) and erased the container of /dev/vdc.
+    console = lambda: vm.console()[mark:]  # noqa: E731
+    wait_until(lambda: agent_lines(console(), "erased encrypted volume"), 120,
+               lambda: f"the agent to erase the LUKS container\n{vm.console_tail()}")
+    mapper = S["luks"]["mapper"]
+    assert any(f'"{mapper}"' in line for _, line in agent_lines(console(), "wiped volume")), console()[-4000:]
+    erased = [line for _, line in agent_lines(console(), "erased encrypted volume")]
+    assert '"/dev/vdc"' in erased[-1], erased
+    header = luks_header(vm.dir / "data-luks.img")
+    assert not header["magic"], f"the LUKS header is still on the disk: {header}"
+    blkid = sh("blkid", "-p", "-o", "export", str(vm.dir / "data-luks.img"), check=False)
+    assert "crypto_LUKS" not in blkid.stdout, blkid.stdout

@@ -100,11 +100,21 @@ pub fn render_service(unit: &UnitSpec) -> String {
     s
 }
 
+/// Runs `systemctl`. The reconciler and the API call the supervisor from async code, and a
+/// `daemon-reload` takes seconds on a loaded (or software-emulated) host: on a worker of the
+/// multi-threaded runtime the wait is handed to `block_in_place`, so the other tasks (the
+/// systemd watchdog ping among them) keep running. Found by the image boot test: two reloads
+/// in a row starved the watchdog and systemd killed the agent.
 fn systemctl(args: &[&str]) -> Result<String> {
-    let out = Command::new("systemctl")
-        .args(args)
-        .output()
-        .with_context(|| format!("running systemctl {}", args.join(" ")))?;
+    let run = || Command::new("systemctl").args(args).output();
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let out = if multi_thread {
+        tokio::task::block_in_place(run)
+    } else {
+        run()
+    }
+    .with_context(|| format!("running systemctl {}", args.join(" ")))?;
     if !out.status.success() {
         bail!(
             "systemctl {} failed: {}",

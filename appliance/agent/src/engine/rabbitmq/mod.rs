@@ -13,7 +13,7 @@ use anyhow::Result;
 use ferrymq_api::agent::User;
 use management::Management;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Amazon MQ's ports: AMQPS and the console over HTTPS, always served.
 pub const AMQPS_PORT: u16 = 5671;
@@ -64,6 +64,11 @@ impl RabbitMq {
             Some(home) => home.join("sbin").join(name),
             None => PathBuf::from(DEBIAN_SBIN).join(name),
         }
+    }
+
+    /// Where the node writes its VM's pid (`RABBITMQ_PID_FILE`).
+    fn pid_file(&self) -> PathBuf {
+        self.placement.config_dir.join("rabbitmq.pid")
     }
 
     /// Whether this node has never run: no database of its own yet.
@@ -143,10 +148,7 @@ impl Engine for RabbitMq {
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
                 dist_interface_args(self.placement.address),
             ),
-            (
-                "RABBITMQ_PID_FILE".into(),
-                d(&self.placement.config_dir.join("rabbitmq.pid")),
-            ),
+            ("RABBITMQ_PID_FILE".into(), d(&self.pid_file())),
         ];
         vec![UnitSpec {
             name: format!("{}-rabbitmq", self.placement.broker_id),
@@ -318,7 +320,10 @@ impl Engine for RabbitMq {
     /// RabbitMQ reads certificate files again once Erlang's PEM cache is cleared: renewed
     /// files take effect for new connections without a restart, and open ones keep going.
     async fn install_certificate(&self, changed: bool) -> Result<bool> {
-        if !changed {
+        // A node that does not run reads the files when it starts. Asking it anyway costs a
+        // whole rabbitmqctl (an Erlang VM that retries the missing node): over a minute of CPU
+        // on a software-emulated appliance, at every first start.
+        if !changed || !node_process_alive(&self.pid_file()) {
             return Ok(false);
         }
         let Ok(Some(user)) = nix::unistd::User::from_name(self.system_user()) else {
@@ -367,6 +372,15 @@ impl Engine for RabbitMq {
     async fn metrics(&self) -> Result<Vec<Sample>> {
         metrics::samples(&self.management, &self.node_name()).await
     }
+}
+
+/// Whether the process a pid file names (RabbitMQ writes its VM's pid once it boots) is alive;
+/// false without the file or with a stale one.
+fn node_process_alive(pid_file: &Path) -> bool {
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(|pid| pid > 0 && Path::new(&format!("/proc/{pid}")).exists())
 }
 
 #[cfg(test)]
@@ -422,5 +436,21 @@ pub(crate) mod tests {
             bundled.script("rabbitmqctl"),
             PathBuf::from("/state/bundles/rabbitmq-3.10.8-20d9469c9ec8/home/sbin/rabbitmqctl")
         );
+    }
+
+    #[test]
+    fn a_node_runs_only_while_its_pid_file_names_a_live_process() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-rabbit-pid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let pid_file = dir.join("rabbitmq.pid");
+        assert!(!node_process_alive(&pid_file), "no pid file");
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).expect("write");
+        assert!(node_process_alive(&pid_file), "this test's own pid");
+        // Above the kernel's pid_max (at most 2^22): no such process.
+        std::fs::write(&pid_file, "99999999\n").expect("write");
+        assert!(!node_process_alive(&pid_file), "a stale pid file");
+        std::fs::write(&pid_file, "not a pid").expect("write");
+        assert!(!node_process_alive(&pid_file), "garbage");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
