@@ -326,14 +326,19 @@ def test_04_both_guests_enroll_once_and_switch_to_mtls_with_systemd_supervision(
     DONE.add("enrolled")
 
 
+def rabbitmq_example(workdir, pki):
+    """A Terraform runner on examples/rabbitmq-single-instance with the deployment's credentials."""
+    return labmod.Terraform(workdir, example=REPO / "examples" / "rabbitmq-single-instance", bin_dir=BIN_DIR,
+                            extra_env={"FERRYMQ_CA_CERT": str(pki / "ca.pem"),
+                                       "FERRYMQ_CLIENT_CERT": str(pki / "client.pem"),
+                                       "FERRYMQ_CLIENT_KEY": str(pki / "client-key.pem")})
+
+
 def test_05_terraform_applies_rabbitmq_on_the_vm_and_a_message_goes_through(guests, deployment):
     need("enrolled")
     vm = guests["vm"]
     pki = deployment["pki"]
-    tf = labmod.Terraform(RUN / "tf", example=REPO / "examples" / "rabbitmq-single-instance", bin_dir=BIN_DIR,
-                          extra_env={"FERRYMQ_CA_CERT": str(pki / "ca.pem"),
-                                     "FERRYMQ_CLIENT_CERT": str(pki / "client.pem"),
-                                     "FERRYMQ_CLIENT_KEY": str(pki / "client-key.pem")})
+    tf = rabbitmq_example(RUN / "tf", pki)
     S["tf"] = tf
     tf.write_vars({"broker_name": "image-rabbitmq", "host": vm.ip, "volume": "/dev/vdb",
                    "host_instance_type": "mq.t3.micro", "users": [APP]})
@@ -396,10 +401,7 @@ def test_07_an_encrypted_volume_runs_on_luks2_in_the_guest(guests, deployment):
     pki = deployment["pki"]
     image = vm.dir / "data-luks.img"
     assert not luks_header(image)["magic"], "the second data disk is not blank"
-    tf = labmod.Terraform(RUN / "tf-luks", example=REPO / "examples" / "rabbitmq-single-instance", bin_dir=BIN_DIR,
-                          extra_env={"FERRYMQ_CA_CERT": str(pki / "ca.pem"),
-                                     "FERRYMQ_CLIENT_CERT": str(pki / "client.pem"),
-                                     "FERRYMQ_CLIENT_KEY": str(pki / "client-key.pem")})
+    tf = rabbitmq_example(RUN / "tf-luks", pki)
     S["tf_luks"] = tf
     tf.write_vars({"broker_name": "image-rabbitmq-luks", "host": vm.ip, "volume": "/dev/vdc",
                    "host_instance_type": "mq.t3.micro", "users": [APP], "encryption_key_file": GUEST_KEY_FILE})
