@@ -82,6 +82,11 @@ output "status" {
 output "load_balancer_endpoint" {
   value = ferrymq_broker.rabbitmq.load_balancer_endpoint
 }
+
+# What clients verify the broker with (the tests' TLS clients trust it from here).
+output "ca_certificate" {
+  value = ferrymq_broker.rabbitmq.ca_certificate
+}
 """
 
 S = Steps()
@@ -145,7 +150,7 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     S.s["endpoint"] = out["load_balancer_endpoint"]
     assert S.s["endpoint"] == f"amqps://{vip(lab)}:5671", out
     values = broker_resource(tf, ADDRESS)
-    assert values["load_balancer"][0]["hosts"] == [lb_host.address], values["load_balancer"]
+    assert values["load_balancer"]["hosts"] == [lb_host.address], values["load_balancer"]
     assert [i["ip_address"] for i in values["instances"]] == [host.address], values["instances"]
 
     # The dedicated host runs HAProxy and keepalived and nothing of the engine; the broker's host
@@ -163,12 +168,24 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     S.ok("apply")
 
 
+def holder_of_vip(lab) -> "labmod.Host":
+    holders = wait_until(lambda: (lambda hs: hs if len(hs) == 1 else None)(lab.address_holders(vip(lab))), 30,
+                         "one host holding the virtual IP")
+    return holders[0]
+
+
 def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
-    """An AMQP connection through the virtual IP stays open across a load_balancer.hosts change
-    (keepalived reloaded) and a rewrite of HAProxy's configuration (HAProxy reloaded with
-    SIGUSR2): it still publishes with a confirm, and HAProxy's master process is the same."""
+    """An AMQP connection through the virtual IP stays open across a rewrite of HAProxy's
+    configuration on the holder (HAProxy reloaded with SIGUSR2): it still publishes with a
+    confirm, and HAProxy's master process is the same."""
     S.need("apply")
-    tf = S.s["tf"]
+    # A second load-balancer host: the broker's own. keepalived on the dedicated host gets its
+    # first peer, which re-creates its VRRP instance (a multicast socket becomes a unicast one):
+    # the virtual IP is elected again, so the connection is opened after that.
+    apply_hosts(S.s["tf"], [lb_host, host])
+    assert {"haproxy", "keepalived"} <= {c for _p, c, _ in host.processes()}
+    holder = holder_of_vip(lab)
+    S.s["holder"] = holder
     conn = amqp.connect(S.s["endpoint"], "app", PASSWORD, heartbeat=0)
     try:
         ch = conn.channel()
@@ -176,29 +193,24 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         ch.confirm_delivery()
         props = pika.BasicProperties(delivery_mode=2)
         ch.basic_publish("", QUEUE, b"before", properties=props, mandatory=True)
-        master = haproxy_master(lb_host)
-        workers = set(lb_host.pids_named("haproxy")) - {master}
-
-        # A second load-balancer host: the broker's own. keepalived on the dedicated host gets a
-        # new peer (reloaded); the virtual IP stays where it is (nopreempt).
-        apply_hosts(tf, [lb_host, host])
-        assert "haproxy" in {c for _p, c, _ in host.processes()}
-        assert lab.address_holders(vip(lab)) == [lb_host]
+        master = haproxy_master(holder)
+        workers = set(holder.pids_named("haproxy")) - {master}
 
         # HAProxy's configuration rewritten: the agent finds it changed and writes it back, checks
         # it and reloads HAProxy, whose new worker takes new connections while the old one keeps
         # this connection.
-        cfg = lb_dir(lb_host) / "haproxy.cfg"
+        cfg = lb_dir(holder) / "haproxy.cfg"
         want = cfg.read_text()
         cfg.write_text(want.replace("timeout check 2s", "timeout check 3s"))
         changed = time.monotonic()
         wait_until(lambda: cfg.read_text() == want, 30, "the agent rewriting haproxy.cfg")
-        new_workers = wait_until(lambda: set(lb_host.pids_named("haproxy")) - {master} - workers, 30,
+        new_workers = wait_until(lambda: set(holder.pids_named("haproxy")) - {master} - workers, 30,
                                  "a new HAProxy worker after the reload")
         reloaded = time.monotonic() - changed
-        assert haproxy_master(lb_host) == master, "HAProxy's master changed: it was restarted, not reloaded"
-        assert master in lb_host.pids_named("haproxy")
-        assert workers & set(lb_host.pids_named("haproxy")), "the old worker holding the connection is gone"
+        assert haproxy_master(holder) == master, "HAProxy's master changed: it was restarted, not reloaded"
+        assert master in holder.pids_named("haproxy")
+        assert workers & set(holder.pids_named("haproxy")), "the old worker holding the connection is gone"
+        assert lab.address_holders(vip(lab)) == [holder]
 
         ch.basic_publish("", QUEUE, b"after", properties=props, mandatory=True)
         assert conn.is_open
@@ -206,8 +218,8 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         if conn.is_open:
             conn.close()
     assert endpoint_answers(S.s["endpoint"])
-    print(f"\nHAProxy reloaded {reloaded:.1f} s after its configuration changed; master {master} kept, "
-          f"new worker(s) {sorted(new_workers)}; the open connection published with a confirm after it")
+    print(f"\nHAProxy on {holder.name} reloaded {reloaded:.1f} s after its configuration changed; master {master} "
+          f"kept, new worker(s) {sorted(new_workers)}; the open connection published with a confirm after it")
     labmod.record_result("dedicated_lb_haproxy_reload_seconds", round(reloaded, 2))
     got = amqp.consume(S.s["endpoint"], "app", PASSWORD, QUEUE, 2, timeout=15)
     assert got == [b"before", b"after"], got
@@ -219,26 +231,27 @@ def test_03_haproxy_dead_on_the_holder_moves_the_virtual_ip(lab, host, lb_host):
     """keepalived tracks HAProxy: with the holder's agent stopped (nothing restarts HAProxy there),
     HAProxy killed on the holder gives the virtual IP to the other load-balancer host."""
     S.need("reload")
-    assert lab.address_holders(vip(lab)) == [lb_host]
-    lab.kill_agent(lb_host)
+    holder = holder_of_vip(lab)
+    other = lb_host if holder is host else host
+    lab.kill_agent(holder)
     try:
-        for p in lb_host.pids_named("haproxy"):
+        for p in holder.pids_named("haproxy"):
             os.kill(p, signal.SIGKILL)
         died = time.monotonic()
-        wait_until(lambda: not lb_host.pids_named("haproxy"), 10, "HAProxy gone on the holder")
-        wait_until(lambda: lab.address_holders(vip(lab)) == [host], 30,
-                   lambda: f"the virtual IP on {host.name}: held by {[h.name for h in lab.address_holders(vip(lab))]}")
+        wait_until(lambda: not holder.pids_named("haproxy"), 10, "HAProxy gone on the holder")
+        wait_until(lambda: lab.address_holders(vip(lab)) == [other], 30,
+                   lambda: f"the virtual IP on {other.name}: held by {[h.name for h in lab.address_holders(vip(lab))]}")
         wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the virtual IP after HAProxy died")
         answered = time.monotonic() - died
     finally:
-        lab.start_agent(lb_host)
-    print(f"\nHAProxy killed on {lb_host.name}: the virtual IP moved to {host.name}, "
+        lab.start_agent(holder)
+    print(f"\nHAProxy killed on {holder.name}: the virtual IP moved to {other.name}, "
           f"a new connection after {answered:.1f} s")
     labmod.record_result("dedicated_lb_haproxy_kill_new_connection_seconds", round(answered, 2))
     # The restarted agent starts HAProxy again; the address stays on its new holder.
-    wait_until(lambda: lb_host.pids_named("haproxy"), 30, f"HAProxy restarted on {lb_host.name}")
+    wait_until(lambda: holder.pids_named("haproxy"), 30, f"HAProxy restarted on {holder.name}")
     time.sleep(3)
-    assert lab.address_holders(vip(lab)) == [host]
+    assert lab.address_holders(vip(lab)) == [other]
     S.ok("haproxy_kill")
 
 
