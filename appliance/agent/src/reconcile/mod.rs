@@ -438,12 +438,18 @@ impl Reconciler {
         if previous.map(|p| p.generation) != Some(generation) {
             tracing::info!(broker = %spec.broker_id, generation, "spec stored");
         }
+        Ok(self.wake_for(&spec, generation))
+    }
+
+    /// Wakes a pass for a spec just stored as `generation`; the status as known now, with
+    /// that generation (the caller polls until a status observed for it is RUNNING).
+    fn wake_for(&self, spec: &BrokerSpec, generation: u64) -> BrokerStatus {
         self.wake.notify_one();
         let mut status = self
             .status(&spec.broker_id)
-            .unwrap_or_else(|| broker::pending_status(&spec));
+            .unwrap_or_else(|| broker::pending_status(spec));
         status.generation = generation;
-        Ok(status)
+        status
     }
 
     /// Stores the spec of a dedicated load-balancer host: nothing of it that only an engine
@@ -474,17 +480,8 @@ impl Reconciler {
         if previous.map(|p| p.generation) != Some(generation) {
             tracing::info!(broker = %spec.broker_id, generation, "load balancer spec stored");
         }
-        if let Ok(mut map) = self.statuses.lock() {
-            if let Some(s) = map.get_mut(&spec.broker_id) {
-                s.observed_generation = 0;
-            }
-        }
-        self.wake.notify_one();
-        let mut status = self
-            .status(&spec.broker_id)
-            .unwrap_or_else(|| broker::pending_status(&spec));
-        status.generation = generation;
-        Ok(status)
+        self.resync(&spec.broker_id, BTreeMap::new());
+        Ok(self.wake_for(&spec, generation))
     }
 
     /// Records an asked-for reboot of the broker on this host and wakes a pass; the restart
