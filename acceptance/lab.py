@@ -461,7 +461,46 @@ class Lab:
             raise
         return time.monotonic() - start
 
-    def _make_host(self, h: Host, agent: bool) -> None:
+    def add_host(self, volume: bool = False) -> Host:
+        """One more host in a running lab (the next index), with an agent; without a volume
+        unless asked (a load-balancer host needs none, and loop devices are few). For a test
+        module that needs more hosts than the run's lab has; ``remove_host`` takes it away."""
+        i = max((h.index for h in self.hosts), default=0) + 1
+        h = Host(index=i, name=f"h{i}", netns=f"{self.prefix}-h{i}", veth=f"{self.prefix}-h{i}",
+                 address=f"{self.net}.{10 + i}", dir=str(self.root / f"h{i}"),
+                 loop_file=str(self.root / f"h{i}" / "volume.img"))
+        self.hosts.append(h)
+        self.save()
+        try:
+            self._make_host(h, agent=True, volume=volume)
+        except BaseException:
+            self.remove_host(h)
+            raise
+        self.save()
+        return h
+
+    def remove_host(self, h: Host) -> None:
+        """Removes a host made by add_host: its processes, volume, namespace, link and files."""
+        deadline = time.monotonic() + 30
+        while (pids := [p for p in netns_pids(h.netns) if pid_alive(p)]) and time.monotonic() < deadline:
+            for p in pids:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)
+        proc = self._procs.pop(h.name, None)
+        if proc is not None:
+            proc.wait(timeout=5)
+        if h.loop:
+            run(["losetup", "-d", h.loop], check=False)
+        run(["ip", "netns", "delete", h.netns], check=False)
+        run(["ip", "link", "delete", h.veth], check=False)
+        shutil.rmtree(h.dir, ignore_errors=True)
+        self.hosts = [x for x in self.hosts if x.name != h.name]
+        self.save()
+
+    def _make_host(self, h: Host, agent: bool, volume: bool = True) -> None:
         Path(h.dir).mkdir(parents=True, exist_ok=True)
         h.state_dir.mkdir(parents=True, exist_ok=True)
         with _netns_lock:
@@ -472,8 +511,9 @@ class Lab:
         run(["ip", "-n", h.netns, "link", "set", "lo", "up"])
         run(["ip", "-n", h.netns, "link", "set", "eth0", "up"])
         # The host's disk: a sparse file on a loop device, blank (the agent formats it).
-        run(["truncate", "-s", f"{self.volume_mib}M", h.loop_file])
-        h.loop = self._attach_loop(h.loop_file)
+        if volume:
+            run(["truncate", "-s", f"{self.volume_mib}M", h.loop_file])
+            h.loop = self._attach_loop(h.loop_file)
         if agent:
             h.tls_dir.parent.mkdir(parents=True, exist_ok=True)
             run([self.agent_bin, "pki", "issue-host", "--dir", self.pki_dir, "--address", h.address, "--out", h.tls_dir])

@@ -71,9 +71,11 @@ resource "ferrymq_broker" "rabbitmq" {
     }
   }
 
-  # HAProxy and keepalived on the broker's hosts (list others in hosts = [...] to choose).
+  # HAProxy and keepalived on the broker's hosts, or on the hosts listed in load_balancer_hosts
+  # (a host that is no instance's runs the load balancer only).
   load_balancer {
     virtual_ip = var.virtual_ip
+    hosts      = var.load_balancer_hosts
   }
 
   dynamic "user" {

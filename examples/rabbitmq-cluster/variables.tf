@@ -60,3 +60,9 @@ variable "configuration_data" {
   type        = string
   default     = null
 }
+
+variable "load_balancer_hosts" {
+  description = "Addresses of the hosts that run the load balancer; null: the broker's hosts. A host that is no instance's runs HAProxy and keepalived only."
+  type        = list(string)
+  default     = null
+}

@@ -307,8 +307,9 @@ fn instance_blocks(instances: &[Value], storage: Option<StorageType>) -> Diagnos
     d
 }
 
-/// The `load_balancer` block: a virtual IP that is an address no instance owns, and hosts to
-/// run on (left out: the broker's hosts; given: at least one, each a broker host).
+/// The `load_balancer` block: a virtual IP that is an address no host owns, and hosts to run
+/// on (left out: the broker's hosts; given: at least one, each an address, none twice; a host
+/// that is no instance's runs the load balancer only).
 fn load_balancer_block(config: &Value) -> Diagnostics {
     let mut d = Vec::new();
     let lb = config.get("load_balancer");
@@ -321,8 +322,16 @@ fn load_balancer_block(config: &Value) -> Diagnostics {
         .filter_map(|i| i.get("host").as_str())
         .collect();
     let all_known = hosts.len() == instances.len();
+    let lb_hosts: Vec<&str> = lb
+        .get("hosts")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
     if let Some(vip) = lb.get("virtual_ip").as_str() {
-        let owners: Vec<&str> = if all_known { hosts.clone() } else { vec![] };
+        let mut owners: Vec<&str> = if all_known { hosts.clone() } else { vec![] };
+        owners.extend(&lb_hosts);
         if let Err(m) = validate::virtual_ip(vip, owners) {
             d.push(error(
                 AttributePath::root("load_balancer").attr("virtual_ip"),
@@ -333,8 +342,8 @@ fn load_balancer_block(config: &Value) -> Diagnostics {
     }
     if let Some(lb_hosts) = lb.get("hosts").as_list() {
         let given: Vec<&str> = lb_hosts.iter().filter_map(Value::as_str).collect();
-        if given.len() == lb_hosts.len() && all_known {
-            if let Err(m) = validate::load_balancer_hosts(&given, hosts.iter().copied()) {
+        if given.len() == lb_hosts.len() {
+            if let Err(m) = validate::load_balancer_hosts(&given) {
                 d.push(error(
                     AttributePath::root("load_balancer").attr("hosts"),
                     "Invalid load_balancer hosts",
@@ -608,10 +617,36 @@ mod tests {
             ]),
         );
         let d = broker(&lb);
+        assert_eq!(paths(&d), ["load_balancer.virtual_ip"]);
+        // A dedicated host (no instance's) is fine; one listed twice, or owning the virtual
+        // IP, is not.
+        lb.set_attr(
+            "load_balancer",
+            Value::object([
+                ("virtual_ip", Value::string("10.0.0.9")),
+                (
+                    "hosts",
+                    Value::List(vec![
+                        Value::string("10.0.0.9"),
+                        Value::string("10.0.0.9:7443"),
+                    ]),
+                ),
+            ]),
+        );
+        let d = broker(&lb);
         assert_eq!(
             paths(&d),
             ["load_balancer.virtual_ip", "load_balancer.hosts"]
         );
+        assert!(d[1].detail.contains("listed twice"), "{}", d[1].detail);
+        lb.set_attr(
+            "load_balancer",
+            Value::object([
+                ("virtual_ip", Value::string("10.0.0.100")),
+                ("hosts", Value::List(vec![Value::string("10.0.0.9")])),
+            ]),
+        );
+        assert!(broker(&lb).is_empty(), "{:?}", broker(&lb));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 pub mod catalogue;
 pub mod channel;
 pub mod configuration;
+pub mod load_balancer;
 pub mod recommendation;
 pub mod server_certificate;
 pub mod validate;

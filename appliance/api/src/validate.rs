@@ -353,32 +353,29 @@ pub fn virtual_ip<'a>(
         .any(|h| host_address(h).ok() == Some(ip))
     {
         return Err(format!(
-            "virtual_ip {value:?} is an instance's own address; use a free address of the hosts' network"
+            "virtual_ip {value:?} is the own address of an instance or load-balancer host; use a free address of the hosts' network"
         ));
     }
     Ok(ip)
 }
 
 /// The hosts given to run the load balancer on: at least one (leaving `hosts` out runs it on
-/// the broker's hosts), each an address, and, in this release, each one of the broker's hosts.
-pub fn load_balancer_hosts<'a>(
-    hosts: &[&str],
-    instance_hosts: impl IntoIterator<Item = &'a str> + Clone,
-) -> Result<(), String> {
+/// the broker's hosts), each an address, none twice. A host may be one of the broker's
+/// instance hosts or a dedicated one (it then runs HAProxy and keepalived only).
+pub fn load_balancer_hosts(hosts: &[&str]) -> Result<(), String> {
     if hosts.is_empty() {
         return Err("load_balancer has no hosts to run on: list at least one in hosts, or leave hosts out to run it on the broker's hosts".into());
     }
+    let mut addresses = Vec::new();
     for host in hosts {
         let ip = host_address(host).map_err(|m| format!("load_balancer.{m}"))?;
-        if !instance_hosts
-            .clone()
-            .into_iter()
-            .any(|h| host_address(h).ok() == Some(ip))
-        {
-            return Err(format!(
-                "load_balancer host {host:?} is not one of the broker's instance hosts; this release runs the load balancer on the broker's hosts only"
-            ));
-        }
+        addresses.push(ip.to_string());
+    }
+    if let Some((i, host)) = repeated(addresses.iter().map(String::as_str)).first() {
+        return Err(format!(
+            "load_balancer host {:?} is listed twice (hosts[{i}] is {host}); each host runs the load balancer once",
+            hosts[*i]
+        ));
     }
     Ok(())
 }
@@ -485,16 +482,29 @@ pub fn broker_spec(spec: &BrokerSpec) -> Result<(), Vec<FieldError>> {
         );
     }
     if let Some(lb) = &spec.load_balancer {
-        let instance_hosts = spec.instances.iter().map(|i| i.host.as_str());
+        // No host owns the virtual IP: neither an instance's nor a load-balancer host.
+        let owners = spec
+            .instances
+            .iter()
+            .map(|i| i.host.as_str())
+            .chain(lb.hosts.iter().map(String::as_str));
         check(
             "load_balancer.virtual_ip",
-            virtual_ip(&lb.virtual_ip, instance_hosts.clone()).map(|_| ()),
+            virtual_ip(&lb.virtual_ip, owners).map(|_| ()),
         );
         if !lb.hosts.is_empty() {
             let hosts: Vec<&str> = lb.hosts.iter().map(String::as_str).collect();
+            check("load_balancer.hosts", load_balancer_hosts(&hosts));
+        }
+    }
+    if let Some(index) = spec.load_balancer_host_index {
+        let dedicated = crate::load_balancer::dedicated_hosts(spec);
+        if !dedicated.iter().any(|(i, _)| *i == index as usize) {
             check(
-                "load_balancer.hosts",
-                load_balancer_hosts(&hosts, instance_hosts),
+                "load_balancer_host_index",
+                Err(format!(
+                    "load_balancer_host_index {index} names no dedicated load-balancer host (one of load_balancer.hosts that is no instance's host)"
+                )),
             );
         }
     }
@@ -725,11 +735,16 @@ mod tests {
             .unwrap_err()
             .contains("instance"));
         assert!(virtual_ip("0.0.0.0", hosts).is_err());
-        assert!(load_balancer_hosts(&[], hosts)
+        assert!(load_balancer_hosts(&[]).unwrap_err().contains("no hosts"));
+        assert!(load_balancer_hosts(&["10.0.0.2", "10.0.0.9"]).is_ok());
+        assert!(load_balancer_hosts(&["lb.example"])
             .unwrap_err()
-            .contains("no hosts"));
-        assert!(load_balancer_hosts(&["10.0.0.2"], hosts).is_ok());
-        assert!(load_balancer_hosts(&["10.0.0.9"], hosts).is_err());
+            .contains("\"lb.example\" is not an IP address"));
+        let twice = load_balancer_hosts(&["10.0.0.9", "10.0.0.9:7443"]).unwrap_err();
+        assert!(
+            twice.contains("\"10.0.0.9:7443\" is listed twice"),
+            "{twice}"
+        );
         let mut s = spec();
         s.load_balancer = Some(crate::agent::LoadBalancer {
             virtual_ip: "vip".into(),
@@ -738,6 +753,36 @@ mod tests {
         assert_eq!(
             broker_spec(&s).unwrap_err()[0].path,
             "load_balancer.virtual_ip"
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_only_spec_names_a_dedicated_host() {
+        let mut s = spec();
+        s.load_balancer = Some(crate::agent::LoadBalancer {
+            virtual_ip: "10.0.0.100".into(),
+            hosts: vec!["10.0.0.9".into(), s.instances[0].host.clone()],
+        });
+        assert_eq!(
+            crate::load_balancer::dedicated_hosts(&s),
+            [(0, "10.0.0.9".to_string())]
+        );
+        s.load_balancer_host_index = Some(0);
+        assert_eq!(broker_spec(&s), Ok(()));
+        // hosts[1] is an instance's host: it gets the spec as that instance, not as this.
+        s.load_balancer_host_index = Some(1);
+        assert_eq!(
+            broker_spec(&s).unwrap_err()[0].path,
+            "load_balancer_host_index"
+        );
+        s.load_balancer_host_index = None;
+        s.load_balancer.as_mut().expect("lb").virtual_ip = "10.0.0.9".into();
+        let errors = broker_spec(&s).unwrap_err();
+        assert_eq!(errors[0].path, "load_balancer.virtual_ip");
+        assert!(
+            errors[0].message.contains("load-balancer host"),
+            "{}",
+            errors[0]
         );
     }
 

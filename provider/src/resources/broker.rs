@@ -2,7 +2,8 @@
 //!
 //! The schema mirrors `aws_mq_broker` so that a migration renames the resource and swaps the
 //! AWS networking for `instance` blocks. Create and update send the whole desired spec to each
-//! instance's agent and wait until it reports RUNNING; read rebuilds the state from what the
+//! instance's agent (and each dedicated load-balancer host's, see
+//! `ferrymq_api::load_balancer`) and wait until it reports RUNNING; read rebuilds the state from what the
 //! agent observes (users as the engine has them), which is how drift shows up in a plan.
 
 use crate::client::{Agent, ClientError, Credentials};
@@ -79,7 +80,7 @@ pub fn schema() -> Schema {
             "The address clients use: a free address of the hosts' network, held by one load-balancer host at a time.",
         ))
         .attribute(Attribute::optional("hosts", Type::list(Type::String)).description(
-            "Addresses of the hosts that run the load balancer; left out, the broker's own hosts.",
+            "Addresses (IP or IP:agent port) of the hosts that run the load balancer; left out, the broker's own hosts. A host that is no instance's is a dedicated load-balancer host: its agent runs HAProxy and keepalived for the broker only.",
         ));
     let configuration = Block::new()
         .description("The ferrymq_configuration revision the broker runs (Amazon MQ: configuration { id, revision }).")
@@ -313,7 +314,16 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
     };
     let op = if creating { "create" } else { "update" };
     let timeout = timeout(&req.planned_state, op);
-    match converge(creds, &id, &req.planned_state, timeout, creating).await {
+    match converge(
+        creds,
+        &id,
+        &req.planned_state,
+        &req.prior_state,
+        timeout,
+        creating,
+    )
+    .await
+    {
         Ok(statuses) => resp.new_state = state_from(&statuses, &req.planned_state),
         Err(msg) => {
             let verb = if creating { "creating" } else { "updating" };
@@ -346,11 +356,14 @@ pub async fn apply(creds: &Credentials, req: ApplyRequest) -> ApplyResponse {
     resp
 }
 
-/// Applies the spec on every instance's host, then waits for each to report RUNNING.
+/// Applies the spec on every instance's host and on every dedicated load-balancer host, then
+/// waits for each to report RUNNING; removes the load balancer from dedicated hosts the update
+/// no longer lists. Returns the instances' statuses.
 async fn converge(
     creds: &Credentials,
     id: &str,
     planned: &Value,
+    prior: &Value,
     timeout: Duration,
     creating: bool,
 ) -> Result<Vec<BrokerStatus>, String> {
@@ -378,6 +391,12 @@ async fn converge(
         spec.instance_index = i as u32;
         generations.push(apply_with_retry(agent, spec, timeout).await?);
     }
+    let dedicated = dedicated_agents(creds, &base)?;
+    let mut lb_generations = Vec::new();
+    for (index, agent) in &dedicated {
+        let spec = ferrymq_api::load_balancer::dedicated_spec(&base, *index);
+        lb_generations.push(apply_with_retry(agent, spec, timeout).await?);
+    }
     let mut statuses = Vec::new();
     for (agent, generation) in agents.iter().zip(generations) {
         statuses.push(
@@ -387,7 +406,43 @@ async fn converge(
                 .map_err(|e| e.to_string())?,
         );
     }
+    for ((_, agent), generation) in dedicated.iter().zip(lb_generations) {
+        agent
+            .wait_running(id, generation, timeout)
+            .await
+            .map_err(|e| format!("load balancer host: {e}"))?;
+    }
+    if !prior.is_null() {
+        let kept: Vec<&str> = dedicated.iter().map(|(_, a)| a.address()).collect();
+        let before = dedicated_agents(creds, &spec_from(id, prior))?;
+        for (_, agent) in before.iter().filter(|(_, a)| !kept.contains(&a.address())) {
+            match agent.delete(id).await {
+                Ok(_) | Err(ClientError::NotFound(_)) => {
+                    tracing::info!("load balancer of {id} removed from {}", agent.address());
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "removing the load balancer from {}: {e}",
+                        agent.address()
+                    ))
+                }
+            }
+        }
+    }
     Ok(statuses)
+}
+
+/// The agents of the spec's dedicated load-balancer hosts (no instance's), with their index
+/// in `load_balancer.hosts`.
+fn dedicated_agents(creds: &Credentials, spec: &BrokerSpec) -> Result<Vec<(usize, Agent)>, String> {
+    ferrymq_api::load_balancer::dedicated_hosts(spec)
+        .into_iter()
+        .map(|(i, host)| {
+            Agent::new(&host, creds)
+                .map(|a| (i, a))
+                .map_err(|e| format!("{e:#}"))
+        })
+        .collect()
 }
 
 /// 244 random bits (two v4 UUIDs) from which the agents derive the cluster's Erlang cookie
@@ -449,7 +504,12 @@ fn engine_version_change(prior: &Value, planned: &Value) -> Diagnostics {
 async fn delete(creds: &Credentials, prior: &Value) -> Result<(), Diagnostic> {
     let id = prior.get("id").as_str().unwrap_or_default();
     let fail = |m: String| Diagnostic::error(format!("deleting FerryMQ broker ({id})"), m);
-    for agent in agents(creds, prior).map_err(fail)? {
+    let dedicated = dedicated_agents(creds, &spec_from(id, prior)).map_err(fail)?;
+    let all = agents(creds, prior)
+        .map_err(fail)?
+        .into_iter()
+        .chain(dedicated.into_iter().map(|(_, a)| a));
+    for agent in all {
         match agent.delete(id).await {
             Ok(_) | Err(ClientError::NotFound(_)) => {}
             Err(e) => return Err(fail(format!("agent {}: {e}", agent.address()))),
@@ -495,7 +555,56 @@ pub async fn read(creds: &Credentials, state: Value) -> ReadResponse {
         }
     }
     resp.new_state = state_from(&statuses, &state);
+    read_dedicated(creds, &id, &mut resp).await;
     resp
+}
+
+/// A dedicated load-balancer host that lost the broker's load balancer leaves
+/// `load_balancer.hosts` in state, so the plan puts it back; one that does not answer is
+/// reported (the broker itself is fine: the virtual IP moved to another host).
+async fn read_dedicated(creds: &Credentials, id: &str, resp: &mut ReadResponse) {
+    let spec = spec_from(id, &resp.new_state);
+    let dedicated = match dedicated_agents(creds, &spec) {
+        Ok(d) => d,
+        Err(m) => {
+            resp.diagnostics.push(Diagnostic::warning(
+                format!("reading FerryMQ broker ({id})"),
+                m,
+            ));
+            return;
+        }
+    };
+    let mut gone = Vec::new();
+    for (index, agent) in &dedicated {
+        match agent.get(id).await {
+            Ok(_) => {}
+            Err(ClientError::NotFound(_)) => gone.push(*index),
+            Err(e) => resp.diagnostics.push(Diagnostic::warning(
+                format!("reading FerryMQ broker ({id})"),
+                format!("load balancer host {}: {e}", agent.address()),
+            )),
+        }
+    }
+    drop_load_balancer_hosts(&mut resp.new_state, &gone);
+}
+
+/// Removes `load_balancer.hosts[i]` for each i in `gone` from a state.
+fn drop_load_balancer_hosts(state: &mut Value, gone: &[usize]) {
+    if gone.is_empty() {
+        return;
+    }
+    let mut lb = state.get("load_balancer").clone();
+    let hosts: Vec<Value> = lb
+        .get("hosts")
+        .as_list()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !gone.contains(i))
+        .map(|(_, h)| h.clone())
+        .collect();
+    lb.set_attr("hosts", Value::List(hosts));
+    state.set_attr("load_balancer", lb);
 }
 
 /// `HOST/ID`: the address of one of the broker's hosts and the broker id.
@@ -1208,6 +1317,42 @@ mod tests {
         );
         let a = cluster_secret();
         assert!(a.len() == 64 && a != cluster_secret());
+    }
+
+    #[test]
+    fn dedicated_load_balancer_hosts_come_from_the_plan_and_leave_state_when_gone() {
+        let mut p = planned();
+        p.set_attr(
+            "load_balancer",
+            Value::object([
+                ("virtual_ip", Value::string("10.0.0.100")),
+                (
+                    "hosts",
+                    Value::List(vec![
+                        Value::string("10.0.0.1"),
+                        Value::string("10.0.0.8"),
+                        Value::string("10.0.0.9:7443"),
+                    ]),
+                ),
+            ]),
+        );
+        let spec = spec_from("b-1", &p);
+        let hosts = ferrymq_api::load_balancer::dedicated_hosts(&spec);
+        assert_eq!(
+            hosts,
+            [
+                (1, "10.0.0.8".to_string()),
+                (2, "10.0.0.9:7443".to_string())
+            ]
+        );
+        drop_load_balancer_hosts(&mut p, &[1]);
+        assert_eq!(
+            p.get("load_balancer").get("hosts"),
+            &Value::List(vec![
+                Value::string("10.0.0.1"),
+                Value::string("10.0.0.9:7443")
+            ])
+        );
     }
 
     #[test]

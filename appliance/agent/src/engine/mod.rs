@@ -13,7 +13,7 @@ use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::Result;
 use ferrymq_api::agent::{ConfigurationRef, Logs, User};
-use ferrymq_api::catalogue::InstanceType;
+use ferrymq_api::catalogue::{EngineType, InstanceType};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -80,6 +80,24 @@ pub struct Listener {
     pub name: &'static str,
     pub port: u16,
     pub check: ListenerCheck,
+}
+
+/// The listeners of an engine this host does not run (a dedicated load-balancer host has no
+/// engine installed), from the spec alone.
+pub fn listeners_of(engine: EngineType, plain_listeners: bool) -> Vec<Listener> {
+    match engine {
+        EngineType::RabbitMq => rabbitmq::listeners(plain_listeners),
+        EngineType::ActiveMq => activemq::listeners(plain_listeners),
+    }
+}
+
+/// The client endpoints of an engine at an address (the load balancer's virtual IP), from the
+/// spec alone.
+pub fn endpoints_of(engine: EngineType, address: IpAddr, plain_listeners: bool) -> Vec<String> {
+    match engine {
+        EngineType::RabbitMq => rabbitmq::endpoints(address, plain_listeners),
+        EngineType::ActiveMq => activemq::endpoints(address, plain_listeners),
+    }
 }
 
 /// How a load balancer tells that an instance serves a listener.

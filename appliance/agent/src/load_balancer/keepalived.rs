@@ -5,6 +5,11 @@
 //! moves only when its holder stops advertising (host or link dead, keepalived stopped), not
 //! back again when it returns, so a recovering host costs clients nothing. Pid files are the
 //! broker's own: several hosts may share one `/run` (network namespaces of one machine).
+//!
+//! keepalived tracks this host's HAProxy (`vrrp_script`): a host whose HAProxy is gone gives
+//! the virtual IP up (FAULT) and a peer takes it, rather than holding an address nothing
+//! answers on until the agent restarts HAProxy. Not `track_process`: it needs the kernel's
+//! process-event connector, which serves the initial network namespace only.
 
 use super::Plan;
 use crate::supervisor::UnitSpec;
@@ -15,6 +20,11 @@ pub const CONFIG: &str = "keepalived.conf";
 const KEEPALIVED: &str = "/usr/sbin/keepalived";
 /// Seconds between advertisements: a dead master is replaced after about three.
 const ADVERT_INT: u32 = 1;
+const PGREP: &str = "/usr/bin/pgrep";
+/// The HAProxy check: every second; two failures in a row (a slow `pgrep` on a loaded host is
+/// not a dead HAProxy) give the address up, two successes make the host a candidate again.
+const CHECK_INTERVAL: u32 = 1;
+const CHECK_FALL: u32 = 2;
 
 pub fn render(plan: &Plan) -> String {
     let index = plan
@@ -34,6 +44,18 @@ pub fn render(plan: &Plan) -> String {
          \x20   router_id {id}\n\
          \x20   vrrp_garp_master_delay 1\n\
          \x20   vrrp_garp_master_repeat 3\n\
+         \x20   # The HAProxy check only reads /proc; it runs as root, from a root-owned path.\n\
+         \x20   script_user root\n\
+         \x20   enable_script_security\n\
+         }}\n\
+         \n\
+         # This host's HAProxy, found by its configuration file: unique to host and broker.\n\
+         vrrp_script haproxy {{\n\
+         \x20   script \"{PGREP} -f -- {haproxy_config}\"\n\
+         \x20   interval {CHECK_INTERVAL}\n\
+         \x20   timeout 2\n\
+         \x20   fall {CHECK_FALL}\n\
+         \x20   rise 2\n\
          }}\n\
          \n\
          vrrp_instance ferrymq {{\n\
@@ -50,6 +72,9 @@ pub fn render(plan: &Plan) -> String {
          \x20   virtual_ipaddress {{\n\
          \x20       {vip}/{prefix} dev {interface}\n\
          \x20   }}\n\
+         \x20   track_script {{\n\
+         \x20       haproxy\n\
+         \x20   }}\n\
          }}\n",
         id = plan.broker_id,
         interface = plan.interface,
@@ -57,6 +82,7 @@ pub fn render(plan: &Plan) -> String {
         address = plan.address,
         vip = plan.virtual_ip,
         prefix = plan.prefix_len,
+        haproxy_config = plan.dir.join(super::haproxy::CONFIG).display(),
     )
 }
 
@@ -116,6 +142,8 @@ mod tests {
             "    priority 190\n    advert_int 1\n    unicast_src_ip 10.0.0.12\n",
             "    unicast_peer {\n        10.0.0.11\n        10.0.0.13\n    }\n",
             "    virtual_ipaddress {\n        10.0.0.100/24 dev eth0\n    }\n",
+            "    script \"/usr/bin/pgrep -f -- /state/b-1234/load_balancer/haproxy.cfg\"\n",
+            "    track_script {\n        haproxy\n    }\n}\n",
         ] {
             assert!(conf.contains(want), "{want:?} not in\n{conf}");
         }

@@ -2,13 +2,20 @@
 //! HAProxy and keepalived configurations, starts both, and reloads a running one whose
 //! configuration changed (HAProxy: SIGUSR2 to its master, established connections kept;
 //! keepalived: SIGHUP). A host that stops being a load-balancer host stops both.
+//!
+//! A dedicated load-balancer host (a spec with `load_balancer_host_index`) runs this and
+//! nothing else for the broker: no engine, no volume, no certificate, so it needs none of the
+//! engine's packages; its status says whether both processes run.
 
-use super::broker::write_if_changed;
+use super::broker::{redacted, write_if_changed};
 use crate::load_balancer::{check_config, Plan};
 use crate::supervisor::{Supervisor, UnitSpec, UnitState};
 use anyhow::{Context, Result};
+use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus};
+use ferrymq_api::catalogue::EngineType;
 use nix::sys::signal::Signal;
 use nix::unistd::User;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,6 +67,58 @@ fn run_or_reload(
         tracing::info!(unit = %unit.name, "load balancer started");
     }
     Ok(())
+}
+
+/// The role a dedicated load-balancer host reports (instances report "active" or "standby").
+pub const ROLE_LOAD_BALANCER: &str = "load_balancer";
+
+/// A dedicated load-balancer host's pass: HAProxy and keepalived for the broker from the spec
+/// alone. RUNNING once both run; never fails (failures are states, as for instances).
+pub fn converge_dedicated(
+    supervisor: &Arc<dyn Supervisor>,
+    broker_dir: &Path,
+    spec: &BrokerSpec,
+    previous: Option<&BrokerStatus>,
+) -> BrokerStatus {
+    let mut status = BrokerStatus {
+        spec: Some(redacted(spec)),
+        role: ROLE_LOAD_BALANCER.into(),
+        ..Default::default()
+    };
+    let outcome = (|| -> Result<bool> {
+        let address =
+            ferrymq_api::load_balancer::dedicated_address(spec).map_err(anyhow::Error::msg)?;
+        status.ip_address = address.to_string();
+        let engine: EngineType = spec.engine_type.parse().map_err(anyhow::Error::msg)?;
+        let listeners = crate::engine::listeners_of(engine, spec.plain_listeners);
+        let dir = broker_dir.join("load_balancer");
+        let plan = Plan::for_host(spec, address, dir, listeners)?
+            .context("this host is not among load_balancer.hosts")?;
+        status.load_balancer_endpoints =
+            crate::engine::endpoints_of(engine, plan.virtual_ip, spec.plain_listeners);
+        converge(supervisor, &plan)?;
+        for unit in [plan.haproxy_unit(), plan.keepalived_unit()] {
+            if !is_running(supervisor, &unit)? {
+                status.message = format!("{} is not running", unit.name);
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })();
+    let ever_ran = previous.is_some_and(|p| {
+        [BrokerState::Running, BrokerState::CriticalActionRequired]
+            .iter()
+            .any(|s| *s as i32 == p.state)
+    });
+    status.state = match outcome {
+        Ok(true) => BrokerState::Running,
+        Ok(false) | Err(_) if ever_ran => BrokerState::CriticalActionRequired,
+        Ok(false) | Err(_) => BrokerState::CreationInProgress,
+    } as i32;
+    if let Err(e) = outcome {
+        status.message = format!("{e:#}");
+    }
+    status
 }
 
 /// Stops the broker's load balancer on this host (keepalived first, releasing the virtual IP);

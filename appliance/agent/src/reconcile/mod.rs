@@ -135,6 +135,10 @@ impl Reconciler {
         let _guard = self.pass_lock.lock().await;
         for mut stored in self.store.load_all()? {
             let id = stored.spec.broker_id.clone();
+            if ferrymq_api::load_balancer::is_dedicated(&stored.spec) {
+                self.pass_dedicated(&stored.spec, stored.generation);
+                continue;
+            }
             // A spec stored by an agent from before passwords were hashed: hash them now, so
             // the store holds no password from the first pass on.
             if all_users_of(&stored.spec).any(|u| !u.password.is_empty()) {
@@ -216,6 +220,26 @@ impl Reconciler {
             self.set_status(status);
         }
         Ok(())
+    }
+
+    /// A dedicated load-balancer host's broker: no engine, users or maintenance window, only
+    /// HAProxy and keepalived (a reload needs no window: it drops no connection).
+    fn pass_dedicated(&self, spec: &BrokerSpec, generation: u64) {
+        let previous = self.status(&spec.broker_id);
+        let mut status = tokio::task::block_in_place(|| {
+            load_balancer::converge_dedicated(
+                &self.supervisor,
+                &self.brokers_dir.join(&spec.broker_id),
+                spec,
+                previous.as_ref(),
+            )
+        });
+        if status.state != BrokerState::Running as i32 {
+            tracing::info!(broker = %spec.broker_id, message = %status.message, "load balancer not running");
+        }
+        status.generation = generation;
+        status.observed_generation = generation;
+        self.set_status(status);
     }
 
     /// Whether this instance may go down now for its window-bound changes: the rolling rules
@@ -370,18 +394,30 @@ impl Reconciler {
     /// that generation is RUNNING.
     pub async fn apply(&self, spec: BrokerSpec) -> Result<BrokerStatus, ApplyError> {
         validate::broker_spec(&spec).map_err(ApplyError::Invalid)?;
+        if ferrymq_api::load_balancer::is_dedicated(&spec) {
+            return self.apply_dedicated(spec).await;
+        }
         broker::check_instance_is_local(&spec).map_err(ApplyError::Conflict)?;
         let mut spec = spec;
         let supplied_key = supplied::take_key(&mut spec).map_err(ApplyError::Invalid)?;
         let _guard = self.pass_lock.lock().await;
         let stored = self.store.load_all()?;
-        if let Some(other) = stored.iter().find(|s| s.spec.broker_id != spec.broker_id) {
+        // Load balancers of other brokers (dedicated-host roles) take no share of the host.
+        if let Some(other) = stored.iter().find(|s| {
+            s.spec.broker_id != spec.broker_id && !ferrymq_api::load_balancer::is_dedicated(&s.spec)
+        }) {
             return Err(ApplyError::Conflict(format!(
                 "this host already runs broker {} ({}); a host runs one broker",
                 other.spec.broker_id, other.spec.broker_name
             )));
         }
         let previous = stored.iter().find(|s| s.spec.broker_id == spec.broker_id);
+        if previous.is_some_and(|p| ferrymq_api::load_balancer::is_dedicated(&p.spec)) {
+            return Err(ApplyError::Conflict(format!(
+                "this host runs only the load balancer of broker {}; an instance of it needs a new broker",
+                spec.broker_id
+            )));
+        }
         if let Some(previous) = previous {
             // A reboot is the agent's own record, not the provider's: an apply keeps it.
             spec.reboot_id = previous.spec.reboot_id.clone();
@@ -410,12 +446,50 @@ impl Reconciler {
         if previous.map(|p| p.generation) != Some(generation) {
             tracing::info!(broker = %spec.broker_id, generation, "spec stored");
         }
+        Ok(self.wake_for(&spec, generation))
+    }
+
+    /// Wakes a pass for a spec just stored as `generation`; the status as known now, with
+    /// that generation (the caller polls until a status observed for it is RUNNING).
+    fn wake_for(&self, spec: &BrokerSpec, generation: u64) -> BrokerStatus {
         self.wake.notify_one();
         let mut status = self
             .status(&spec.broker_id)
-            .unwrap_or_else(|| broker::pending_status(&spec));
+            .unwrap_or_else(|| broker::pending_status(spec));
         status.generation = generation;
-        Ok(status)
+        status
+    }
+
+    /// Stores the spec of a dedicated load-balancer host: nothing of it that only an engine
+    /// needs is kept (users, secrets, certificate key), and it shares the host with any broker.
+    async fn apply_dedicated(&self, spec: BrokerSpec) -> Result<BrokerStatus, ApplyError> {
+        let address = ferrymq_api::load_balancer::dedicated_address(&spec).map_err(|m| {
+            ApplyError::Invalid(vec![FieldError::new("load_balancer_host_index", m)])
+        })?;
+        std::net::TcpListener::bind((address, 0))
+            .map(drop)
+            .map_err(|_| {
+                ApplyError::Conflict(format!(
+                    "load balancer host {address} is not an address of this host"
+                ))
+            })?;
+        let index = spec.load_balancer_host_index.unwrap_or_default() as usize;
+        let spec = ferrymq_api::load_balancer::dedicated_spec(&spec, index);
+        let _guard = self.pass_lock.lock().await;
+        let stored = self.store.load_all()?;
+        let previous = stored.iter().find(|s| s.spec.broker_id == spec.broker_id);
+        if previous.is_some_and(|p| !ferrymq_api::load_balancer::is_dedicated(&p.spec)) {
+            return Err(ApplyError::Conflict(format!(
+                "this host runs an instance of broker {}, which runs its load balancer there; list the host once",
+                spec.broker_id
+            )));
+        }
+        let generation = self.store.save(&spec)?;
+        if previous.map(|p| p.generation) != Some(generation) {
+            tracing::info!(broker = %spec.broker_id, generation, "load balancer spec stored");
+        }
+        self.resync(&spec.broker_id, BTreeMap::new());
+        Ok(self.wake_for(&spec, generation))
     }
 
     /// Records an asked-for reboot of the broker on this host and wakes a pass; the restart
@@ -491,6 +565,15 @@ impl Reconciler {
                     v.used_bytes as f64,
                 ));
             }
+            if ferrymq_api::load_balancer::is_dedicated(spec) {
+                // No engine here to ask: only whether the load balancer runs.
+                out.extend(crate::metrics::for_broker(
+                    broker,
+                    &spec.broker_id,
+                    &spec.broker_name,
+                ));
+                continue;
+            }
             let ctx = self.ctx(&spec.broker_id);
             let up = match broker::engine_metrics(&ctx, spec).await {
                 Ok(samples) => {
@@ -538,8 +621,14 @@ impl Reconciler {
         if spec.is_none() && !dir.exists() {
             return Ok(false);
         }
-        if let Some(spec) = &spec {
-            broker::teardown(&self.ctx(broker_id), spec).await?;
+        match &spec {
+            Some(spec) if ferrymq_api::load_balancer::is_dedicated(spec) => {
+                let sup = self.supervisor.clone();
+                let id = broker_id.to_string();
+                tokio::task::spawn_blocking(move || load_balancer::teardown(&sup, &id)).await??;
+            }
+            Some(spec) => broker::teardown(&self.ctx(broker_id), spec).await?,
+            None => {}
         }
         self.store.remove(broker_id)?;
         if dir.exists() {
@@ -599,6 +688,71 @@ mod tests {
         ));
         let on_disk = std::fs::read_to_string(brokers.join("b-1").join("spec.json")).expect("read");
         assert!(!on_disk.contains("app-password-12"));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    fn rabbitmq(id: &str, host: &str) -> BrokerSpec {
+        BrokerSpec {
+            broker_id: id.into(),
+            broker_name: id.into(),
+            engine_type: "RabbitMQ".into(),
+            engine_version: "3.10.8".into(),
+            host_instance_type: "mq.m5.large".into(),
+            deployment_mode: "SINGLE_INSTANCE".into(),
+            storage_type: "ebs".into(),
+            instances: vec![Instance {
+                host: host.into(),
+                volume: "/dev/loop0".into(),
+            }],
+            users: vec![User {
+                username: "app".into(),
+                password: "app-password-12".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dedicated_load_balancer_keeps_no_secret_and_shares_the_host() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-dedicated-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let brokers = dir.join("brokers");
+        let store = Arc::new(FsStore::new(&brokers));
+        let r = Reconciler::new(
+            brokers.clone(),
+            store.clone(),
+            Arc::new(DirectSupervisor::new(dir.join("units"))),
+            Err("no broker CA in this test".into()),
+        );
+        // Broker b-1 runs on 10.0.0.1; this host (127.0.0.1) runs its load balancer only.
+        let mut lb = rabbitmq("b-1", "10.0.0.1");
+        lb.cluster_secret = "s3cr3t-of-the-cluster".into();
+        lb.load_balancer = Some(ferrymq_api::agent::LoadBalancer {
+            virtual_ip: "10.0.0.100".into(),
+            hosts: vec!["10.0.0.1".into(), "127.0.0.1".into()],
+        });
+        lb.load_balancer_host_index = Some(1);
+        let status = r.apply(lb.clone()).await.expect("load balancer applied");
+        assert_eq!(status.generation, 1);
+        let stored = store.load_all().expect("load");
+        assert!(stored[0].spec.users.is_empty() && stored[0].spec.cluster_secret.is_empty());
+        let on_disk = std::fs::read_to_string(brokers.join("b-1").join("spec.json")).expect("read");
+        assert!(!on_disk.contains("app-password-12") && !on_disk.contains("s3cr3t"));
+        // Another broker's instance may run here; b-1's instance may not replace its load
+        // balancer (the host would be listed twice).
+        let mut instance = rabbitmq("b-1", "127.0.0.1");
+        instance.load_balancer = lb.load_balancer.clone();
+        assert!(matches!(
+            r.apply(instance).await,
+            Err(ApplyError::Conflict(m)) if m.contains("only the load balancer")
+        ));
+        r.apply(rabbitmq("b-2", "127.0.0.1"))
+            .await
+            .expect("an instance beside a load balancer");
+        // A host that is not this one is refused.
+        lb.load_balancer.as_mut().expect("lb").hosts[1] = "10.0.0.9".into();
+        assert!(matches!(r.apply(lb).await, Err(ApplyError::Conflict(_))));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -304,19 +304,7 @@ impl Engine for ActiveMq {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        let mut endpoints = vec![
-            format!("ssl://{}", self.socket(OPENWIRE_PORT)),
-            format!("stomp+ssl://{}", self.socket(STOMP_PORT)),
-            format!("mqtt+ssl://{}", self.socket(MQTT_PORT)),
-        ];
-        if self.placement.plain_listeners {
-            endpoints.extend([
-                format!("tcp://{}", self.socket(OPENWIRE_PLAIN_PORT)),
-                format!("stomp://{}", self.socket(STOMP_PLAIN_PORT)),
-                format!("mqtt://{}", self.socket(MQTT_PLAIN_PORT)),
-            ]);
-        }
-        endpoints
+        endpoints(self.placement.address, self.placement.plain_listeners)
     }
 
     /// Java reads its keystore once, at start: a new certificate takes a restart (on
@@ -329,28 +317,8 @@ impl Engine for ActiveMq {
         Ok(false)
     }
 
-    /// Connect checks: a standby opens no port, so only the active passes them.
     fn listeners(&self) -> Vec<Listener> {
-        let mut ports = vec![
-            ("openwire", OPENWIRE_PORT),
-            ("stomp", STOMP_PORT),
-            ("mqtt", MQTT_PORT),
-        ];
-        if self.placement.plain_listeners {
-            ports.extend([
-                ("openwire_plain", OPENWIRE_PLAIN_PORT),
-                ("stomp_plain", STOMP_PLAIN_PORT),
-                ("mqtt_plain", MQTT_PLAIN_PORT),
-            ]);
-        }
-        ports
-            .into_iter()
-            .map(|(name, port)| Listener {
-                name,
-                port,
-                check: ListenerCheck::Connect,
-            })
-            .collect()
+        listeners(self.placement.plain_listeners)
     }
 
     /// Empty: Debian's `activemq` package has no web console (no `activemq-web-console`, no
@@ -461,6 +429,50 @@ fn metrics(stats: &statistics::Statistics, connections: f64) -> Vec<Sample> {
 }
 
 /// `address` as the engine's configuration wants it: IPv6 in brackets.
+/// Connect checks: a standby opens no port, so only the active passes them. A function of the
+/// spec alone: a dedicated load-balancer host knows them without an engine.
+pub fn listeners(plain_listeners: bool) -> Vec<Listener> {
+    let mut ports = vec![
+        ("openwire", OPENWIRE_PORT),
+        ("stomp", STOMP_PORT),
+        ("mqtt", MQTT_PORT),
+    ];
+    if plain_listeners {
+        ports.extend([
+            ("openwire_plain", OPENWIRE_PLAIN_PORT),
+            ("stomp_plain", STOMP_PLAIN_PORT),
+            ("mqtt_plain", MQTT_PLAIN_PORT),
+        ]);
+    }
+    ports
+        .into_iter()
+        .map(|(name, port)| Listener {
+            name,
+            port,
+            check: ListenerCheck::Connect,
+        })
+        .collect()
+}
+
+/// The client endpoints at `address` (an instance's, or the load balancer's virtual IP),
+/// OpenWire first.
+pub fn endpoints(address: IpAddr, plain_listeners: bool) -> Vec<String> {
+    let socket = |port| SocketAddr::new(address, port);
+    let mut endpoints = vec![
+        format!("ssl://{}", socket(OPENWIRE_PORT)),
+        format!("stomp+ssl://{}", socket(STOMP_PORT)),
+        format!("mqtt+ssl://{}", socket(MQTT_PORT)),
+    ];
+    if plain_listeners {
+        endpoints.extend([
+            format!("tcp://{}", socket(OPENWIRE_PLAIN_PORT)),
+            format!("stomp://{}", socket(STOMP_PLAIN_PORT)),
+            format!("mqtt://{}", socket(MQTT_PLAIN_PORT)),
+        ]);
+    }
+    endpoints
+}
+
 fn uri_host(address: IpAddr) -> String {
     match address {
         IpAddr::V4(a) => a.to_string(),

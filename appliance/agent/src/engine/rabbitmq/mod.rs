@@ -112,6 +112,48 @@ fn socket(address: IpAddr, port: u16) -> String {
     std::net::SocketAddr::new(address, port).to_string()
 }
 
+/// AMQPS and the HTTPS console always, the plain ones when the user asked for them; TLS
+/// passes through the load balancer untouched, its checks speak TLS to the node. A function of
+/// the spec alone: a dedicated load-balancer host knows them without an engine.
+pub fn listeners(plain_listeners: bool) -> Vec<Listener> {
+    let mut listeners = vec![
+        Listener {
+            name: "amqps",
+            port: AMQPS_PORT,
+            check: ListenerCheck::AmqpHeaderTls,
+        },
+        Listener {
+            name: "console",
+            port: CONSOLE_TLS_PORT,
+            check: ListenerCheck::Connect,
+        },
+    ];
+    if plain_listeners {
+        listeners.extend([
+            Listener {
+                name: "amqp",
+                port: AMQP_PORT,
+                check: ListenerCheck::AmqpHeader,
+            },
+            Listener {
+                name: "console_plain",
+                port: CONSOLE_PORT,
+                check: ListenerCheck::Connect,
+            },
+        ]);
+    }
+    listeners
+}
+
+/// The client endpoints at `address` (an instance's, or the load balancer's virtual IP).
+pub fn endpoints(address: IpAddr, plain_listeners: bool) -> Vec<String> {
+    let mut endpoints = vec![format!("amqps://{}", socket(address, AMQPS_PORT))];
+    if plain_listeners {
+        endpoints.push(format!("amqp://{}", socket(address, AMQP_PORT)));
+    }
+    endpoints
+}
+
 #[tonic::async_trait]
 impl Engine for RabbitMq {
     fn render(&self) -> Result<Vec<RenderedFile>> {
@@ -207,36 +249,8 @@ impl Engine for RabbitMq {
         }
     }
 
-    /// AMQPS and the HTTPS console always, the plain ones when the user asked for them; TLS
-    /// passes through the load balancer untouched, its checks speak TLS to the node.
     fn listeners(&self) -> Vec<Listener> {
-        let mut listeners = vec![
-            Listener {
-                name: "amqps",
-                port: AMQPS_PORT,
-                check: ListenerCheck::AmqpHeaderTls,
-            },
-            Listener {
-                name: "console",
-                port: CONSOLE_TLS_PORT,
-                check: ListenerCheck::Connect,
-            },
-        ];
-        if self.placement.plain_listeners {
-            listeners.extend([
-                Listener {
-                    name: "amqp",
-                    port: AMQP_PORT,
-                    check: ListenerCheck::AmqpHeader,
-                },
-                Listener {
-                    name: "console_plain",
-                    port: CONSOLE_PORT,
-                    check: ListenerCheck::Connect,
-                },
-            ]);
-        }
-        listeners
+        listeners(self.placement.plain_listeners)
     }
 
     async fn ready_to_start(&self) -> Result<(), String> {
@@ -302,12 +316,7 @@ impl Engine for RabbitMq {
     }
 
     fn endpoints(&self) -> Vec<String> {
-        let a = self.placement.address;
-        let mut endpoints = vec![format!("amqps://{}", socket(a, AMQPS_PORT))];
-        if self.placement.plain_listeners {
-            endpoints.push(format!("amqp://{}", socket(a, AMQP_PORT)));
-        }
-        endpoints
+        endpoints(self.placement.address, self.placement.plain_listeners)
     }
 
     fn console_url(&self) -> String {
