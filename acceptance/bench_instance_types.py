@@ -268,7 +268,7 @@ def git_commit() -> str:
 
 
 def engine_pid(host, engine: str) -> int:
-    find = (lambda: host.pids_named("beam.smp")) if engine == "RabbitMQ" else host.activemq_pids
+    find = host.rabbitmq_pids if engine == "RabbitMQ" else host.activemq_pids
     return wait_until(find, 60, f"the {engine} engine process in {host.netns}")[0]
 
 

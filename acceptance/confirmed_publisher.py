@@ -92,8 +92,7 @@ class ConfirmedPublisher:
                     break
                 if self.rate:
                     due = self.started + (i - self.first) / self.rate
-                    if due > time.monotonic():
-                        time.sleep(due - time.monotonic())
+                    time.sleep(max(0.0, due - time.monotonic()))
                 while not self.stop.is_set():
                     if self._ch is None:
                         if self._conn is not None or self.confirmed or self.failed_publishes:

@@ -152,6 +152,13 @@ def proc_cmdline(pid: int) -> str:
         return ""
 
 
+def is_rabbitmq_node(comm: str, cmdline: str) -> bool:
+    """A RabbitMQ node's VM, not one of the short-lived VMs on the same binary: ``rabbitmqctl``
+    (an escript) or the ``epmd-starter`` a node spawns about once a minute to make sure epmd
+    runs (rabbit_epmd_monitor), which lives for half a second beside the node."""
+    return comm == "beam.smp" and "-escript" not in cmdline and "-sname epmd-starter-" not in cmdline
+
+
 def pid_alive(pid: int) -> bool:
     """True if the process exists and is not a zombie."""
     try:
@@ -255,9 +262,8 @@ class Host:
         return [p for p, c, _ in self.processes() if c == comm]
 
     def rabbitmq_pids(self) -> list[int]:
-        """The RabbitMQ nodes in the host's namespace: ``beam.smp`` processes booting ``rabbit``,
-        not the short-lived ones of ``rabbitmqctl`` (an escript on the same VM binary)."""
-        return [p for p, c, cmd in self.processes() if c == "beam.smp" and "-escript" not in cmd]
+        """The RabbitMQ nodes in the host's namespace (see `is_rabbitmq_node`)."""
+        return [p for p, c, cmd in self.processes() if is_rabbitmq_node(c, cmd)]
 
     def activemq_pids(self) -> list[int]:
         """The ActiveMQ brokers in the host's namespace: ``java`` processes running activemq.jar."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import pwd
 import re
@@ -138,3 +139,15 @@ def provider_log_lines(log: Path) -> str:
     except OSError:
         return ""
     return "\n".join(line for line in text.splitlines() if "terraform-provider-ferrymq" in line)
+
+
+def window_after(lead: dt.timedelta) -> tuple[dict, dt.datetime]:
+    """A UTC window block starting at the first whole minute `lead` from now, and that start."""
+    at = dt.datetime.now(dt.timezone.utc) + lead
+    start = (at + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
+    return ({"day_of_week": start.strftime("%A").upper(), "time_of_day": start.strftime("%H:%M"),
+             "time_zone": "UTC"}, start)
+
+
+def seconds_until(at: dt.datetime) -> float:
+    return (at - dt.datetime.now(dt.timezone.utc)).total_seconds()

@@ -11,6 +11,7 @@ bundle source of its own.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ import pytest
 import amqp
 import lab as labmod
 import stompclient as sc
-from steps import Steps, apply_until_running, broker_resource, java_home, wait_until
+from steps import Steps, apply_until_running, broker_resource, java_home, seconds_until, wait_until, window_after
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("FERRYMQ_BUNDLE_DIR", "/var/cache/ferrymq/bundles"))
@@ -45,9 +46,13 @@ def variables(host, version: str) -> dict:
 
 
 def bundle_link(host) -> str:
-    """The bundle directory the broker's engine-current link names."""
-    link = host.state_dir / "brokers" / S.s["broker_id"] / "engine-current"
-    return Path(os.path.realpath(link)).name
+    """The bundle directory the module's broker's engine-current link names."""
+    return link_of(host, S.s["broker_id"])
+
+
+def link_of(host, broker_id: str) -> str:
+    """The bundle directory the broker's engine-current link names on host."""
+    return Path(os.path.realpath(host.state_dir / "brokers" / broker_id / "engine-current")).name
 
 
 def the_java(host) -> int:
@@ -198,7 +203,7 @@ def test_05_rabbitmq_runs_from_its_bundle(lab, tf_factory):
                    "users": [APP]})
     try:
         _res, out = apply_until_running(tf, "bundles_rabbitmq_3_10_8_apply_to_running_seconds", APP["password"])
-        beams = other.pids_named("beam.smp")
+        beams = other.rabbitmq_pids()
         assert len(beams) == 1, other.processes()
         # The bundle's scripts point Erlang at the bundle's plugins (ERL_LIBS).
         environ = Path(f"/proc/{beams[0]}/environ").read_bytes().split(b"\0")
@@ -210,6 +215,64 @@ def test_05_rabbitmq_runs_from_its_bundle(lab, tf_factory):
     finally:
         tf.destroy()
     assert other.pids_named("beam.smp") == [], other.processes()
+
+
+def test_06_auto_minor_version_upgrade_takes_the_newest_patch_in_the_window(lab, tf_factory):
+    """`auto_minor_version_upgrade = true` on a 5.17.2 broker: 5.17.6 is reported pending before
+    the window, the agent fetches its bundle and switches to it when the window opens, and
+    engine_version keeps the written 5.17.2, so a plan after it shows no change."""
+    S.need("mirror")
+    third = lab.hosts[2]
+    tf = tf_factory("bundles-auto-minor", example=EXAMPLE)
+    tf.env["FERRYMQ_BUNDLE_MIRROR"] = S.s["mirror_url"]
+    window, start = window_after(dt.timedelta(seconds=50))
+    tf.write_vars({"broker_name": "acceptance-auto-minor", "host": third.address, "volume": third.loop,
+                   "users": [APP], "auto_minor_version_upgrade": True, "apply_immediately": False,
+                   "maintenance_window": window})
+    try:
+        _res, out = apply_until_running(tf, "auto_minor_apply_to_running_seconds", APP["password"])
+        broker_id = out["broker_id"]
+        assert link_of(third, broker_id).startswith("activemq-5.17.2-"), link_of(third, broker_id)
+        java = the_java(third)
+
+        # The first pass that runs the broker records 5.17.2; the next one sees the newer patch.
+        def pending_upgrade() -> bool:
+            tf.run("refresh", "-no-color", "-input=false")
+            return broker_resource(tf, ADDRESS)["pending_engine_version"] == "5.17.6"
+
+        wait_until(pending_upgrade, 30, lambda: f"5.17.6 pending: {broker_resource(tf, ADDRESS)['pending_changes']}",
+                   interval=1)
+        values = broker_resource(tf, ADDRESS)
+        assert values["engine_version"] == "5.17.2", values["engine_version"]
+        assert "engine_version: 5.17.2 -> 5.17.6" in values["pending_changes"], values["pending_changes"]
+        assert seconds_until(start) > 0, "the window opened before the pending upgrade could be seen"
+        wait_until(lambda: seconds_until(start) <= 0, 150, "the window to open", interval=0.5)
+        opened = time.monotonic()
+        ep = out["stomp_endpoint"]
+
+        def upgraded() -> bool:
+            return (link_of(third, broker_id).startswith("activemq-5.17.6-") and len(third.activemq_pids()) == 1
+                    and sc.login_error(ep, APP["username"], APP["password"]) == "")
+
+        wait_until(upgraded, 180, lambda: f"5.17.6 serving after the window opened: link {link_of(third, broker_id)}")
+        seconds = time.monotonic() - opened
+        labmod.record_result("auto_minor_window_open_to_upgraded_seconds", round(seconds, 1))
+        print(f"\nauto minor upgrade 5.17.2 -> 5.17.6: window open to STOMP serving on 5.17.6 in {seconds:.1f} s")
+        assert the_java(third) != java, "the engine was not restarted on the new patch"
+        assert "/bundles/activemq-5.17.6-" in java_home(the_java(third))
+
+        def settled() -> bool:
+            tf.run("refresh", "-no-color", "-input=false")
+            v = broker_resource(tf, ADDRESS)
+            return v["pending_engine_version"] == "" and v["pending_changes"] == [] and tf.output().get("status") == "RUNNING"
+
+        wait_until(settled, 60, lambda: f"nothing pending: {broker_resource(tf, ADDRESS)['pending_changes']}", interval=2)
+        assert broker_resource(tf, ADDRESS)["engine_version"] == "5.17.2"
+        plan = tf.plan()
+        assert plan.rc == 0, f"the upgrade shows as a change to plan:\n{plan.output}"
+    finally:
+        tf.destroy()
+    assert not third.activemq_pids(), third.processes()
 
 
 def test_99_destroy_and_stop_the_mirror(lab, host):

@@ -49,7 +49,7 @@ def vip(lab) -> str:
 
 
 def node_running(h) -> bool:
-    return bool(h.pids_named("beam.smp")) and amqp.login_error(f"amqps://{h.address}:5671", APP["username"], APP["password"]) == ""
+    return bool(h.rabbitmq_pids()) and amqp.login_error(f"amqps://{h.address}:5671", APP["username"], APP["password"]) == ""
 
 
 def cluster_nodes(h) -> dict:
@@ -102,7 +102,7 @@ def restart_agent_mid_formation(lab, h) -> None:
         return
     time.sleep(1.0)
     lab.kill_agent(h)
-    S.s["agent_killed_with_beam"] = bool(h.pids_named("beam.smp"))
+    S.s["agent_killed_with_beam"] = bool(h.rabbitmq_pids())
     lab.start_agent(h)
     S.s["agent_restarted"] = True
 
@@ -131,7 +131,7 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
     S.s["endpoint"] = out["load_balancer_endpoint"]
     print(f"agent of {hosts[1].name} killed and restarted mid-formation "
           f"({'its node already running' if S.s['agent_killed_with_beam'] else 'before its node started'})")
-    assert len(hosts[1].pids_named("beam.smp")) == 1, hosts[1].processes()
+    assert len(hosts[1].rabbitmq_pids()) == 1, hosts[1].processes()
 
     # One cluster of three running nodes, named on the hosts' addresses, seen the same from each.
     names = {f"rabbit@{h.address}" for h in hosts}
@@ -181,12 +181,12 @@ def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, ho
         # of a host that holds neither that node nor the virtual IP is cut.
         victim = publisher_node_host(hosts)
         cut = next(h for h in hosts if h is not holder and h is not victim)
-        beams = victim.pids_named("beam.smp")
+        beams = victim.rabbitmq_pids()
         assert len(beams) == 1, victim.processes()
         os.kill(beams[0], signal.SIGKILL)
         events["kill"] = time.monotonic()
         print(f"\nkill -9 of the node on {victim.name} at {len(pub.confirmed)} confirmed")
-        wait_until(lambda: victim.pids_named("beam.smp") and victim.pids_named("beam.smp") != beams, 60,
+        wait_until(lambda: victim.rabbitmq_pids() and victim.rabbitmq_pids() != beams, 60,
                    f"the agent restarting the node on {victim.name}")
         # The management API's node list lags behind (stats): the restarted node itself must
         # serve AMQP and see the three nodes running before the next fault.

@@ -63,7 +63,7 @@ def test_01_apply_creates_running_broker(lab, host, tf_factory):
     assert (host.loop, volume_mp) in mounted, f"{host.loop} should be mounted at {volume_mp}; mounts of it: {mounted}"
     probe = blkid(host.loop)
     assert "TYPE=ext4" in probe.stdout, f"{host.loop} is not ext4: {probe.stdout}{probe.stderr}"
-    beams = host.pids_named("beam.smp")
+    beams = host.rabbitmq_pids()
     assert len(beams) == 1, f"expected one beam.smp in {host.netns}, found {host.processes()}"
     S["beam"] = beams[0]
     DONE.add("apply")
@@ -121,7 +121,7 @@ def test_04_add_user_in_place(host):
     assert amqp.login_error(S["amqp_endpoint"], APP["username"], APP["password"]) == ""
     status, body = amqp.management_get(S["console_url"], "/api/whoami", OPS["username"], OPS["password"])
     assert status == 401, f"{OPS['username']} has console_access = false but logged in to the console: {status} {body}"
-    assert host.pids_named("beam.smp") == [S["beam"]], "adding a user restarted the engine"
+    assert host.rabbitmq_pids() == [S["beam"]], "adding a user restarted the engine"
     DONE.add("add_user")
 
 
@@ -135,7 +135,7 @@ def test_05_replan_shows_no_changes():
 def test_06_agent_killed_and_restarted_converges_without_duplicate_work(lab, host):
     need("add_user")
     tf = S["tf"]
-    beam = host.pids_named("beam.smp")
+    beam = host.rabbitmq_pids()
     assert beam == [S["beam"]], f"engine PID changed before the test: {beam} vs {S['beam']}"
     fs_uuid = blkid_value(host.loop, "UUID")
     assert fs_uuid, f"no filesystem UUID on {host.loop}"
@@ -146,7 +146,7 @@ def test_06_agent_killed_and_restarted_converges_without_duplicate_work(lab, hos
     res = tf.apply()
     assert "Apply complete! Resources: 0 added, 0 changed, 0 destroyed." in res.output, res.output
     assert tf.output()["status"] == "RUNNING"
-    assert host.pids_named("beam.smp") == [S["beam"]], \
+    assert host.rabbitmq_pids() == [S["beam"]], \
         f"the engine was restarted or duplicated: {host.processes()} (was {S['beam']})"
     assert blkid_value(host.loop, "UUID") == fs_uuid, "the volume was formatted again"
     assert (host.loop, str(host.brokers_dir / S["broker_id"] / "volume")) in labmod.mounts()
@@ -166,7 +166,7 @@ def test_07_import_by_host_and_id(host, tf_factory):
     assert values["id"] == S["broker_id"], values
     assert values["instances"][0]["endpoints"] == S["endpoints"], values["instances"]
     assert values["instances"][0]["console_url"] == S["console_url"], values["instances"]
-    assert host.pids_named("beam.smp") == [S["beam"]], "import touched the engine"
+    assert host.rabbitmq_pids() == [S["beam"]], "import touched the engine"
     # This second state must never destroy the broker: drop it.
     (tf2.workdir / "terraform.tfstate").unlink()
 

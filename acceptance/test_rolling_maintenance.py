@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -39,7 +40,7 @@ import amqp
 import lab as labmod
 import stompclient as sc
 from confirmed_publisher import ConfirmedPublisher, number
-from steps import Steps, apply_until_running, broker_resource, java_home, wait_until
+from steps import Steps, apply_until_running, broker_resource, java_home, seconds_until, wait_until, window_after
 from test_activemq_active_standby import wait_healthy
 from test_rabbitmq_cluster import APP, all_running, vip
 
@@ -57,18 +58,6 @@ ROLL_TIMEOUT = 300
 S = Steps()
 
 
-def window_after(lead: dt.timedelta) -> tuple[dict, dt.datetime]:
-    """A UTC window block starting at the first whole minute `lead` from now, and that start."""
-    at = dt.datetime.now(dt.timezone.utc) + lead
-    start = (at + dt.timedelta(minutes=1)).replace(second=0, microsecond=0)
-    return ({"day_of_week": start.strftime("%A").upper(), "time_of_day": start.strftime("%H:%M"),
-             "time_zone": "UTC"}, start)
-
-
-def seconds_until(at: dt.datetime) -> float:
-    return (at - dt.datetime.now(dt.timezone.utc)).total_seconds()
-
-
 def applied_history(h, broker_id: str) -> list[str]:
     """The changes the host's agent records it applied (its applied.json)."""
     try:
@@ -78,45 +67,142 @@ def applied_history(h, broker_id: str) -> list[str]:
     return [e.get("change", "") for e in record.get("history", [])]
 
 
-def restart_agents(lab, hosts, bundle_source: str | None) -> None:
+def restart_agents(lab, hosts, bundle_source: str | None, rollback_after: int | None = None) -> None:
+    """Restarts the hosts' agents (their engines keep running) with a bundle source and a
+    roll-back deadline, or without."""
+    env = {"FERRYMQ_BUNDLE_SOURCE": bundle_source,
+           "FERRYMQ_ROLLBACK_AFTER": None if rollback_after is None else str(rollback_after)}
     for h in hosts:
         lab.kill_agent(h, signal.SIGTERM)
-        if bundle_source:
-            os.environ["FERRYMQ_BUNDLE_SOURCE"] = bundle_source
+        os.environ.update({k: v for k, v in env.items() if v is not None})
         try:
             lab.start_agent(h)
         finally:
-            os.environ.pop("FERRYMQ_BUNDLE_SOURCE", None)
+            for k in env:
+                os.environ.pop(k, None)
 
 
 class RestartWatch:
-    """Samples the hosts every 0.3 s while a roll-out runs: each host's engine process (`pid_of`,
-    0 for none), when it first changed, every pid seen, and the fewest hosts serving at once
-    (`serves`)."""
+    """Watches the hosts while a roll-out runs, one thread per host sampling every 0.2 s: each
+    host's engine process (`pid_of`, 0 for none), when it first changed, every pid seen, and when
+    it stopped and started serving (`serves`).
+
+    One thread per host, so each state change is timed on its own host: a single loop over the
+    hosts takes seconds under load, long enough for one node to come back and the next to go
+    between two of its reads, which would count both as down at once."""
+
+    PERIOD = 0.2
 
     def __init__(self, hosts, pid_of, serves):
         self.hosts, self.pid_of, self.serves = hosts, pid_of, serves
-        self.first = {h.name: pid_of(h) for h in hosts}
+        self.first = {h.name: pid_of(h.processes()) for h in hosts}
         self.changed_at: dict[str, float] = {}
         self.pids: dict[str, set[int]] = {h.name: {self.first[h.name]} for h in hosts}
-        self.fewest = len(hosts)
+        # Per host: (monotonic time, serving, why not) at each change, starting from serving.
+        self.changes: dict[str, list[tuple[float, bool, str]]] = {h.name: [] for h in hosts}
+        self.failed_reads = 0
         self.samples = 0
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._watch, args=(h,), daemon=True) for h in hosts]
+        self.ended: float | None = None
+        self._started = time.monotonic()
 
-    def _run(self):
+    def start(self) -> "RestartWatch":
+        self._started = time.monotonic()
+        for t in self._threads:
+            t.start()
+        return self
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self._threads:
+            t.join(10)
+        self.ended = time.monotonic()
+
+    def _watch(self, h):
+        serving_before = True
         while not self.stop.is_set():
-            up = 0
-            for h in self.hosts:
-                pid = self.pid_of(h)
+            procs = h.processes()
+            if not procs:
+                # The agent always runs in the namespace: nothing at all is a failed read of
+                # /proc (a process exiting mid-scan), not a host that is down.
+                self.failed_reads += 1
+                time.sleep(self.PERIOD)
+                continue
+            pid = self.pid_of(procs)
+            serving = bool(pid) and self.serves(h)
+            why = "" if serving else "not serving" if pid else "no engine process: " + (
+                ", ".join(f"{p} {c} {cmd[:60]}" for p, c, cmd in procs if c in ("beam.smp", "java")) or "none")
+            now = time.monotonic()
+            with self._lock:
                 if pid:
                     self.pids[h.name].add(pid)
                 if pid and pid != self.first[h.name] and h.name not in self.changed_at:
-                    self.changed_at[h.name] = time.monotonic()
-                up += bool(pid) and self.serves(h)
-            self.fewest = min(self.fewest, up)
-            self.samples += 1
-            time.sleep(0.3)
+                    self.changed_at[h.name] = now
+                if serving != serving_before:
+                    self.changes[h.name].append((now, serving, why))
+                    serving_before = serving
+                self.samples += 1
+            time.sleep(self.PERIOD)
+
+    def _timeline(self) -> list[tuple[float, str, bool, str]]:
+        with self._lock:
+            return sorted((t, name, serving, why) for name, cs in self.changes.items() for t, serving, why in cs)
+
+    @property
+    def fewest(self) -> int:
+        """The fewest hosts serving at any one time."""
+        up = fewest = len(self.hosts)
+        for _t, _name, serving, _why in self._timeline():
+            up += 1 if serving else -1
+            fewest = min(fewest, up)
+        return fewest
+
+    def lows(self) -> str:
+        """When more than one host was down at once, and which."""
+        down: dict[str, str] = {}
+        said = []
+        start = self._started
+        for t, name, serving, why in self._timeline():
+            if serving:
+                down.pop(name, None)
+            else:
+                down[name] = why
+            if len(down) > 1:
+                said.append(f"{t - start:.1f} s after the watch started: {dict(sorted(down.items()))}")
+        timeline = [f"{t - start:.1f} {name} {'up' if serving else 'down: ' + why}"
+                    for t, name, serving, why in self._timeline()]
+        return "; ".join(said[:10]) + "\ntimeline (s after the watch started):\n" + "\n".join(timeline)
+
+    def handovers(self) -> list[float]:
+        """Seconds from each host serving again to the next host going down: how much room the
+        rolling rules left between two hosts' turns."""
+        margins, back = [], None
+        for t, name, serving, _why in self._timeline():
+            if serving:
+                back = (t, name)
+            elif back is not None and name != back[1]:
+                margins.append(round(t - back[0], 2))
+                back = None
+        return margins
+
+    def seconds_out(self) -> dict[str, float]:
+        """Per host, how long it did not serve in all (until `finish`)."""
+        end = self.ended or time.monotonic()
+        out = {}
+        with self._lock:
+            for name, cs in self.changes.items():
+                total, since = 0.0, None
+                for t, serving, _why in cs:
+                    if not serving:
+                        since = t
+                    elif since is not None:
+                        total, since = total + t - since, None
+                if since is not None:
+                    total += end - since
+                out[name] = round(total, 2)
+        return out
 
     def order(self) -> list[str]:
         return sorted(self.changed_at, key=self.changed_at.get)
@@ -134,8 +220,9 @@ def amq_vars(pair, shared, version: str, window: dict | None = None) -> dict:
             "maintenance_window": window, "apply_immediately": False}
 
 
-def java(h) -> int:
-    pids = h.activemq_pids()
+def java(procs) -> int:
+    """The ActiveMQ broker's pid among a host's processes, 0 without exactly one."""
+    pids = [p for p, comm, cmd in procs if comm == "java" and labmod.ACTIVEMQ_JAR in cmd]
     return pids[0] if len(pids) == 1 else 0
 
 
@@ -226,8 +313,56 @@ def test_02_activemq_upgrade_waits_for_the_window(host_pair):
     S.ok("amq_pending")
 
 
-def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair):
+def test_02b_a_step_that_does_not_serve_is_rolled_back_and_stops_the_roll_out(lab, host_pair, tmp_path):
+    """The window opens while the hosts cannot get the 5.17.6 bundle (their source has only
+    5.17.2): the standby tries, does not serve with it within the agents' roll-back deadline, puts
+    5.17.2 back and records it; the active never goes. A new window (the "next" one) with the
+    bundle back in the source then carries the upgrade out (test_03)."""
     S.need("amq_pending")
+    tf = S.s["amq_tf"]
+    active, standby = S.s["active"], S.s["standby"]
+    pids = {h.name: java(h.processes()) for h in host_pair}
+    source = tmp_path / "bundles-without-5.17.6"
+    source.mkdir()
+    shutil.copy(CACHE / "activemq-5.17.2.tar.gz", source)
+    for h in host_pair:
+        for old in (h.state_dir / "bundles").glob("activemq-5.17.6-*"):
+            shutil.rmtree(old)
+    deadline = 20
+    restart_agents(lab, host_pair, str(source), rollback_after=deadline)
+    wait_until(lambda: seconds_until(S.s["amq_window"]) <= 0, 150, "the window to open", interval=0.5)
+    opened = time.monotonic()
+
+    def rolled_back() -> bool:
+        return any(c.startswith("rolled back: engine_version: 5.17.2 -> 5.17.6")
+                   for c in applied_history(standby, S.s["amq_id"]))
+
+    wait_until(rolled_back, 120, lambda: f"the standby's roll-back: {applied_history(standby, S.s['amq_id'])}")
+    seconds = time.monotonic() - opened
+    labmod.record_result("rolling_activemq_failed_step_rolled_back_seconds", round(seconds, 1))
+    # Still in the window: nothing more happens on either host.
+    time.sleep(8)
+    assert not any("rolled back" in c or "5.17.6" in c for c in applied_history(active, S.s["amq_id"])), \
+        applied_history(active, S.s["amq_id"])
+    assert {h.name: java(h.processes()) for h in host_pair} == pids, "a broker restarted"
+    assert [amq_version(h) for h in host_pair] == ["5.17.2", "5.17.2"]
+    tf.run("refresh", "-no-color", "-input=false")
+    values = broker_resource(tf, AMQ_ADDRESS)
+    assert values["pending_engine_version"] == "5.17.6", values
+    print(f"\nwindow open to the standby's roll-back: {seconds:.1f} s (deadline {deadline} s); "
+          f"standby history {applied_history(standby, S.s['amq_id'])[-1:]}")
+    # The next window, with the bundle back.
+    restart_agents(lab, host_pair, str(CACHE))
+    window, start = window_after(WINDOW_LEAD)
+    tf.write_vars(amq_vars(host_pair, S.s["shared"], "5.17.6", window))
+    tf.apply()
+    assert seconds_until(start) > 5, "the apply took too long: the window is already open"
+    S.s["amq_window"] = start
+    S.ok("amq_rolled_back")
+
+
+def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair):
+    S.need("amq_rolled_back")
     tf, eps = S.s["amq_tf"], S.s["stomp"]
     active, standby = S.s["active"], S.s["standby"]
     # "Serving" here is a broker process at all: the pair is down only when neither runs one.
@@ -236,7 +371,8 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
     sender = sc.FailoverSender(eps, APP["username"], APP["password"], AMQ_QUEUE, 1_000_000, prefix="roll",
                                window=20, pace=0.1, give_up=120)
     sending = threading.Thread(target=sender.run, daemon=True)
-    for t in (watch.thread, consumer.thread, sending):
+    watch.start()
+    for t in (consumer.thread, sending):
         t.start()
     opened = None
     try:
@@ -257,7 +393,7 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
     finally:
         sender.stop.set()
         sending.join(150)
-        watch.stop.set()
+        watch.finish()
         consumer.stop.set()
         consumer.thread.join(60)
     assert not sending.is_alive(), "the sender did not stop"
@@ -276,6 +412,8 @@ def test_03_the_window_upgrades_the_standby_first_and_loses_no_message(host_pair
     labmod.record_result("rolling_activemq_lost_messages", t["lost"])
     labmod.record_result("rolling_activemq_receipted_messages", t["receipted"])
     labmod.record_result("rolling_activemq_longest_client_outage_seconds", round(outage, 2))
+    for name, seconds in watch.seconds_out().items():
+        labmod.record_result(f"rolling_activemq_{name}_seconds_out", seconds)
     assert first == standby.name, f"{first} was upgraded first, but {standby.name} was the standby"
     assert new_active.name == standby.name, "the upgraded standby did not take over from the active"
     assert t["receipted"] > 100 and t["lost"] == 0, f"{t['lost']} receipted messages lost: {t}"
@@ -295,7 +433,7 @@ def test_03b_reboot_restarts_the_standby_then_the_active_once_each(lab, host_pai
     tf = S.s["amq_tf"]
     _active, standby, _out, _ = wait_healthy(tf, host_pair)
     watch = RestartWatch(host_pair, java, lambda h: True)
-    watch.thread.start()
+    watch.start()
     start = time.monotonic()
     try:
         res = subprocess.run([str(lab.agent_bin), "reboot", "--broker-id", S.s["amq_id"],
@@ -303,8 +441,7 @@ def test_03b_reboot_restarts_the_standby_then_the_active_once_each(lab, host_pai
                              env={**os.environ, **lab.provider_env()}, capture_output=True, text=True, timeout=360)
         seconds = time.monotonic() - start
     finally:
-        watch.stop.set()
-        watch.thread.join(10)
+        watch.finish()
     assert res.returncode == 0, res.stdout + res.stderr
     assert "done on 2 host(s)" in res.stdout, res.stdout
     print(f"\n{res.stdout.strip()}\nreboot of the pair: {seconds:.1f} s, order {watch.order()}, "
@@ -336,9 +473,16 @@ def rmq_vars(lab, hosts, data: str | None = None, window: dict | None = None) ->
             "maintenance_window": window, "apply_immediately": False}
 
 
-def beam(h) -> int:
-    pids = h.pids_named("beam.smp")
+def beam(procs) -> int:
+    """The RabbitMQ node's pid among a host's processes, 0 without exactly one node."""
+    pids = [p for p, comm, cmd in procs if labmod.is_rabbitmq_node(comm, cmd)]
     return pids[0] if len(pids) == 1 else 0
+
+
+def amqps_open(h) -> bool:
+    """h's AMQPS port accepts connections; a connect that times out (a loaded machine) gets a
+    second try, a refused one does not."""
+    return h.port_open(5671, timeout=0.5) or h.port_open(5671, timeout=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -361,7 +505,7 @@ def test_10_cluster_runs_without_a_configuration(lab, hosts, tf_factory):
 def test_11_a_configuration_revision_waits_for_the_window(lab, hosts):
     S.need("cluster")
     tf = S.s["rmq_tf"]
-    beams = [beam(h) for h in hosts]
+    beams = [beam(h.processes()) for h in hosts]
     window, start = window_after(WINDOW_LEAD)
     tf.write_vars(rmq_vars(lab, hosts, "heartbeat = 30\n", window))
     res = tf.apply()
@@ -372,7 +516,7 @@ def test_11_a_configuration_revision_waits_for_the_window(lab, hosts):
         and pending[0].endswith(" revision 1"), pending
     assert values["next_maintenance_window"] == start.strftime("%Y-%m-%dT%H:%M:00Z"), values
     assert seconds_until(start) > 5, "the apply took too long: the window is already open"
-    assert [beam(h) for h in hosts] == beams, "a waiting revision restarted a node"
+    assert [beam(h.processes()) for h in hosts] == beams, "a waiting revision restarted a node"
     print(f"\nwindow {window}; opens in {seconds_until(start):.0f} s")
     S.s["rmq_window"] = start
     S.ok("rmq_pending")
@@ -381,11 +525,11 @@ def test_11_a_configuration_revision_waits_for_the_window(lab, hosts):
 def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, hosts):
     S.need("rmq_pending")
     tf = S.s["rmq_tf"]
-    watch = RestartWatch(hosts, beam, lambda h: h.port_open(5671, timeout=0.5))
+    watch = RestartWatch(hosts, beam, amqps_open)
     pub = ConfirmedPublisher(S.s["endpoint"], APP["username"], APP["password"], RMQ_QUEUE, 1_000_000, rate=100.0,
                              give_up_after=120)
     publishing = threading.Thread(target=pub.run, daemon=True)
-    watch.thread.start()
+    watch.start()
     publishing.start()
     opened = None
     try:
@@ -404,8 +548,7 @@ def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, ho
     finally:
         pub.stop.set()
         publishing.join(150)
-        watch.stop.set()
-        watch.thread.join(10)
+        watch.finish()
     assert not publishing.is_alive(), "the publisher did not stop"
     got = amqp.consume(S.s["endpoint"], APP["username"], APP["password"], RMQ_QUEUE,
                        len(pub.confirmed) + len(pub.failed_publishes), timeout=30)
@@ -415,14 +558,17 @@ def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, ho
     gap = pub.longest_gap(pub.started)
     print(f"\nwindow open to three nodes restarted and running: {rolled:.1f} s; order {order}; fewest nodes "
           f"serving {watch.fewest} (of {watch.samples} samples); confirmed {len(pub.confirmed)}, lost {len(lost)}, "
-          f"unconfirmed {len(pub.failed_publishes)}, reconnects {pub.reconnects}, longest gap {gap:.2f} s")
+          f"unconfirmed {len(pub.failed_publishes)}, reconnects {pub.reconnects}, longest gap {gap:.2f} s; "
+          f"seconds each node was out {watch.seconds_out()}; from one node back to the next down {watch.handovers()} s")
     labmod.record_result("rolling_cluster_window_open_to_rolled_seconds", round(rolled, 1))
     labmod.record_result("rolling_cluster_fewest_nodes_serving", watch.fewest)
     labmod.record_result("rolling_cluster_confirmed_lost", len(lost))
     labmod.record_result("rolling_cluster_longest_publish_gap_seconds", round(gap, 2))
+    for name, seconds in watch.seconds_out().items():
+        labmod.record_result(f"rolling_cluster_{name}_seconds_out", seconds)
     assert lost == [], f"{len(lost)} confirmed messages lost, e.g. {lost[:10]}"
     assert order == [h.name for h in hosts], f"nodes restarted in the order {order}"
-    assert watch.fewest >= 2, f"only {watch.fewest} node(s) served at one point"
+    assert watch.fewest >= 2, f"only {watch.fewest} node(s) served at one point: {watch.lows()}"
     assert watch.restarted_once(), f"a node restarted more than once: {watch.pids}"
     # Each agent reports the change done once its node served with it (refreshed state).
     def nothing_pending():

@@ -66,7 +66,7 @@ def variables(host, instance_type: str) -> dict:
 
 
 def one_beam(host) -> int:
-    beams = wait_until(lambda: host.pids_named("beam.smp"), 60, f"one beam.smp in {host.netns}")
+    beams = wait_until(lambda: host.rabbitmq_pids(), 60, f"one beam.smp in {host.netns}")
     assert len(beams) == 1, f"expected one beam.smp in {host.netns}, found {host.processes()}"
     return beams[0]
 

@@ -169,7 +169,7 @@ def test_03_rotating_the_supplied_certificate_needs_no_restart(lab, host):
     tf = S.s["tf"]
     second = S.s["root"].issue(tf.workdir / "pki" / "second", [host.address, EXTRA_NAME])
     S.s["second"] = second
-    beam = host.pids_named("beam.smp")
+    beam = host.rabbitmq_pids()
     conn = amqp.connect(S.s["endpoint"], USER["username"], USER["password"])
     log = tf.workdir / "tf-trace.log"
     env = dict(tf.env)
@@ -196,7 +196,7 @@ def test_03_rotating_the_supplied_certificate_needs_no_restart(lab, host):
     S.s["provider_log"] = provider_log_lines(log)
     S.s["stored"] = spec_store_texts(host)
     assert "terraform-provider-ferrymq" in S.s["provider_log"], "no provider log lines captured"
-    assert host.pids_named("beam.smp") == beam, "rotating the certificate restarted RabbitMQ"
+    assert host.rabbitmq_pids() == beam, "rotating the certificate restarted RabbitMQ"
     assert amqp.login_error(S.s["endpoint"], USER["username"], USER["password"]) == ""
     plan = tf.plan()
     assert plan.rc == 0, f"expected no changes after the rotation, got {plan.rc}:\n{plan.output}"
@@ -222,7 +222,7 @@ def test_04_a_certificate_without_the_hosts_address_is_refused_at_plan(host):
 def test_05_back_to_an_agent_issued_certificate_in_place(lab, host):
     S.need("rotate")
     tf = S.s["tf"]
-    beam = host.pids_named("beam.smp")
+    beam = host.rabbitmq_pids()
     use(tf, host, None)
     res = tf.apply()
     assert "Apply complete! Resources: 0 added, 1 changed, 0 destroyed." in res.output, res.output
@@ -233,7 +233,7 @@ def test_05_back_to_an_agent_issued_certificate_in_place(lab, host):
         lambda: _try_peer(host, deployment_ca), 30, "an agent-issued certificate on the AMQPS listener")
     issuer = dict(x[0] for x in cert["issuer"])
     assert issuer.get("commonName", "").startswith("FerryMQ broker CA"), issuer
-    assert host.pids_named("beam.smp") == beam, "switching certificates restarted RabbitMQ"
+    assert host.rabbitmq_pids() == beam, "switching certificates restarted RabbitMQ"
     key = host.brokers_dir / S.s["broker_id"] / "engine" / "tls" / "server-key.pem"
     assert key_body(S.s["second"]) not in key.read_text(), "the supplied key is still on the host"
     plan = tf.plan()

@@ -178,7 +178,7 @@ def test_04_certificate_is_renewed_without_a_restart(host):
     certificate within a pass, RabbitMQ picks it up for new connections, an open connection
     keeps working, and the engine is the same process."""
     S.need("tls")
-    beam = host.pids_named("beam.smp")
+    beam = host.rabbitmq_pids()
     record = host.brokers_dir / S.s["broker_id"] / "engine" / "tls" / "issued.json"
     data = json.loads(record.read_text())
     conn = amqp.connect(S.s["amqp_endpoint"], APP["username"], APP["password"])
@@ -202,7 +202,7 @@ def test_04_certificate_is_renewed_without_a_restart(host):
         conn.close()
     assert json.loads(record.read_text())["not_after"] > time.time() + 80 * 86400
     assert amqp.login_error(S.s["amqp_endpoint"], APP["username"], APP["password"]) == ""
-    assert host.pids_named("beam.smp") == beam, "renewing the certificate restarted RabbitMQ"
+    assert host.rabbitmq_pids() == beam, "renewing the certificate restarted RabbitMQ"
     S.s["serial"] = cert["serialNumber"]
 
 

@@ -25,6 +25,10 @@ resource "ferrymq_broker" "activemq" {
   # one instance at a time, unless apply_immediately is true.
   apply_immediately = var.apply_immediately
 
+  # true: the broker runs the newest patch of its minor version, upgraded in the window, while
+  # engine_version keeps the version written here.
+  auto_minor_version_upgrade = var.auto_minor_version_upgrade
+
   # Every listener is TLS only; true also opens the plain ones (OpenWire 61616, STOMP 61613).
   plain_listeners = var.plain_listeners
 

@@ -43,6 +43,12 @@ variable "apply_immediately" {
   default     = false
 }
 
+variable "auto_minor_version_upgrade" {
+  description = "Upgrade to the newest patch of engine_version's minor version in the maintenance window (5.17.2 -> 5.17.6)."
+  type        = bool
+  default     = false
+}
+
 variable "maintenance_window" {
   description = "Weekly maintenance window start: day_of_week (MONDAY..SUNDAY), time_of_day (HH:MM), time_zone (IANA name or UTC offset; null for UTC). Null lets FerryMQ pick one."
   type = object({

@@ -26,6 +26,7 @@ use ferrymq_api::agent::agent_server::AgentServer;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 #[derive(Parser)]
@@ -83,6 +84,11 @@ enum Command {
         /// mirror serving `<engine>-<version>.tar.gz` (digests are the catalogue's).
         #[arg(long, env = "FERRYMQ_BUNDLE_SOURCE")]
         bundle_source: Option<String>,
+        /// Seconds a window-bound change (engine version, instance type, configuration
+        /// revision, reboot) gets to serve before this host puts back what it ran before and
+        /// leaves the change for the next window.
+        #[arg(long, env = "FERRYMQ_ROLLBACK_AFTER", default_value_t = maintenance::DEFAULT_ROLLBACK_AFTER.as_secs())]
+        rollback_after: u64,
     },
     /// Make the deployment's certificates.
     Pki {
@@ -176,6 +182,7 @@ fn main() -> Result<()> {
             supervisor,
             metrics_listen,
             bundle_source,
+            rollback_after,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -204,6 +211,7 @@ fn main() -> Result<()> {
                     supervisor,
                     metrics_listen,
                     bundle_source,
+                    Duration::from_secs(rollback_after),
                 )
                 .await
             })
@@ -259,6 +267,7 @@ async fn serve(
     backend: supervisor::Backend,
     metrics_listen: Option<SocketAddr>,
     bundle_source: Option<String>,
+    rollback_after: Duration,
 ) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let read = |name: &str| {
@@ -290,7 +299,8 @@ async fn serve(
     let reconciler = Arc::new(
         reconcile::Reconciler::new(brokers_dir, store, supervisor, broker_ca)
             .with_peers(peers)
-            .with_bundles(bundles),
+            .with_bundles(bundles)
+            .with_rollback_after(rollback_after),
     );
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".

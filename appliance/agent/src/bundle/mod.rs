@@ -1,7 +1,9 @@
 //! Engine bundles: content-addressed archives of an engine version, verified with SHA-256
 //! before anything is unpacked, unpacked side by side under `bundles/<engine>-<version>-<sha
 //! prefix>/`, and switched per broker with one atomic symlink rename (`engine-current`), so that
-//! a broker always runs one complete bundle and a failed upgrade can go back to the one that ran.
+//! a broker always runs one complete bundle. A failed upgrade goes back to the one that ran by
+//! the same switch: the maintenance attempt (`maintenance::Attempt`) puts the old version back
+//! in the spec it converges to, and the old bundle is still unpacked beside the new one.
 //!
 //! Bundles come from a source given to the agent (`--bundle-source`: a directory, as on an
 //! image that carries its bundles, or an `http://` mirror). The expected digest is never taken
@@ -16,10 +18,6 @@ use std::process::Command;
 
 /// The per-broker link to the bundle it runs.
 pub const CURRENT: &str = "engine-current";
-/// The bundle that ran before the last switch, kept until the new one has served once.
-pub const PREVIOUS: &str = "engine-previous";
-/// A bundle that did not come up healthy after a switch and was rolled back from.
-pub const FAILED: &str = "engine-failed";
 /// `engine_bundle` in a status when the broker runs the host's Debian package.
 pub const DEBIAN_PACKAGE: &str = "debian-package";
 
@@ -201,51 +199,15 @@ fn link_target(broker_dir: &Path, name: &str) -> Option<PathBuf> {
 }
 
 /// Points the broker's `engine-current` at `bundle` with one rename (atomic: a reader sees the
-/// old bundle or the new one). Returns whether it changed; the bundle it replaced is kept as
-/// `engine-previous` for a rollback.
+/// old bundle or the new one). Returns whether it changed.
 pub fn switch(broker_dir: &Path, bundle: &Path) -> std::io::Result<bool> {
     let old = current(broker_dir);
     if old.as_deref().and_then(|o| fs::canonicalize(o).ok()) == fs::canonicalize(bundle).ok() {
         return Ok(false);
     }
     fs::create_dir_all(broker_dir)?;
-    if let Some(old) = &old {
-        replace_link(broker_dir, PREVIOUS, old)?;
-    }
     replace_link(broker_dir, CURRENT, bundle)?;
     Ok(true)
-}
-
-/// Goes back to `engine-previous` and remembers the bundle that failed, so the next pass does
-/// not switch to it again. Returns the bundle now current, or None when there is no previous.
-pub fn roll_back(broker_dir: &Path) -> std::io::Result<Option<PathBuf>> {
-    let (Some(prev), Some(failed)) = (link_target(broker_dir, PREVIOUS), current(broker_dir))
-    else {
-        return Ok(None);
-    };
-    replace_link(broker_dir, FAILED, &failed)?;
-    replace_link(broker_dir, CURRENT, &prev)?;
-    fs::remove_file(broker_dir.join(PREVIOUS))?;
-    Ok(Some(prev))
-}
-
-/// The new bundle has served: no rollback is needed any more.
-pub fn commit(broker_dir: &Path) {
-    let _ = fs::remove_file(broker_dir.join(PREVIOUS));
-}
-
-/// Whether `bundle` is the one a rollback left behind.
-pub fn failed_before(broker_dir: &Path, bundle: &Path) -> bool {
-    link_target(broker_dir, FAILED).and_then(|f| fs::canonicalize(f).ok())
-        == fs::canonicalize(bundle).ok()
-}
-
-/// Seconds since the last switch (the age of the `engine-current` link).
-pub fn since_switch(broker_dir: &Path) -> Option<std::time::Duration> {
-    fs::symlink_metadata(broker_dir.join(CURRENT))
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
 }
 
 /// Writes `name -> target` (relative when possible) via a temporary link and a rename.
@@ -319,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn verified_bundles_unpack_and_switch_atomically_and_roll_back() {
+    fn verified_bundles_unpack_and_switch_atomically_both_ways() {
         let d = scratch("ok");
         let mirror = d.join("mirror");
         fs::create_dir_all(&mirror).expect("mirror");
@@ -342,13 +304,12 @@ mod tests {
         assert!(fs::read_link(broker.join(CURRENT))
             .expect("link")
             .is_relative());
+        // Going back is the same switch, to the bundle still unpacked beside the new one.
+        assert!(switch(&broker, &da).expect("back"));
         assert_eq!(
-            roll_back(&broker)
-                .expect("rb")
-                .map(|p| fs::canonicalize(p).ok()),
-            Some(fs::canonicalize(&da).ok())
+            fs::canonicalize(current(&broker).expect("cur")).ok(),
+            fs::canonicalize(&da).ok()
         );
-        assert!(failed_before(&broker, &db));
         let _ = fs::remove_dir_all(&d);
     }
 

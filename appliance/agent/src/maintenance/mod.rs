@@ -8,13 +8,15 @@
 //! the reconciler converges to the *gated* spec — the desired one with the window-bound fields
 //! held at the values the host runs — until the window opens.
 
+mod attempt;
 mod gate;
 mod peers;
 mod record;
 mod roll;
 mod turn;
 
-pub use gate::gate;
+pub use attempt::{Attempt, Progress, DEFAULT_DEADLINE as DEFAULT_ROLLBACK_AFTER};
+pub use gate::{gate, Gated};
 pub use peers::Peers;
 pub use record::AppliedRecord;
 pub use roll::may_go;

@@ -71,6 +71,16 @@ impl AppliedRecord {
         }
     }
 
+    /// Adds an event that is not a change applied (a roll-back), keeping the history bounded.
+    pub fn note(&mut self, now: DateTime<Utc>, what: &str) {
+        self.history.push(MaintenanceEvent {
+            at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+            change: what.to_string(),
+        });
+        let excess = self.history.len().saturating_sub(HISTORY_LIMIT);
+        self.history.drain(..excess);
+    }
+
     /// Writes the record when it changed.
     pub fn save_if_changed(&self, previous: Option<&Self>, broker_dir: &Path) -> Result<()> {
         if previous == Some(self) || !broker_dir.exists() {

@@ -438,13 +438,8 @@ async fn converge_steps(
     }
 
     let users = all_users(spec);
-    let health = engine.health().await;
-    if placed.home.is_some() {
-        roll_back_if_stuck(ctx, &health, status, &engine.units())?;
-    }
-    match health {
+    match engine.health().await {
         Health::Serving => {
-            crate::bundle::commit(&ctx.broker_dir);
             status.role = ROLE_ACTIVE.into();
             engine.sync_broker_settings().await?;
             if engine.apply_quotas().await? {
@@ -454,10 +449,7 @@ async fn converge_steps(
                 tracing::info!(broker = %spec.broker_id, "users converged");
             }
         }
-        Health::Standby => {
-            crate::bundle::commit(&ctx.broker_dir);
-            status.role = ROLE_STANDBY.into()
-        }
+        Health::Standby => status.role = ROLE_STANDBY.into(),
         Health::NotServing(why) => {
             status.message = format!("engine starting: {why}");
             return Ok(false);
@@ -642,10 +634,6 @@ fn supplied_expiry_warning(
     })
 }
 
-/// How long an engine gets to serve after a bundle switch before the agent goes back to the
-/// bundle that ran.
-const ROLLBACK_AFTER: Duration = Duration::from_secs(180);
-
 /// The engine bundle a broker runs after this pass.
 struct PlacedBundle {
     /// `<bundle>/home` of the bundle `engine-current` names, or None for the host's Debian
@@ -696,20 +684,6 @@ fn place_bundle(
         }
         (Err(f), None) => return Err(f),
     };
-    if crate::bundle::failed_before(&ctx.broker_dir, &dir) {
-        let cur = current.unwrap_or(dir);
-        status.engine_bundle = bundle_name(&cur);
-        let home = fs::canonicalize(&cur).unwrap_or(cur).join("home");
-        status.message = format!(
-            "engine bundle {} did not serve after the switch and was rolled back; \
-             the broker runs {}",
-            spec.engine_version, status.engine_bundle
-        );
-        return Ok(PlacedBundle {
-            home: Some(home),
-            switched: false,
-        });
-    }
     let switched = crate::bundle::switch(&ctx.broker_dir, &dir).with_context(|| {
         format!(
             "switching {} to {}",
@@ -734,34 +708,6 @@ fn bundle_name(dir: &Path) -> String {
         .ok()
         .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_default()
-}
-
-/// A switched bundle that has not served within `ROLLBACK_AFTER`: back to the one that ran,
-/// with a restart (the engine's units are stopped; the next pass starts them on the old link).
-fn roll_back_if_stuck(
-    ctx: &Context,
-    health: &Health,
-    status: &mut BrokerStatus,
-    units: &[crate::supervisor::UnitSpec],
-) -> Result<(), Failure> {
-    let stuck = matches!(health, Health::NotServing(_))
-        && ctx.broker_dir.join(crate::bundle::PREVIOUS).exists()
-        && crate::bundle::since_switch(&ctx.broker_dir).is_some_and(|t| t > ROLLBACK_AFTER);
-    if !stuck {
-        return Ok(());
-    }
-    let Some(back) = crate::bundle::roll_back(&ctx.broker_dir).context("rolling back")? else {
-        return Ok(());
-    };
-    for unit in units {
-        ctx.supervisor.stop(&unit.name, STOP_GRACE)?;
-    }
-    status.engine_bundle = bundle_name(&back);
-    Err(Failure::Transient(anyhow::anyhow!(
-        "the engine did not serve within {} s of an engine bundle switch; rolled back to {}",
-        ROLLBACK_AFTER.as_secs(),
-        status.engine_bundle
-    )))
 }
 
 /// Refuses, before anything is prepared or started, a host with fewer CPUs or less memory than

@@ -78,6 +78,8 @@ pub struct Reconciler {
     /// The window-bound changes last logged as being applied, by broker.
     applying_said: Mutex<HashMap<String, Vec<String>>>,
     bundles: Arc<crate::bundle::Store>,
+    /// How long an applied window-bound change gets to serve before it is rolled back.
+    rollback_after: Duration,
 }
 
 impl Reconciler {
@@ -103,7 +105,14 @@ impl Reconciler {
             peers: None,
             applying_said: Mutex::new(HashMap::new()),
             bundles: Arc::new(crate::bundle::Store::new(bundles_dir, None)),
+            rollback_after: maintenance::DEFAULT_ROLLBACK_AFTER,
         }
+    }
+
+    /// How long an applied change gets to serve before the host puts its old values back.
+    pub fn with_rollback_after(mut self, deadline: Duration) -> Self {
+        self.rollback_after = deadline;
+        self
     }
 
     /// Lets the reconciler coordinate roll-outs with the broker's other instances.
@@ -163,6 +172,13 @@ impl Reconciler {
             let now = chrono::Utc::now();
             let mut gated = maintenance::gate(&stored.spec, applied.as_ref(), now);
             let mut held = None;
+            if !gated.applying.is_empty() {
+                if let Some(why) = maintenance::Attempt::rolled_back_before(&ctx.broker_dir, &gated)
+                {
+                    gated.hold();
+                    held = Some(why);
+                }
+            }
             let turn = maintenance::Turn::for_spec(&stored.spec);
             if gated.applying.is_empty() {
                 maintenance::Turn::release(&ctx.broker_dir)?;
@@ -202,10 +218,13 @@ impl Reconciler {
                 record.save_if_changed(applied.as_ref(), &ctx.broker_dir)?;
                 if !gated.applying.is_empty() {
                     maintenance::Turn::release(&ctx.broker_dir)?;
+                    maintenance::Attempt::served(&ctx.broker_dir)?;
                 }
                 Some(record)
-            } else {
+            } else if gated.applying.is_empty() {
                 applied
+            } else {
+                self.not_serving(&ctx, &gated, applied, &mut status, now)?
             };
             status.maintenance_history = record.map(|r| r.history).unwrap_or_default();
             status.generation = stored.generation;
@@ -220,6 +239,35 @@ impl Reconciler {
             self.set_status(status);
         }
         Ok(())
+    }
+
+    /// A pass that applied window-bound changes and does not serve: past the deadline, the
+    /// change is given up, recorded in the history, and the next pass (at once) puts the values
+    /// the host ran before back.
+    fn not_serving(
+        &self,
+        ctx: &broker::Context,
+        gated: &maintenance::Gated,
+        applied: Option<AppliedRecord>,
+        status: &mut BrokerStatus,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<AppliedRecord>> {
+        let progress =
+            maintenance::Attempt::not_serving(&ctx.broker_dir, gated, self.rollback_after, now)?;
+        let maintenance::Progress::RollBack(why) = progress else {
+            return Ok(applied);
+        };
+        let broker = gated.spec.broker_id.as_str();
+        tracing::error!(%broker, "{why}: putting back the values the host ran before");
+        status.message = format!("{why}; {}", status.message);
+        self.wake.notify_one();
+        let Some(mut record) = applied else {
+            return Ok(None);
+        };
+        let before = record.clone();
+        record.note(now, &why);
+        record.save_if_changed(Some(&before), &ctx.broker_dir)?;
+        Ok(Some(record))
     }
 
     /// A dedicated load-balancer host's broker: no engine, users or maintenance window, only
@@ -637,6 +685,10 @@ impl Reconciler {
         if let Ok(mut map) = self.statuses.lock() {
             map.remove(broker_id);
         }
+        // What the agent remembered of it in memory goes too.
+        lock(&self.applying_said).remove(broker_id);
+        lock(&self.users_synced).remove(broker_id);
+        lock(&self.passwords).remove(broker_id);
         tracing::info!(broker = broker_id, "deleted");
         Ok(true)
     }
