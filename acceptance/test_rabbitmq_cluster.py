@@ -35,6 +35,8 @@ BENCH_MESSAGES = 1000
 BENCH_ROUNDS = 6
 
 S = Steps()
+# How long the link cut lasts at least: beyond every node's detection of the partition.
+CUT_SECONDS = 20
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +203,11 @@ def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, ho
         events["cut"] = time.monotonic()
         print(f"link of {cut.name} down at {len(pub.confirmed)} confirmed")
         assert pub.wait_confirmed(len(pub.confirmed) + 500, 60), f"no progress with {cut.name} cut off: {pub.errors[-3:]}"
+        # Cut off long enough that every node sees the partition (net_ticktime 10: 7.5-12.5 s),
+        # so pause_minority pauses the cut-off node and it resumes when the link is back. A cut
+        # that only some nodes notice leaves RabbitMQ 3.10 partitioned until a restart (see the
+        # README's known gaps); how long the cut lasted used to depend on the machine's load.
+        time.sleep(max(0.0, CUT_SECONDS - (time.monotonic() - events["cut"])))
         lab.link_up(cut)
         events["restored"] = time.monotonic()
         print(f"link of {cut.name} up again at {len(pub.confirmed)} confirmed")

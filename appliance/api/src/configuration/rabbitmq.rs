@@ -4,25 +4,55 @@
 //! `channel_max`, `disk_free_limit`) are rendered by the agent and refused here, so a
 //! configuration can never move a listener or a data directory.
 
-/// How a value is checked before it reaches cuttlefish (which would stop the node on a bad one).
+/// How a value is checked before it reaches cuttlefish, with the bounds of RabbitMQ 3.10's own
+/// validators (`rabbit.schema`): a value cuttlefish refuses stops the node at its next start,
+/// which for a revision is inside the maintenance window, so it is refused here, at plan.
 #[derive(Clone, Copy, Debug)]
 enum Kind {
-    Integer,
+    /// A whole number in `min..=max`.
+    Integer {
+        min: u64,
+        max: u64,
+    },
+    /// A decimal strictly between 0 and 1, written with a point (cuttlefish's `float`).
     Ratio,
     Bool,
 }
 
+const ANY: Kind = Kind::Integer {
+    min: 0,
+    max: u64::MAX,
+};
+
 /// Keys a configuration may set (Amazon MQ's configurable `rabbitmq.conf` keys, and a few
 /// more tuning keys RabbitMQ 3.10 knows).
 const KEYS: &[(&str, Kind)] = &[
-    ("consumer_timeout", Kind::Integer),
-    ("heartbeat", Kind::Integer),
-    ("frame_max", Kind::Integer),
-    ("handshake_timeout", Kind::Integer),
-    ("collect_statistics_interval", Kind::Integer),
-    ("queue_index_embed_msgs_below", Kind::Integer),
-    ("mirroring_sync_batch_size", Kind::Integer),
-    ("max_message_size", Kind::Integer),
+    (
+        "consumer_timeout",
+        Kind::Integer {
+            min: 1,
+            max: u64::MAX,
+        },
+    ),
+    ("heartbeat", ANY),
+    ("frame_max", ANY),
+    ("handshake_timeout", ANY),
+    ("collect_statistics_interval", ANY),
+    ("queue_index_embed_msgs_below", ANY),
+    (
+        "mirroring_sync_batch_size",
+        Kind::Integer {
+            min: 1,
+            max: 1_000_000,
+        },
+    ),
+    (
+        "max_message_size",
+        Kind::Integer {
+            min: 1,
+            max: 512 * 1024 * 1024,
+        },
+    ),
     ("vm_memory_high_watermark_paging_ratio", Kind::Ratio),
     (
         "management.restrictions.operator_policy_changes.disabled",
@@ -56,16 +86,24 @@ pub fn parse(data: &str) -> Result<Vec<(String, String)>, String> {
                 allowed.join(", ")
             ));
         };
-        let ok = match kind {
-            Kind::Integer => value.parse::<u64>().is_ok(),
-            Kind::Ratio => value.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)),
+        let ok = match *kind {
+            Kind::Integer { min, max } => {
+                value.parse::<u64>().is_ok_and(|n| (min..=max).contains(&n))
+            }
+            Kind::Ratio => {
+                value.contains('.') && value.parse::<f64>().is_ok_and(|r| r > 0.0 && r < 1.0)
+            }
             Kind::Bool => matches!(value, "true" | "false"),
         };
         if !ok {
-            let want = match kind {
-                Kind::Integer => "a whole number",
-                Kind::Ratio => "a number between 0 and 1",
-                Kind::Bool => "true or false",
+            let want = match *kind {
+                Kind::Integer { min: 0, max } if max == u64::MAX => "a whole number".to_string(),
+                Kind::Integer { min, max } if max == u64::MAX => {
+                    format!("a whole number of at least {min}")
+                }
+                Kind::Integer { min, max } => format!("a whole number from {min} to {max}"),
+                Kind::Ratio => "a decimal between 0 and 1, such as 0.5".to_string(),
+                Kind::Bool => "true or false".to_string(),
             };
             return Err(format!("line {n}: {key} = {value:?} must be {want}"));
         }
@@ -110,9 +148,28 @@ mod tests {
         assert!(parse("heartbeat = soon")
             .unwrap_err()
             .contains("whole number"));
-        assert!(parse("vm_memory_high_watermark_paging_ratio = 1.5")
+        for ratio in ["1.5", "1", "0", "1.0"] {
+            assert!(
+                parse(&format!("vm_memory_high_watermark_paging_ratio = {ratio}"))
+                    .unwrap_err()
+                    .contains("between 0 and 1"),
+                "{ratio}"
+            );
+        }
+        assert!(parse("vm_memory_high_watermark_paging_ratio = 0.75").is_ok());
+        // RabbitMQ's own bounds, which would otherwise stop the node at its next start.
+        let e = parse("max_message_size = 999999999999").unwrap_err();
+        assert!(
+            e.contains("max_message_size") && e.contains("from 1 to 536870912"),
+            "{e}"
+        );
+        assert!(parse("max_message_size = 536870912").is_ok());
+        assert!(parse("mirroring_sync_batch_size = 0")
             .unwrap_err()
-            .contains("between 0 and 1"));
+            .contains("from 1 to 1000000"));
+        assert!(parse("consumer_timeout = 0")
+            .unwrap_err()
+            .contains("at least 1"));
         assert!(parse("heartbeat").unwrap_err().contains("line 1"));
         assert!(parse("heartbeat = 1\nheartbeat = 2")
             .unwrap_err()
