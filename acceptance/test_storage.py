@@ -349,6 +349,9 @@ class StorePublisher(threading.Thread):
         super().__init__(daemon=True)
         self.endpoint = endpoint
         self.receipted: list[str] = []
+        # Sends still held by flow control when the test stopped the producer: never promised
+        # (no receipt), so they may or may not be stored.
+        self.unreceipted: list[str] = []
         self.last_receipt_at = time.monotonic()
         self.error: BaseException | None = None
         self.stop = threading.Event()
@@ -380,8 +383,11 @@ class StorePublisher(threading.Thread):
                     raise RuntimeError(f"ERROR frame: {errors}")
                 if dropped:
                     raise RuntimeError(f"connection lost with {len(pending)} sends not receipted")
-                if self.stop.is_set() and time.monotonic() - self.last_receipt_at > 60:
-                    raise RuntimeError(f"{len(pending)} sends never receipted after stop")
+                if self.stop.is_set() and time.monotonic() - self.last_receipt_at > 30:
+                    # The store filled up again after the producer resumed: flow control holds
+                    # these until someone consumes, which happens after the producer stops.
+                    self.unreceipted = list(pending.values())
+                    break
             stompclient.close(conn)
         except BaseException as e:  # reported by the test
             self.error = e
@@ -466,8 +472,11 @@ def test_06_store_limit_blocks_producers_and_consuming_resumes_them_without_loss
 
     # Every receipted message is there, exactly once across both consumers.
     sent = list(pub.receipted)
-    rest = stompclient.consume(ep, APP["username"], APP["password"], AMQ_QUEUE, len(sent) - len(first), timeout=300)
-    t = stompclient.tally(sent, first + rest)
+    held = set(pub.unreceipted)
+    rest = stompclient.consume(ep, APP["username"], APP["password"], AMQ_QUEUE, len(sent) - len(first) + len(held),
+                               timeout=300)
+    # A send still held by flow control at the stop may have been stored since: not unexpected.
+    t = stompclient.tally(sent, [b for b in first + rest if b not in held])
     print(f"{t['receipted']} receipted, {t['consumed']} consumed, {t['lost']} lost, {t['duplicates']} duplicates")
     labmod.record_result("activemq_store_full_messages_lost", t["lost"])
     assert t["lost"] == 0, f"{t['lost']} receipted messages lost, e.g. {[b[:14] for b in t['lost_first']]}"
