@@ -159,6 +159,11 @@ def is_rabbitmq_node(comm: str, cmdline: str) -> bool:
     return comm == "beam.smp" and "-escript" not in cmdline and "-sname epmd-starter-" not in cmdline
 
 
+def is_activemq_broker(comm: str, cmdline: str) -> bool:
+    """An ActiveMQ broker's JVM (running activemq.jar), not another java."""
+    return comm == "java" and ACTIVEMQ_JAR in cmdline
+
+
 def pid_alive(pid: int) -> bool:
     """True if the process exists and is not a zombie."""
     try:
@@ -267,7 +272,7 @@ class Host:
 
     def activemq_pids(self) -> list[int]:
         """The ActiveMQ brokers in the host's namespace: ``java`` processes running activemq.jar."""
-        return [p for p, c, cmd in self.processes() if c == "java" and ACTIVEMQ_JAR in cmd]
+        return [p for p, c, cmd in self.processes() if is_activemq_broker(c, cmd)]
 
     def java_pids(self) -> list[int]:
         return self.pids_named("java")

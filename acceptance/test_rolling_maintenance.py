@@ -222,7 +222,7 @@ def amq_vars(pair, shared, version: str, window: dict | None = None) -> dict:
 
 def java(procs) -> int:
     """The ActiveMQ broker's pid among a host's processes, 0 without exactly one."""
-    pids = [p for p, comm, cmd in procs if comm == "java" and labmod.ACTIVEMQ_JAR in cmd]
+    pids = [p for p, comm, cmd in procs if labmod.is_activemq_broker(comm, cmd)]
     return pids[0] if len(pids) == 1 else 0
 
 

@@ -13,7 +13,7 @@
 
 use super::gate::Gated;
 use super::turn::Turn;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use chrono::{DateTime, Utc};
 use std::path::Path;
 use std::time::Duration;
@@ -123,12 +123,7 @@ impl Attempt {
 
     /// The changes served: the try is over.
     pub fn served(broker_dir: &Path) -> Result<()> {
-        match std::fs::remove_file(broker_dir.join(FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {FILE} in {}", broker_dir.display()))
-            }
-            _ => Ok(()),
-        }
+        crate::store::remove_if_present(&broker_dir.join(FILE))
     }
 }
 

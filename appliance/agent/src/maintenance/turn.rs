@@ -7,7 +7,7 @@
 //! that took its turn for a given target keeps it — across agent restarts too — and the others
 //! keep waiting because its status is not RUNNING with nothing pending.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ferrymq_api::agent::BrokerSpec;
 use std::path::Path;
 
@@ -64,12 +64,7 @@ impl Turn {
 
     /// Gives the turn back: the change served, or there is nothing to apply any more.
     pub fn release(broker_dir: &Path) -> Result<()> {
-        match std::fs::remove_file(broker_dir.join(FILE)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {FILE} in {}", broker_dir.display()))
-            }
-            _ => Ok(()),
-        }
+        crate::store::remove_if_present(&broker_dir.join(FILE))
     }
 }
 

@@ -604,11 +604,7 @@ fn install_files(ctx: &Context, owner: &User, c: &CertificateContents) -> Result
 
 /// The key stays in one place only: once installed (or unused), the staged copy goes.
 fn remove_supplied_key(files: &CertificateFiles) -> Result<()> {
-    match fs::remove_file(&files.supplied_key) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", files.supplied_key.display())),
-    }
+    crate::store::remove_if_present(&files.supplied_key)
 }
 
 /// The status message of a supplied certificate near its end: the agent cannot renew it.

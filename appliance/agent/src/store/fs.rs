@@ -79,11 +79,8 @@ impl SpecStore for FsStore {
     }
 
     fn remove(&self, broker_id: &str) -> Result<()> {
-        match fs::remove_file(self.spec_path(broker_id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).context(format!("removing the spec of {broker_id}")),
-        }
+        remove_if_present(&self.spec_path(broker_id))
+            .with_context(|| format!("removing the spec of {broker_id}"))
     }
 }
 
@@ -99,6 +96,16 @@ fn read_spec(path: &Path) -> Result<StoredSpec> {
         );
     }
     Ok(stored.stored)
+}
+
+/// Removes a file the agent keeps, if it is there: a file already gone is what was asked for.
+pub fn remove_if_present(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Writes `bytes` so that a crash leaves either the old or the new file, never a torn one.

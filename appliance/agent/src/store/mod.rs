@@ -7,7 +7,7 @@ mod configurations;
 mod fs;
 
 pub use configurations::{ConfigurationStore, PutError};
-pub use fs::{write_atomically, FsStore};
+pub use fs::{remove_if_present, write_atomically, FsStore};
 
 use anyhow::Result;
 use ferrymq_api::agent::BrokerSpec;

@@ -225,11 +225,8 @@ impl Supervisor for DirectSupervisor {
 
     fn forget(&self, name: &str) -> Result<()> {
         self.remove_cgroup(name);
-        match fs::remove_file(self.record_path(name)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).context(format!("forgetting unit {name}")),
-        }
+        crate::store::remove_if_present(&self.record_path(name))
+            .with_context(|| format!("forgetting unit {name}"))
     }
 
     fn kind(&self) -> &'static str {
