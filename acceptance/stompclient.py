@@ -20,12 +20,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import select
+import ssl
 import threading
 import time
 import urllib.parse
 from typing import Callable, Iterable, Optional
 
 import stomp
+import stomp.connect
+import stomp.transport
 from stomp.exception import ConnectFailedException, StompException
 
 import tls
@@ -34,6 +38,57 @@ HostPort = tuple[str, int]
 
 # stomp.py warns on every refused connection attempt, which a failover makes by the dozen.
 logging.getLogger("stomp.py").setLevel(logging.ERROR)
+
+
+class OneCallAtATimeTransport(stomp.transport.Transport):
+    """stomp.py 8.2's transport with every call into a TLS socket made under one lock.
+
+    stomp.py 8.2 reads the socket in its receiver thread, blocked in ``SSL_read``, while the
+    caller's thread writes frames with ``SSL_write``; OpenSSL objects are not safe for that. Under
+    load a healthy ActiveMQ connection then broke about once in 10,000 receipted messages (an
+    ``SSLEOFError`` on a send, or a read that ended the connection) while the broker kept serving:
+    a client-side fault that the failover tests counted as an outage. stomp.py 9.0 moved all TLS
+    I/O to one thread (jasonrbriggs/stomp.py#452) but no longer notices a TLS connection the
+    broker closed (a killed broker went unseen until the sender's receipt timeout), so 8.2 stays.
+
+    Here the receiver waits for the socket to become readable *outside* the lock (``select``,
+    with the socket's own timeout, which stomp.py treats as a lost connection like before) and
+    reads under it; sends and the closing TLS shutdown take the same lock. Plain sockets are
+    left as stomp.py has them."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._tls_lock = threading.RLock()
+
+    def send(self, encoded_frame):
+        with self._tls_lock:
+            super().send(encoded_frame)
+
+    def disconnect_socket(self):
+        with self._tls_lock:
+            super().disconnect_socket()
+
+    def receive(self):
+        sock = self.socket
+        if not isinstance(sock, ssl.SSLSocket):
+            return super().receive()
+        timeout = sock.gettimeout()
+        with self._tls_lock:
+            if sock.pending():  # decrypted bytes already wait in OpenSSL's buffer
+                return super().receive()
+        try:
+            ready, _, _ = select.select([sock], [], [], timeout)
+        except (OSError, ValueError):  # closed under us: let stomp.py see it as it would
+            ready = [sock]
+        if not ready:
+            raise TimeoutError(f"nothing received for {timeout} s")
+        with self._tls_lock:
+            return super().receive()
+
+
+# Every stomp.Connection12 made from here on (stomp.py's StompConnection12 builds its transport
+# from this module-level name) gets the transport above.
+stomp.connect.Transport = OneCallAtATimeTransport
 
 
 def parse_endpoint(endpoint: str) -> HostPort:
@@ -270,6 +325,8 @@ class Outage:
     resent_at: float = 0.0  # the first SEND after reconnecting went out
     receipted_at: float = 0.0  # ... and its receipt came back
     endpoint: str = ""  # where it reconnected
+    why: str = ""  # what ended the connection as the sender saw it
+    lost_endpoint: str = ""  # where it was connected when it lost the connection
 
 
 class FailoverSender:
@@ -333,6 +390,23 @@ class FailoverSender:
                 raise ConnectFailedException(f"no endpoint of {self.endpoints} answered for {self.give_up:.0f} s: {last}")
             time.sleep(0.1)
 
+    def _endpoint(self) -> str:
+        try:
+            host, port = self._conn.transport.current_host_and_port
+            return f"{host}:{port}"
+        except (AttributeError, TypeError):
+            return ""
+
+    def outages_seen_from(self, at: float) -> str:
+        """Every outage, timed from `at` (a kill): where it was connected, why it lost the
+        connection and where it got one again."""
+        return "; ".join(f"{o.dropped_at - at:+.2f} s on {o.lost_endpoint}: {o.why} -> {o.endpoint}"
+                         for o in self.outages)
+
+    def outage_after(self, at: float) -> Optional[Outage]:
+        """The first outage that began at or after `at` (a kill), or None."""
+        return next((o for o in self.outages if o.dropped_at >= at), None)
+
     def _drop(self) -> None:
         if self._conn is not None:
             close(self._conn)
@@ -347,6 +421,7 @@ class FailoverSender:
             batch = list(range(i, min(i + self.window, self.count)))
             ids = {}
             ok = True
+            why = ""
             try:
                 for n in batch:
                     self._rid += 1
@@ -356,14 +431,20 @@ class FailoverSender:
                     if outage is not None and not outage.resent_at:
                         outage.resent_at = time.monotonic()
             except (StompException, OSError) as e:  # the socket went away under the send
-                self.errors.append(f"send: {type(e).__name__}: {e}")
+                why = f"send: {type(e).__name__}: {e}"
+                self.errors.append(why)
                 ok = False
             if ok:
+                disconnects = self._listener.disconnects
                 missing = _wait_receipts(self._listener, ids, self.receipt_timeout)
                 if missing:
                     ok = False
                     if self._listener.errors:
                         self.errors.extend(self._listener.errors)
+                    why = (f"{len(missing)} of {len(ids)} receipts missing: "
+                           + ("; ".join(self._listener.errors) or
+                              ("disconnected" if self._listener.disconnects != disconnects
+                               else f"none within {self.receipt_timeout:.0f} s")))
             if ok:
                 if outage is not None and not outage.receipted_at:
                     outage.receipted_at = max(self._listener.receipts[r] for r in ids)
@@ -386,7 +467,7 @@ class FailoverSender:
             self.resent += len(batch) - prefix
             i += prefix
             if outage is None:
-                outage = Outage(dropped_at=time.monotonic())
+                outage = Outage(dropped_at=time.monotonic(), why=why, lost_endpoint=self._endpoint())
                 self.outages.append(outage)
             self._drop()
             outage.endpoint = self._connect()

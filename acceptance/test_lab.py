@@ -244,8 +244,10 @@ def test_lab_shared_dir_activemq_by_hand_failover_over_stomp(amq_lab):
     sender.run()
     killer.join(70)
     assert "standby_secs" in killed, "the standby never accepted a login after the kill"
-    assert sender.outages, "the sender did not notice the kill"
-    o = sender.outages[0]
+    o = sender.outage_after(killed["at"])
+    assert o, "the sender did not notice the kill"
+    seen = sender.outages_seen_from(killed["at"])
+    assert len(sender.outages) == 1, f"the sender lost its connection other than by the kill: {seen}"
     assert o.endpoint == f"{h2.address}:{labmod.STOMP_PORT}", o
     got = sc.consume(eps, AMQ_USER, AMQ_PASSWORD, "selftest.failover", 1000, timeout=60, idle=1.0)
     t = sc.tally(sender.receipted, got)
