@@ -53,6 +53,8 @@ AMQ_FORBIDDEN = AMQ_POLICY.replace(
     '</destinationPolicy>\n  <networkConnectors>\n    <networkConnector uri="static:(tcp://10.0.0.1:61616)"/>\n  </networkConnectors>',
 )
 
+AMQ_MISTYPED = AMQ_POLICY.replace('<policyEntry ', '<policyEntry producerFlowControl="maybe" ', 1)
+
 RMQ_REV1 = "# revision 1\nheartbeat = 17\nconsumer_timeout = 900000\n"
 RMQ_REV2 = "# revision 2\nheartbeat = 23\nconsumer_timeout = 900000\n"
 RMQ_FORBIDDEN = "heartbeat = 17\nlisteners.tcp.1 = 0.0.0.0:5672\n"
@@ -198,6 +200,12 @@ def test_01_forbidden_activemq_element_is_refused_at_plan(lab, host, tf_factory)
     plan = tf.plan()
     assert plan.rc != 0, plan.output
     assert "<broker/networkConnectors> is not allowed" in plan.output, plan.output
+    # An allowed attribute with a value the broker cannot convert (it would fail to start).
+    tf.write_vars(variables(host, "ActiveMQ", AMQ_MISTYPED))
+    plan = tf.plan()
+    assert plan.rc != 0, plan.output
+    said = " ".join(plan.output.split())  # Terraform wraps long diagnostics
+    assert 'producerFlowControl="maybe"' in said and "must be true or false" in said, plan.output
     assert configurations_on(host) == [], "a refused configuration reached the host"
     assert host.broker_dirs() == [], "a broker was created from a refused plan"
 

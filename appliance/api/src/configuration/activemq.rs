@@ -8,6 +8,8 @@
 //! limits (from the instance type and the volume). Anything not listed is refused with the
 //! element's path, so a typo never silently does nothing on the broker.
 
+mod values;
+
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::{Reader, XmlVersion};
 
@@ -531,6 +533,7 @@ pub fn parse(data: &str) -> Result<ActiveMqConfig, String> {
                 ))
             }
             k if BROKER_ATTRIBUTES.contains(&k) => {
+                values::check("broker", k, value)?;
                 out.broker_attributes.push((key.clone(), value.clone()))
             }
             k => {
@@ -619,6 +622,9 @@ fn check(e: &Element, path: &str) -> Result<(), String> {
         return Err(format!(
             "attribute {k:?} of <{path}> is not allowed in a FerryMQ configuration; allowed: {allowed}"
         ));
+    }
+    for (k, v) in &e.attributes {
+        values::check(path, k, v)?;
     }
     for c in &e.children {
         let child_path = format!("{path}/{}", c.name);
