@@ -53,11 +53,12 @@ class OneCallAtATimeTransport(stomp.transport.Transport):
 
     Here the receiver waits for the socket to become readable *outside* the lock (``select``,
     with the socket's own timeout, which stomp.py treats as a lost connection like before) and
-    reads under it; sends and the closing TLS shutdown take the same lock. Plain sockets are
-    left as stomp.py has them."""
+    reads under it without blocking; sends and the closing TLS shutdown take the same lock.
+    Plain sockets are left as stomp.py has them."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args, recv_bytes: int = 1024, **kwargs):
+        super().__init__(*args, recv_bytes=recv_bytes, **kwargs)
+        self._recv_bytes = recv_bytes
         self._tls_lock = threading.RLock()
 
     def send(self, encoded_frame):
@@ -73,17 +74,31 @@ class OneCallAtATimeTransport(stomp.transport.Transport):
         if not isinstance(sock, ssl.SSLSocket):
             return super().receive()
         timeout = sock.gettimeout()
-        with self._tls_lock:
-            if sock.pending():  # decrypted bytes already wait in OpenSSL's buffer
-                return super().receive()
-        try:
-            ready, _, _ = select.select([sock], [], [], timeout)
-        except (OSError, ValueError):  # closed under us: let stomp.py see it as it would
-            ready = [sock]
-        if not ready:
-            raise TimeoutError(f"nothing received for {timeout} s")
-        with self._tls_lock:
-            return super().receive()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            # Non-blocking under the lock: OpenSSL may consume a record that carries no data
+            # (a TLS 1.3 session ticket) and want more, and waiting for that under the lock
+            # would hold every send back.
+            with self._tls_lock:
+                sock.settimeout(0.0)
+                try:
+                    # Not stomp.py's receive(): before CONNECTED it turns any socket error,
+                    # "no data yet" included, into the end of the connection.
+                    return sock.recv(self._recv_bytes)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+                finally:
+                    try:
+                        sock.settimeout(timeout)
+                    except OSError:  # closed meanwhile
+                        pass
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"nothing received for {timeout} s")
+            try:
+                select.select([sock], [], [], left)
+            except (OSError, ValueError):  # closed under us: the next read says so
+                pass
 
 
 # Every stomp.Connection12 made from here on (stomp.py's StompConnection12 builds its transport
