@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import select
+import socket
 import ssl
 import threading
 import time
@@ -53,8 +54,9 @@ class OneCallAtATimeTransport(stomp.transport.Transport):
 
     Here the receiver waits for the socket to become readable *outside* the lock (``select``,
     with the socket's own timeout, which stomp.py treats as a lost connection like before) and
-    reads under it without blocking; sends and the closing TLS shutdown take the same lock.
-    Plain sockets are left as stomp.py has them."""
+    reads under it without blocking; sends and the closing TLS shutdown take the same lock (a
+    send blocked by flow control is ended at the TCP level first). Plain sockets are left as
+    stomp.py has them: no lock, so closing one still unblocks a send held back by the broker."""
 
     def __init__(self, *args, recv_bytes: int = 1024, **kwargs):
         super().__init__(*args, recv_bytes=recv_bytes, **kwargs)
@@ -62,12 +64,27 @@ class OneCallAtATimeTransport(stomp.transport.Transport):
         self._tls_lock = threading.RLock()
 
     def send(self, encoded_frame):
+        if not isinstance(self.socket, ssl.SSLSocket):
+            return super().send(encoded_frame)
         with self._tls_lock:
             super().send(encoded_frame)
 
     def disconnect_socket(self):
-        with self._tls_lock:
+        sock = self.socket
+        if not isinstance(sock, ssl.SSLSocket):
+            return super().disconnect_socket()
+        if not self._tls_lock.acquire(timeout=1.0):
+            # A send the broker holds back (producer flow control) keeps the lock: end the TCP
+            # connection under it (no OpenSSL call), which fails that send and frees the lock.
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._tls_lock.acquire()
+        try:
             super().disconnect_socket()
+        finally:
+            self._tls_lock.release()
 
     def receive(self):
         sock = self.socket

@@ -15,16 +15,20 @@ as their source:
 RabbitMQ cluster (three hosts, the load balancer):
 
 4. a first configuration revision (``heartbeat``), which takes a restart of every node, waits
-   for the window as a pending change;
+   for the window as a pending change, and so does a new appliance image staged on every host
+   with ``ferrymq-agent image stage`` (a copy of the agent under another version; an archive
+   given with a wrong digest is refused and stages nothing);
 5. when the window opens, while a publisher with confirms runs through the load balancer, the
-   nodes restart one at a time in instance order, each only once RabbitMQ says the previous one
-   is back and stopping the next leaves every quorum queue a majority; never fewer than two nodes
-   serve, and every confirmed message is consumed afterwards.
+   nodes go one at a time in instance order, each only once RabbitMQ says the previous one is
+   back and stopping the next leaves every quorum queue a majority: the agent switches to the
+   new image (re-executing itself, same process) and restarts its node once for both changes;
+   never fewer than two nodes serve, and every confirmed message is consumed afterwards.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -492,6 +496,31 @@ def hosts(lab):
     return lab.hosts[:3]
 
 
+IMAGE_VERSION = "2026.11.2-acceptance"
+
+
+def image_archive(lab, into: Path) -> tuple[Path, str]:
+    """An appliance image archive (image.json and bin/ferrymq-agent, a copy of the lab's agent)
+    and its SHA-256."""
+    stage = into / "image"
+    (stage / "bin").mkdir(parents=True, exist_ok=True)
+    (stage / "image.json").write_text(json.dumps({"version": IMAGE_VERSION}))
+    shutil.copy2(lab.agent_bin, stage / "bin" / "ferrymq-agent")
+    archive = into / f"ferrymq-image-{IMAGE_VERSION}.tar.gz"
+    subprocess.run(["tar", "-I", "gzip -1", "-cf", str(archive), "-C", str(stage), "image.json", "bin"], check=True)
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def stage_image(lab, h, archive: Path, sha256: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(lab.agent_bin), "image", "stage", "--state-dir", str(h.state_dir),
+                           "--archive", str(archive), "--sha256", sha256],
+                          capture_output=True, text=True, timeout=60)
+
+
+def agent_exe(h) -> str:
+    return os.readlink(f"/proc/{h.agent_pid}/exe")
+
+
 def test_10_cluster_runs_without_a_configuration(lab, hosts, tf_factory):
     tf = tf_factory("rolling-cluster", example="rabbitmq-cluster")
     S.s["rmq_tf"] = tf
@@ -502,23 +531,44 @@ def test_10_cluster_runs_without_a_configuration(lab, hosts, tf_factory):
     S.ok("cluster")
 
 
-def test_11_a_configuration_revision_waits_for_the_window(lab, hosts):
+def test_11_a_configuration_revision_and_an_image_wait_for_the_window(lab, hosts, tmp_path):
     S.need("cluster")
     tf = S.s["rmq_tf"]
     beams = [beam(h.processes()) for h in hosts]
+    agents = [(h.agent_pid, agent_exe(h)) for h in hosts]
+    # Staged first (the window is days away): unpacking the image takes seconds of the lead.
+    archive, sha = image_archive(lab, tmp_path)
+    wrong = ("0" if sha[0] != "0" else "1") + sha[1:]
+    refused = stage_image(lab, hosts[0], archive, wrong)
+    assert refused.returncode != 0 and sha in refused.stderr and "nothing was staged" in refused.stderr, refused
+    assert not (hosts[0].state_dir / "images" / IMAGE_VERSION).exists(), "a refused image was unpacked"
+    for h in hosts:
+        staged = stage_image(lab, h, archive, sha)
+        assert staged.returncode == 0, staged
     window, start = window_after(WINDOW_LEAD)
     tf.write_vars(rmq_vars(lab, hosts, "heartbeat = 30\n", window))
     res = tf.apply()
     assert "1 added, 1 changed" in res.output, res.output
+    want_image = f"image: factory -> {IMAGE_VERSION}"
+
+    def both_pending():
+        tf.apply("-refresh-only")
+        return len(broker_resource(tf, RMQ_ADDRESS)["pending_changes"]) == 2
+
+    wait_until(both_pending, 30, lambda: f"two pending changes: {broker_resource(tf, RMQ_ADDRESS)['pending_changes']}",
+               interval=1)
     values = broker_resource(tf, RMQ_ADDRESS)
     pending = values["pending_changes"]
-    assert len(pending) == 1 and pending[0].startswith("configuration: none -> c-") \
-        and pending[0].endswith(" revision 1"), pending
+    config = [c for c in pending if c != want_image]
+    assert want_image in pending and len(config) == 1 and config[0].startswith("configuration: none -> c-") \
+        and config[0].endswith(" revision 1"), pending
+    assert [(h.agent_pid, agent_exe(h)) for h in hosts] == agents, "a staged image was switched to before the window"
     assert values["next_maintenance_window"] == start.strftime("%Y-%m-%dT%H:%M:00Z"), values
     assert seconds_until(start) > 5, "the apply took too long: the window is already open"
     assert [beam(h.processes()) for h in hosts] == beams, "a waiting revision restarted a node"
     print(f"\nwindow {window}; opens in {seconds_until(start):.0f} s")
     S.s["rmq_window"] = start
+    S.s["agent_pids"] = [pid for pid, _ in agents]
     S.ok("rmq_pending")
 
 
@@ -577,10 +627,15 @@ def test_12_nodes_restart_one_at_a_time_and_no_confirmed_message_is_lost(lab, ho
 
     wait_until(nothing_pending, 60, lambda: f"no pending change: {broker_resource(tf, RMQ_ADDRESS)['pending_changes']}",
                interval=2)
-    for h in hosts:
+    image_agent = f"images/{IMAGE_VERSION}/bin/ferrymq-agent"
+    for h, pid in zip(hosts, S.s["agent_pids"]):
         conf = (h.brokers_dir / S.s["rmq_id"] / "engine" / "rabbitmq.conf").read_text()
         assert "heartbeat = 30" in conf, f"{h.name}: {conf}"
-        assert any(c.startswith("configuration: none -> c-") for c in applied_history(h, S.s["rmq_id"]))
+        history = applied_history(h, S.s["rmq_id"])
+        assert any(c.startswith("configuration: none -> c-") for c in history), history
+        assert f"image: factory -> {IMAGE_VERSION} (maintenance window)" in history, history
+        # The same agent process, re-executed from the new image.
+        assert h.agent_pid == pid and agent_exe(h).endswith(image_agent), (h.name, h.agent_pid, agent_exe(h))
     S.ok("rmq_rolled")
 
 

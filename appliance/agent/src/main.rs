@@ -2,11 +2,13 @@
 //! converges the brokers applied to it. `pki` makes the deployment's certificates.
 
 mod api;
+mod archive;
 mod bundle;
 mod certificates;
 mod engine;
 mod enrollment;
 mod host;
+mod image;
 mod load_balancer;
 mod maintenance;
 mod metrics;
@@ -90,10 +92,32 @@ enum Command {
         #[arg(long, env = "FERRYMQ_ROLLBACK_AFTER", default_value_t = maintenance::DEFAULT_ROLLBACK_AFTER.as_secs())]
         rollback_after: u64,
     },
+    /// Appliance images: stage one to be switched to in the brokers' maintenance window.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Make the deployment's certificates.
     Pki {
         #[command(subcommand)]
         command: PkiCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Verify an image archive against its published SHA-256, unpack it and stage it: the agent
+    /// reports `image: A -> B` as pending and switches in the window, one host at a time.
+    Stage {
+        /// The agent's state directory.
+        #[arg(long, env = "FERRYMQ_STATE_DIR", default_value = "/var/lib/ferrymq")]
+        state_dir: PathBuf,
+        /// The image archive (.tar.gz with image.json and bin/ferrymq-agent).
+        #[arg(long)]
+        archive: PathBuf,
+        /// The archive's SHA-256, as published with the image.
+        #[arg(long)]
+        sha256: String,
     },
 }
 
@@ -126,6 +150,29 @@ enum PkiCommand {
     },
 }
 
+/// Hands over to the current appliance image's agent when this binary is not it (the service
+/// manager starts the factory binary), and remembers the factory binary for a roll-back to it.
+fn boot_current_image(state_dir: &std::path::Path) {
+    let images = image::Images::new(state_dir);
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::warn!("this agent's binary is unknown, images are not switched: {e}");
+            return;
+        }
+    };
+    if let Some(agent) = images.current_agent() {
+        if std::fs::canonicalize(&exe).ok().as_ref() != Some(&agent) {
+            tracing::info!(image = %images.running(), agent = %agent.display(), "starting the current appliance image");
+            let e = image::exec(&agent);
+            tracing::error!(agent = %agent.display(), "the current image's agent did not start, this one serves: {e}");
+        }
+    }
+    if let Err(e) = images.remember_factory(&exe) {
+        tracing::warn!("the factory agent binary is not remembered: {e}");
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -143,6 +190,21 @@ fn main() -> Result<()> {
                 std::time::Duration::from_secs(timeout),
             ))?;
             println!("{broker_id}: reboot {id} done on {} host(s)", hosts.len());
+            Ok(())
+        }
+        Command::Image {
+            command:
+                ImageCommand::Stage {
+                    state_dir,
+                    archive,
+                    sha256,
+                },
+        } => {
+            let version = image::Images::new(&state_dir).stage(&archive, &sha256)?;
+            println!(
+                "staged image {version} in {}: it is switched to in the maintenance window",
+                state_dir.display()
+            );
             Ok(())
         }
         Command::Pki { command } => match command {
@@ -192,6 +254,7 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
+            boot_current_image(&state_dir);
             tokio::runtime::Runtime::new()?.block_on(async {
                 readiness::spawn_watchdog();
                 if !tls_dir.join(pki::AGENT_CERT).exists() {

@@ -9,12 +9,10 @@
 //! image that carries its bundles, or an `http://` mirror). The expected digest is never taken
 //! from the source: it is the catalogue's, compiled into the agent.
 
+use crate::archive;
 use ferrymq_api::catalogue::{EngineType, EngineVersion};
-use sha2::{Digest, Sha256};
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// The per-broker link to the bundle it runs.
 pub const CURRENT: &str = "engine-current";
@@ -105,7 +103,7 @@ impl Store {
             .map_err(|e| io(format!("creating {}: {e}", incoming.display())))?;
         let archive = incoming.join(&file);
         fetch(source, &file, &archive).map_err(io)?;
-        let actual = sha256_file(&archive).map_err(|e| io(format!("reading: {e}")))?;
+        let actual = archive::sha256_file(&archive).map_err(|e| io(format!("reading: {e}")))?;
         if actual != v.bundle_sha256 {
             let _ = fs::remove_file(&archive);
             return Err(BundleError::Digest {
@@ -119,23 +117,7 @@ impl Store {
         // Unpacked beside its final name and renamed: a crash leaves a temp dir, never a
         // half-unpacked bundle under the name brokers link to.
         let tmp = incoming.join(format!("unpack-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&tmp);
-        fs::create_dir_all(&tmp).map_err(|e| io(format!("creating {}: {e}", tmp.display())))?;
-        let out = Command::new("tar")
-            .arg("-xzf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&tmp)
-            .arg("--no-same-owner")
-            .output()
-            .map_err(|e| io(format!("running tar: {e}")))?;
-        if !out.status.success() {
-            let _ = fs::remove_dir_all(&tmp);
-            return Err(io(format!(
-                "tar: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
+        archive::unpack(&archive, &tmp).map_err(io)?;
         fs::rename(&tmp, &dir).map_err(|e| io(format!("renaming into {}: {e}", dir.display())))?;
         let _ = fs::remove_file(&archive);
         tracing::info!(bundle = %dir.display(), "engine bundle verified and unpacked");
@@ -174,20 +156,6 @@ fn fetch(source: &str, file: &str, to: &Path) -> Result<(), String> {
     }
 }
 
-fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
-
 /// The bundle a broker's link points to, if any.
 pub fn current(broker_dir: &Path) -> Option<PathBuf> {
     link_target(broker_dir, CURRENT)
@@ -206,46 +174,15 @@ pub fn switch(broker_dir: &Path, bundle: &Path) -> std::io::Result<bool> {
         return Ok(false);
     }
     fs::create_dir_all(broker_dir)?;
-    replace_link(broker_dir, CURRENT, bundle)?;
+    archive::replace_link(broker_dir, CURRENT, bundle)?;
     Ok(true)
-}
-
-/// Writes `name -> target` (relative when possible) via a temporary link and a rename.
-fn replace_link(dir: &Path, name: &str, target: &Path) -> std::io::Result<()> {
-    let target = relative_to(dir, target);
-    let tmp = dir.join(format!(".{name}.new"));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(&target, &tmp)?;
-    fs::rename(&tmp, dir.join(name))
-}
-
-/// `target` relative to `dir` when both are under the same state directory (so the state
-/// directory can move), else as given.
-fn relative_to(dir: &Path, target: &Path) -> PathBuf {
-    let (Ok(d), Ok(t)) = (fs::canonicalize(dir), fs::canonicalize(target)) else {
-        return target.to_path_buf();
-    };
-    let common = d
-        .components()
-        .zip(t.components())
-        .take_while(|(a, b)| a == b)
-        .count();
-    if common == 0 {
-        return t;
-    }
-    let mut rel = PathBuf::new();
-    for _ in d.components().skip(common) {
-        rel.push("..");
-    }
-    for c in t.components().skip(common) {
-        rel.push(c);
-    }
-    rel
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::process::Command;
 
     fn scratch(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("ferrymq-bundle-{name}-{}", std::process::id()));
@@ -269,7 +206,7 @@ mod tests {
             .status()
             .expect("tar");
         assert!(ok.success());
-        let sha = sha256_file(&dir.join(&file)).expect("sha");
+        let sha = archive::sha256_file(&dir.join(&file)).expect("sha");
         EngineVersion {
             engine: EngineType::ActiveMq,
             version,

@@ -51,7 +51,7 @@ impl Attempt {
     /// The try `gated` stands for: its values, and the window it applies in.
     fn of(gated: &Gated, now: DateTime<Utc>) -> Attempt {
         Attempt {
-            turn: Turn::for_spec(&gated.spec),
+            turn: Turn::for_spec(&gated.spec).on_image(&gated.image),
             window: gated.in_window.then_some(gated.current_or_next.start),
             started: now,
             changes: gated.applying.iter().map(ToString::to_string).collect(),

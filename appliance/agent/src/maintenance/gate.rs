@@ -38,6 +38,10 @@ pub struct Gated {
     pub current_or_next: Window,
     /// The configuration revision the host runs, to hold a new one back with.
     running_configuration: Option<ConfigurationRef>,
+    /// The appliance image the host is to run after this pass (see `with_image`).
+    pub image: String,
+    /// Whether window-bound changes may apply now (the window is open, or `apply_immediately`).
+    may_apply: bool,
 }
 
 impl Gated {
@@ -70,6 +74,7 @@ impl Gated {
                 "engine_version" => self.spec.engine_version = change.from.clone(),
                 CONFIGURATION => self.spec.configuration = self.running_configuration.clone(),
                 REBOOT => self.spec.reboot_id = change.from.clone(),
+                IMAGE => self.image = change.from.clone(),
                 _ => {}
             }
             self.pending.push(change);
@@ -82,6 +87,9 @@ const CONFIGURATION: &str = "configuration";
 
 /// The attribute of an asked-for reboot (RebootBroker).
 pub(super) const REBOOT: &str = "reboot";
+
+/// The attribute of an appliance image change (`ferrymq-agent image stage`).
+pub(super) const IMAGE: &str = "image";
 
 /// How a configuration reference reads in a change: `c-… revision 2`, or `none`.
 fn describe(c: &Option<ConfigurationRef>) -> String {
@@ -114,6 +122,8 @@ pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime
         window,
         current_or_next,
         running_configuration: applied.and_then(|a| a.configuration.clone()),
+        image: String::new(),
+        may_apply: desired.apply_immediately || in_window,
     };
     let Some(applied) = applied else {
         return gated;
@@ -189,6 +199,45 @@ pub fn gate(desired: &BrokerSpec, applied: Option<&AppliedRecord>, now: DateTime
 }
 
 impl Gated {
+    /// Adds the host's appliance image: a staged image (`staged`) replaces the one the broker
+    /// last served on (`applied`, else the one `running`) when window-bound changes may apply,
+    /// and is pending until then. `image` is then the image the host is to run.
+    pub fn with_image(
+        mut self,
+        applied: Option<&AppliedRecord>,
+        running: &str,
+        staged: Option<&str>,
+    ) -> Self {
+        let served_on = applied
+            .map(|a| a.image.as_str())
+            .filter(|i| !i.is_empty())
+            .unwrap_or(running);
+        let wanted = staged.unwrap_or(running);
+        self.image = served_on.to_string();
+        if applied.is_none() || wanted == served_on {
+            // A broker the host has never run starts on the image the host runs.
+            self.image = running.to_string();
+            return self;
+        }
+        let change = PendingChange {
+            attribute: IMAGE,
+            from: served_on.to_string(),
+            to: wanted.to_string(),
+        };
+        if self.may_apply {
+            self.image = wanted.to_string();
+            self.applying.push(change);
+        } else {
+            self.pending.push(change);
+        }
+        self
+    }
+
+    /// Whether this pass applies an image change.
+    pub fn switching_image(&self) -> bool {
+        self.applying.iter().any(|c| c.attribute == IMAGE)
+    }
+
     /// Whether this pass restarts the engine for an asked-for reboot.
     pub fn rebooting(&self) -> bool {
         self.applying.iter().any(|c| c.attribute == REBOOT)
@@ -255,6 +304,50 @@ mod tests {
         let g = gate(&want, Some(&on("5.17.2")), utc("2026-11-22T02:30:00Z"));
         assert_eq!(g.spec.engine_version, "5.17.2");
         assert!(g.applying.is_empty());
+    }
+
+    #[test]
+    fn a_staged_image_waits_for_the_window_and_can_be_held() {
+        let on = |image: &str| AppliedRecord {
+            image: image.into(),
+            ..running_large()
+        };
+        let mut want = desired();
+        want.host_instance_type = "mq.m5.large".into();
+        // Outside the window: pending, the host stays on the image it runs.
+        let g = gate(&want, Some(&on("factory")), utc("2026-11-18T10:00:00Z")).with_image(
+            Some(&on("factory")),
+            "factory",
+            Some("2026.11.2"),
+        );
+        assert_eq!(g.pending[0].to_string(), "image: factory -> 2026.11.2");
+        assert_eq!(g.image, "factory");
+        assert!(!g.switching_image());
+        // In the window: applying, and the turn is for the new image.
+        let mut g = gate(&want, Some(&on("factory")), utc("2026-11-22T02:30:00Z")).with_image(
+            Some(&on("factory")),
+            "factory",
+            Some("2026.11.2"),
+        );
+        assert!(g.switching_image() && g.image == "2026.11.2");
+        g.hold();
+        assert_eq!(g.image, "factory");
+        // On the new image, before it served on it: still applying (the engine restarts once).
+        let g = gate(&want, Some(&on("factory")), utc("2026-11-22T02:31:00Z")).with_image(
+            Some(&on("factory")),
+            "2026.11.2",
+            None,
+        );
+        assert!(g.switching_image() && g.image == "2026.11.2");
+        // Served on it: nothing left; a broker new to the host takes the running image.
+        let g = gate(&want, Some(&on("2026.11.2")), utc("2026-11-18T10:00:00Z")).with_image(
+            Some(&on("2026.11.2")),
+            "2026.11.2",
+            None,
+        );
+        assert!(g.pending.is_empty() && g.applying.is_empty());
+        let g = gate(&want, None, utc("2026-11-18T10:00:00Z")).with_image(None, "2026.11.2", None);
+        assert_eq!(g.image, "2026.11.2");
     }
 
     #[test]

@@ -20,4 +20,4 @@ pub use gate::{gate, Gated};
 pub use peers::Peers;
 pub use record::AppliedRecord;
 pub use roll::may_go;
-pub use turn::{reboot_restart_due, Turn};
+pub use turn::{image_restart_due, reboot_restart_due, Turn};

@@ -23,6 +23,9 @@ pub struct AppliedRecord {
     /// The last reboot the host carried out (RebootBroker).
     #[serde(default)]
     pub reboot_id: String,
+    /// The appliance image the broker served on (empty in records from before images).
+    #[serde(default)]
+    pub image: String,
     #[serde(default)]
     pub history: Vec<MaintenanceEvent>,
 }
@@ -67,6 +70,7 @@ impl AppliedRecord {
             engine_version: gated.spec.engine_version.clone(),
             configuration: gated.spec.configuration.clone(),
             reboot_id: gated.spec.reboot_id.clone(),
+            image: gated.image.clone(),
             history,
         }
     }

@@ -14,16 +14,27 @@ use std::path::Path;
 const FILE: &str = "roll-turn.json";
 /// The reboot whose restart this host has carried out (before it serves again).
 const REBOOT_FILE: &str = "reboot-started";
+/// The appliance image whose engine restart this host has carried out.
+const IMAGE_FILE: &str = "image-started";
 
 /// Whether the engine must be restarted now for reboot `reboot_id`: true once per reboot (it is
 /// recorded before the restart), so the passes that follow until the engine serves again do not
 /// restart it again.
 pub fn reboot_restart_due(broker_dir: &Path, reboot_id: &str) -> Result<bool> {
-    let path = broker_dir.join(REBOOT_FILE);
-    if std::fs::read_to_string(&path).is_ok_and(|id| id == reboot_id) {
+    restart_due(&broker_dir.join(REBOOT_FILE), reboot_id)
+}
+
+/// Whether the engine must be restarted now on the appliance image `image` the agent switched
+/// to (a new image restarts the engine as the reboot onto it would): once per image.
+pub fn image_restart_due(broker_dir: &Path, image: &str) -> Result<bool> {
+    restart_due(&broker_dir.join(IMAGE_FILE), image)
+}
+
+fn restart_due(record: &Path, id: &str) -> Result<bool> {
+    if std::fs::read_to_string(record).is_ok_and(|done| done == id) {
         return Ok(false);
     }
-    crate::store::write_atomically(&path, reboot_id.as_bytes())?;
+    crate::store::write_atomically(record, id.as_bytes())?;
     Ok(true)
 }
 
@@ -35,6 +46,8 @@ pub struct Turn {
     configuration: Option<(String, u32)>,
     #[serde(default)]
     reboot_id: String,
+    #[serde(default)]
+    image: String,
 }
 
 impl Turn {
@@ -47,7 +60,14 @@ impl Turn {
                 .as_ref()
                 .map(|c| (c.id.clone(), c.revision)),
             reboot_id: spec.reboot_id.clone(),
+            image: String::new(),
         }
+    }
+
+    /// The turn for these values on appliance image `image` (`Gated::image`).
+    pub fn on_image(mut self, image: &str) -> Turn {
+        self.image = image.to_string();
+        self
     }
 
     /// Whether this host already holds its turn for these values.

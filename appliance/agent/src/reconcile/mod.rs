@@ -80,6 +80,8 @@ pub struct Reconciler {
     bundles: Arc<crate::bundle::Store>,
     /// How long an applied window-bound change gets to serve before it is rolled back.
     rollback_after: Duration,
+    /// The host's appliance images (staged with `ferrymq-agent image stage`).
+    images: crate::image::Images,
 }
 
 impl Reconciler {
@@ -91,8 +93,10 @@ impl Reconciler {
     ) -> Self {
         // Bundles sit beside the brokers in the state directory; none are fetched unless the
         // agent is given a source (`with_bundles`).
-        let bundles_dir = brokers_dir.parent().unwrap_or(&brokers_dir).join("bundles");
+        let state_dir = brokers_dir.parent().unwrap_or(&brokers_dir).to_path_buf();
+        let bundles_dir = state_dir.join("bundles");
         Reconciler {
+            images: crate::image::Images::new(&state_dir),
             brokers_dir,
             store,
             supervisor,
@@ -142,6 +146,8 @@ impl Reconciler {
 
     pub async fn pass(&self) -> Result<()> {
         let _guard = self.pass_lock.lock().await;
+        let running_image = self.images.running();
+        let staged_image = self.images.staged();
         for mut stored in self.store.load_all()? {
             let id = stored.spec.broker_id.clone();
             if ferrymq_api::load_balancer::is_dedicated(&stored.spec) {
@@ -170,7 +176,11 @@ impl Reconciler {
             // applied, with the waiting changes as pending.
             let applied = AppliedRecord::load(&ctx.broker_dir)?;
             let now = chrono::Utc::now();
-            let mut gated = maintenance::gate(&stored.spec, applied.as_ref(), now);
+            let mut gated = maintenance::gate(&stored.spec, applied.as_ref(), now).with_image(
+                applied.as_ref(),
+                &running_image,
+                staged_image.as_deref(),
+            );
             let mut held = None;
             if !gated.applying.is_empty() {
                 if let Some(why) = maintenance::Attempt::rolled_back_before(&ctx.broker_dir, &gated)
@@ -179,7 +189,7 @@ impl Reconciler {
                     held = Some(why);
                 }
             }
-            let turn = maintenance::Turn::for_spec(&stored.spec);
+            let turn = maintenance::Turn::for_spec(&stored.spec).on_image(&gated.image);
             if gated.applying.is_empty() {
                 maintenance::Turn::release(&ctx.broker_dir)?;
             } else if stored.spec.instances.len() > 1 && !turn.held(&ctx.broker_dir) {
@@ -199,9 +209,21 @@ impl Reconciler {
                 }
                 lock(&self.applying_said).insert(id.clone(), applying);
             }
+            if gated.image != running_image {
+                // The host goes onto another image (or back) with its turn: the engine keeps
+                // running until the agent on the new image restarts it.
+                let e = self.switch_image(&gated.image, &id);
+                tracing::error!(broker = %id, "appliance image not switched: {e:#}");
+                gated.hold();
+                gated.image = running_image.clone();
+                held = Some(format!("appliance image not switched: {e:#}"));
+            }
             if gated.rebooting() {
                 ctx.restart =
                     maintenance::reboot_restart_due(&ctx.broker_dir, &gated.spec.reboot_id)?;
+            }
+            if gated.switching_image() {
+                ctx.restart |= maintenance::image_restart_due(&ctx.broker_dir, &gated.image)?;
             }
             let mut status = broker::converge(&ctx, &gated.spec).await;
             status.spec = Some(broker::redacted(&stored.spec));
@@ -239,6 +261,19 @@ impl Reconciler {
             self.set_status(status);
         }
         Ok(())
+    }
+
+    /// Points the host at appliance image `image` and re-executes the agent from it. Returns
+    /// only when that fails.
+    fn switch_image(&self, image: &str, broker: &str) -> anyhow::Error {
+        tracing::info!(%broker, image, from = %self.images.running(), "switching appliance image");
+        match self.images.switch(image) {
+            Ok(agent) => {
+                let e = crate::image::exec(&agent);
+                anyhow::anyhow!("running {}: {e}", agent.display())
+            }
+            Err(e) => e.into(),
+        }
     }
 
     /// A pass that applied window-bound changes and does not serve: past the deadline, the
