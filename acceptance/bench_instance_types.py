@@ -276,7 +276,10 @@ def bench_engine(lab, host, engine: str, types: list, m: dict, args, work: Path)
     example, storage, endpoint_output = ENGINES[engine]
     volume = host.loop if storage == "ebs" else str(lab.shared_dir(f"bench-{engine.lower()}"))
     tf = labmod.Terraform(work / engine.lower(), lab, example=REPO / "examples" / example)
-    variables = {"broker_name": f"bench-{engine.lower()}", "host": host.address, "volume": volume, "users": [USER]}
+    # A type change otherwise waits for the maintenance window: the engine would keep running under
+    # the first type's limits.
+    variables = {"broker_name": f"bench-{engine.lower()}", "host": host.address, "volume": volume, "users": [USER],
+                 "apply_immediately": True}
     if engine == "ActiveMQ":
         variables["storage_type"] = storage
     rows = []
@@ -291,6 +294,9 @@ def bench_engine(lab, host, engine: str, types: list, m: dict, args, work: Path)
             print(f"{engine} {t['name']}: RUNNING after {time.monotonic() - start:.1f} s", flush=True)
             ep = out[endpoint_output]
             mem, quota, _ = limits_of(engine_pid(host, engine))
+            if mem != t["memory_mib"] << 20:
+                raise RuntimeError(f"{engine} on {t['name']} runs with a {mem} byte memory limit, not the type's "
+                                   f"{t['memory_mib']} MiB: the type was not applied")
             for size in args.sizes:
                 runs = []
                 for i in range(args.repeats):

@@ -76,10 +76,7 @@ class OneCallAtATimeTransport(stomp.transport.Transport):
         if not self._tls_lock.acquire(timeout=1.0):
             # A send the broker holds back (producer flow control) keeps the lock: end the TCP
             # connection under it (no OpenSSL call), which fails that send and frees the lock.
-            try:
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
-            except OSError:
-                pass
+            _end_tcp(sock)
             self._tls_lock.acquire()
         try:
             super().disconnect_socket()
@@ -229,16 +226,41 @@ def connect(endpoints, username: str, password: str, *, attempts: int = 3, sleep
     return conn, listener
 
 
-def close(conn: stomp.Connection) -> None:
+def cut(conn: stomp.Connection) -> None:
+    """Ends the TCP connection under `conn` (no TLS close_notify, no lock): a send blocked in the
+    socket fails and the receiver thread sees the end, whichever thread is stuck."""
+    sock = getattr(conn.transport, "socket", None)
+    if sock is not None:
+        _end_tcp(sock)
+
+
+def _end_tcp(sock: socket.socket) -> None:
+    """shutdown(2) on the TCP socket itself, an SSLSocket too (no OpenSSL call, so no lock)."""
     try:
-        if conn.is_connected():
-            conn.disconnect()
-    except Exception:  # noqa: BLE001 - best effort on a connection that may be gone
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
         pass
+
+
+def close(conn: stomp.Connection, timeout: float = 10.0) -> None:
+    """DISCONNECT and wait for the receiver thread, for at most `timeout` seconds. A broker that
+    holds this connection's frames (producer flow control) never answers the DISCONNECT, and
+    stomp.py would wait for its receipt until the socket timeout; the connection is cut instead."""
+    timer = threading.Timer(timeout, cut, [conn])
+    timer.daemon = True
+    timer.start()
     try:
-        conn.transport.stop()
-    except Exception:  # noqa: BLE001
-        pass
+        try:
+            if conn.is_connected():
+                conn.disconnect()
+        except Exception:  # noqa: BLE001 - best effort on a connection that may be gone
+            pass
+        try:
+            conn.transport.stop()
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        timer.cancel()
 
 
 def login_error(endpoint, username: str, password: str) -> str:
@@ -300,7 +322,9 @@ def consume(endpoints, username: str, password: str, dest: str, expected: int, t
     true) and then `idle` seconds pass without another one (to see duplicates too); gives up
     after `timeout`, or after `stalled` seconds without a message while still short. Returns the
     bodies in arrival order."""
-    conn, listener = connect(endpoints, username, password)
+    # stomp.py ends a connection that receives nothing for its socket timeout: longer than the
+    # waits below, or a quiet queue would end it before `stalled` says so.
+    conn, listener = connect(endpoints, username, password, timeout=max(idle, stalled) + 5)
     listener.ack_on = conn
     got: list[str] = []
     try:

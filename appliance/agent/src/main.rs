@@ -150,29 +150,6 @@ enum PkiCommand {
     },
 }
 
-/// Hands over to the current appliance image's agent when this binary is not it (the service
-/// manager starts the factory binary), and remembers the factory binary for a roll-back to it.
-fn boot_current_image(state_dir: &std::path::Path) {
-    let images = image::Images::new(state_dir);
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            tracing::warn!("this agent's binary is unknown, images are not switched: {e}");
-            return;
-        }
-    };
-    if let Some(agent) = images.current_agent() {
-        if std::fs::canonicalize(&exe).ok().as_ref() != Some(&agent) {
-            tracing::info!(image = %images.running(), agent = %agent.display(), "starting the current appliance image");
-            let e = image::exec(&agent);
-            tracing::error!(agent = %agent.display(), "the current image's agent did not start, this one serves: {e}");
-        }
-    }
-    if let Err(e) = images.remember_factory(&exe) {
-        tracing::warn!("the factory agent binary is not remembered: {e}");
-    }
-}
-
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -254,7 +231,7 @@ fn main() -> Result<()> {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            boot_current_image(&state_dir);
+            image::boot_current(&state_dir);
             tokio::runtime::Runtime::new()?.block_on(async {
                 readiness::spawn_watchdog();
                 if !tls_dir.join(pki::AGENT_CERT).exists() {

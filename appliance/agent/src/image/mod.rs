@@ -137,10 +137,13 @@ impl Images {
     /// Remembers the agent binary the host was installed with, when it runs from outside
     /// `images/`, so that a roll-back to the factory image has a binary to run.
     pub fn remember_factory(&self, exe: &Path) -> std::io::Result<()> {
-        if exe.starts_with(&self.root) {
+        fs::create_dir_all(&self.root)?;
+        // `exe` is the resolved path of the running binary: compare it with the resolved root
+        // (a state directory reached through a symlink would otherwise pass an image's agent
+        // off as the factory one).
+        if exe.starts_with(fs::canonicalize(&self.root)?) {
             return Ok(());
         }
-        fs::create_dir_all(&self.root)?;
         archive::replace_link(&self.root, FACTORY_AGENT, exe)
     }
 
@@ -163,6 +166,29 @@ impl Images {
         }
         archive::replace_link(&self.root, CURRENT, &dir).map_err(io)?;
         Ok(dir.join(AGENT))
+    }
+}
+
+/// Hands over to the current image's agent when this process is not it (the service manager
+/// starts the factory binary), and remembers the factory binary for a roll-back to it.
+pub fn boot_current(state_dir: &Path) {
+    let images = Images::new(state_dir);
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::warn!("this agent's binary is unknown, images are not switched: {e}");
+            return;
+        }
+    };
+    if let Some(agent) = images.current_agent() {
+        if fs::canonicalize(&exe).ok().as_ref() != Some(&agent) {
+            tracing::info!(image = %images.running(), agent = %agent.display(), "starting the current appliance image");
+            let e = exec(&agent);
+            tracing::error!(agent = %agent.display(), "the current image's agent did not start, this one serves: {e}");
+        }
+    }
+    if let Err(e) = images.remember_factory(&exe) {
+        tracing::warn!("the factory agent binary is not remembered: {e}");
     }
 }
 
@@ -265,6 +291,21 @@ mod tests {
         assert_eq!(back, fs::canonicalize(&factory).expect("canon"));
         assert_eq!(images.running(), FACTORY);
         assert_eq!(images.staged().as_deref(), Some("2026.11.2"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_images_agent_is_not_remembered_as_the_factory_one_through_a_symlinked_state_dir() {
+        let dir = scratch("symlinked");
+        fs::create_dir_all(dir.join("real")).expect("real");
+        std::os::unix::fs::symlink(dir.join("real"), dir.join("state")).expect("link");
+        let images = Images::new(&dir.join("state"));
+        let (file, sha) = image(&dir, "2026.11.4");
+        images.stage(&file, &sha).expect("stage");
+        let agent = images.switch("2026.11.4").expect("switch");
+        let resolved = fs::canonicalize(&agent).expect("canon");
+        images.remember_factory(&resolved).expect("remember");
+        assert!(!dir.join("real/images").join(FACTORY_AGENT).exists());
         let _ = fs::remove_dir_all(&dir);
     }
 

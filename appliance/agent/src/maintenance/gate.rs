@@ -213,7 +213,6 @@ impl Gated {
             .filter(|i| !i.is_empty())
             .unwrap_or(running);
         let wanted = staged.unwrap_or(running);
-        self.image = served_on.to_string();
         if applied.is_none() || wanted == served_on {
             // A broker the host has never run starts on the image the host runs.
             self.image = running.to_string();
@@ -228,6 +227,7 @@ impl Gated {
             self.image = wanted.to_string();
             self.applying.push(change);
         } else {
+            self.image = served_on.to_string();
             self.pending.push(change);
         }
         self
