@@ -175,6 +175,11 @@ pub trait Engine: Send + Sync {
     async fn ready_to_stop(&self) -> Result<(), String> {
         Ok(())
     }
+    /// Repairs a running engine stuck in a state it does not leave by itself (a RabbitMQ node
+    /// still partitioned after the network came back); says what it did, if anything.
+    async fn heal(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
     /// Engine settings of the broker as a whole (e.g. RabbitMQ's default queue type), made
     /// once the engine serves; idempotent.
     async fn sync_broker_settings(&self) -> Result<()> {

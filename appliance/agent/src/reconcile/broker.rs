@@ -437,6 +437,12 @@ async fn converge_steps(
         status.engine_starts += supervisor.starts(&unit.name)?;
     }
 
+    match engine.heal().await {
+        Ok(Some(done)) => tracing::warn!(broker = %spec.broker_id, "{done}"),
+        Ok(None) => {}
+        // The engine's API may not answer yet (starting): the next pass looks again.
+        Err(e) => tracing::warn!(broker = %spec.broker_id, "healing the engine: {e:#}"),
+    }
     let users = all_users(spec);
     match engine.health().await {
         Health::Serving => {

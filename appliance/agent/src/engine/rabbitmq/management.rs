@@ -244,6 +244,11 @@ impl Management {
         Ok(nodes.into_iter().map(|n| n.name).collect())
     }
 
+    /// Every member with the peers it reports being partitioned from (RabbitMQ asks each node).
+    pub async fn partition_view(&self) -> Result<Vec<super::partition::NodeView>> {
+        self.get("/nodes?columns=name,partitions").await
+    }
+
     /// Why stopping this node now would leave a quorum queue without a majority of online
     /// members (RabbitMQ's own pre-restart check, `node-is-quorum-critical`), or `None` when it
     /// may stop: after a node rejoins, its queues' members catch up before this clears.

@@ -4,12 +4,13 @@
 mod config;
 mod management;
 mod metrics;
+mod partition;
 mod probe;
 
 use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, RenderedFile};
 use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use ferrymq_api::agent::User;
 use management::Management;
 use std::net::IpAddr;
@@ -89,7 +90,59 @@ impl RabbitMq {
     fn log_dir(&self) -> PathBuf {
         self.placement.data_dir.join("log")
     }
+
+    /// Runs `rabbitmqctl` against this node as the engine's user (its home holds the cookie).
+    async fn rabbitmqctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        let user = nix::unistd::User::from_name(self.system_user())?
+            .with_context(|| format!("no system user {}", self.system_user()))?;
+        tokio::process::Command::new(self.script("rabbitmqctl"))
+            .args(["--longnames", "-n", &self.node_name()])
+            .args(args)
+            .env("HOME", &self.placement.config_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("LANG", "C.UTF-8")
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .output()
+            .await
+            .with_context(|| format!("rabbitmqctl {}", args.join(" ")))
+    }
+
+    /// `rabbitmqctl` that must succeed.
+    async fn rabbitmqctl_ok(&self, args: &[&str]) -> Result<()> {
+        let out = self.rabbitmqctl(args).await?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "rabbitmqctl {} on {}: {} {}",
+                args.join(" "),
+                self.node_name(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The node a partition that outlived its network fault should be healed by restarting,
+    /// as `partition::node_to_restart` picks it; `None` while any peer does not answer (the
+    /// fault is still on, or a node is down) or the view cannot be read.
+    async fn partitioned_node_to_restart(&self) -> Option<String> {
+        let view = self.management.partition_view().await.ok()?;
+        let chosen = partition::node_to_restart(&view)?;
+        for peer in self
+            .placement
+            .peers
+            .iter()
+            .filter(|a| **a != self.placement.address)
+        {
+            probe::amqp(*peer, AMQPS_PORT, Some(&self.tls)).await.ok()?;
+        }
+        Some(chosen)
+    }
 }
+
+/// How long a partition must stay the same before the node it picks restarts.
+const PARTITION_CONFIRM: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Long node names on the host's address (`RABBITMQ_USE_LONGNAME`): they resolve on every
 /// host without DNS or /etc/hosts, which network namespaces entered with `nsenter` do not get.
@@ -292,6 +345,29 @@ impl Engine for RabbitMq {
         }
     }
 
+    /// Ends a partition RabbitMQ keeps after a short link cut (see `partition`): the chosen
+    /// node restarts its application, not its VM, and rejoins the others' view. The choice is
+    /// read twice, `PARTITION_CONFIRM` apart, so a report RabbitMQ clears by itself right after
+    /// the nodes reconnect restarts nothing.
+    async fn heal(&self) -> Result<Option<String>> {
+        if !self.placement.clustered() || !node_process_alive(&self.pid_file()) {
+            return Ok(None);
+        }
+        let me = self.node_name();
+        if self.partitioned_node_to_restart().await.as_deref() != Some(me.as_str()) {
+            return Ok(None);
+        }
+        tokio::time::sleep(PARTITION_CONFIRM).await;
+        if self.partitioned_node_to_restart().await.as_deref() != Some(me.as_str()) {
+            return Ok(None);
+        }
+        self.rabbitmqctl_ok(&["stop_app"]).await?;
+        self.rabbitmqctl_ok(&["start_app"]).await?;
+        Ok(Some(format!(
+            "node {me} stayed partitioned after its peers answered again: its application was restarted"
+        )))
+    }
+
     async fn sync_broker_settings(&self) -> Result<()> {
         // Quorum queues by default on a cluster (Amazon MQ's default). RabbitMQ 3.10 takes a
         // vhost's default queue type only when the vhost is created, and policies cannot change
@@ -335,31 +411,14 @@ impl Engine for RabbitMq {
         if !changed || !node_process_alive(&self.pid_file()) {
             return Ok(false);
         }
-        let Ok(Some(user)) = nix::unistd::User::from_name(self.system_user()) else {
-            return Ok(false);
-        };
-        let out = tokio::process::Command::new(self.script("rabbitmqctl"))
-            .args([
-                "--longnames",
-                "-n",
-                &self.node_name(),
-                "eval",
-                "ssl:clear_pem_cache().",
-            ])
-            .env("HOME", &self.placement.config_dir)
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("LANG", "C.UTF-8")
-            .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .output()
-            .await;
+        let out = self.rabbitmqctl(&["eval", "ssl:clear_pem_cache()."]).await;
         match out {
             Ok(o) if o.status.success() => {
                 tracing::info!(broker = %self.placement.broker_id, "certificate reloaded (PEM cache cleared)")
             }
             // Not running yet: it reads the new files when it starts.
             Ok(o) => tracing::debug!(status = %o.status, "clear_pem_cache"),
-            Err(e) => tracing::debug!("clear_pem_cache: {e}"),
+            Err(e) => tracing::debug!("clear_pem_cache: {e:#}"),
         }
         Ok(false)
     }
