@@ -22,7 +22,8 @@ FAILURES = (pika.exceptions.AMQPError, AMQPConnectorException, OSError, Assertio
 # A client built for failover gives up a connection whose sent bytes stay unacknowledged this
 # long, rather than waiting for a retransmission (backing off 0.2, 0.4, 0.8, 1.6, 3.2 s ...) to
 # reach the host that took a dead host's virtual IP over and be reset there. It did not make the
-# outage through a dead virtual-IP host reliably short: runs still saw ~9.3 s (see README).
+# outage through a dead virtual-IP host short when that host also led the queue: the publish then
+# waits for a new quorum leader (see README).
 USER_TIMEOUT_MS = 3000
 
 

@@ -32,7 +32,12 @@ pub fn render(plan: &Plan) -> String {
          \x20   mode tcp\n\
          \x20   log global\n\
          \x20   option dontlognull\n\
-         \x20   timeout connect 3s\n\
+         \x20   # A connection sent to an instance on a host that just died (its checks have\n\
+         \x20   # not failed yet) is tried again on another instance after 1 s, not held\n\
+         \x20   # for 3 s per retry on the dead one.\n\
+         \x20   timeout connect 1s\n\
+         \x20   retries 3\n\
+         \x20   option redispatch 1\n\
          \x20   # AMQP and OpenWire connections idle between heartbeats: no short client timeout.\n\
          \x20   timeout client 2h\n\
          \x20   timeout server 2h\n\
@@ -146,6 +151,26 @@ mod tests {
         assert!(cfg.contains(console), "{cfg}");
         assert!(cfg.contains("on-marked-down shutdown-sessions"));
         assert!(cfg.contains("mode tcp"));
+    }
+
+    #[test]
+    fn a_connection_to_a_dead_instance_is_sent_to_another() {
+        let cfg = render(&super::super::tests::plan());
+        for line in ["timeout connect 1s", "retries 3", "option redispatch 1"] {
+            assert!(
+                cfg.contains(&format!("\n    {line}\n")),
+                "{line} missing: {cfg}"
+            );
+        }
+        // HAProxy itself takes the file (skipped where it is not installed).
+        if Path::new(HAPROXY).exists() {
+            let path =
+                std::env::temp_dir().join(format!("ferrymq-haproxy-{}.cfg", std::process::id()));
+            std::fs::write(&path, &cfg).unwrap();
+            let checked = check_config(&path);
+            let _ = std::fs::remove_file(&path);
+            checked.unwrap();
+        }
     }
 
     #[test]

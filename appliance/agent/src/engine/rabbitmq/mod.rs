@@ -108,8 +108,8 @@ impl RabbitMq {
             .with_context(|| format!("rabbitmqctl {}", args.join(" ")))
     }
 
-    /// `rabbitmqctl` that must succeed.
-    async fn rabbitmqctl_ok(&self, args: &[&str]) -> Result<()> {
+    /// `rabbitmqctl` that must succeed; its output.
+    async fn rabbitmqctl_ok(&self, args: &[&str]) -> Result<std::process::Output> {
         let out = self.rabbitmqctl(args).await?;
         if !out.status.success() {
             anyhow::bail!(
@@ -120,29 +120,41 @@ impl RabbitMq {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// The node a partition that outlived its network fault should be healed by restarting,
-    /// as `partition::node_to_restart` picks it; `None` while any peer does not answer (the
-    /// fault is still on, or a node is down) or the view cannot be read.
-    async fn partitioned_node_to_restart(&self) -> Option<String> {
-        let view = self.management.partition_view().await.ok()?;
-        let chosen = partition::node_to_restart(&view)?;
+    /// Whether every peer answers AMQPS: a partition is only healed once its fault is over.
+    async fn peers_answer(&self) -> bool {
         for peer in self
             .placement
             .peers
             .iter()
             .filter(|a| **a != self.placement.address)
         {
-            probe::amqp(*peer, AMQPS_PORT, Some(&self.tls)).await.ok()?;
+            if probe::amqp(*peer, AMQPS_PORT, Some(&self.tls))
+                .await
+                .is_err()
+            {
+                return false;
+            }
         }
-        Some(chosen)
+        true
+    }
+
+    /// The partitions the running members report at this moment (`cluster_status` asks each of
+    /// them), where the management API shows statistics collected every few seconds.
+    async fn partitions_now(&self) -> Result<Vec<partition::NodeView>> {
+        let out = self
+            .rabbitmqctl_ok(&["cluster_status", "--formatter", "json"])
+            .await?;
+        partition::from_cluster_status(&out.stdout)
     }
 }
 
 /// How long a partition must stay the same before the node it picks restarts.
 const PARTITION_CONFIRM: std::time::Duration = std::time::Duration::from_secs(5);
+/// How many times a node stopped to end a partition is asked to start again, 5 s apart.
+const START_APP_ATTEMPTS: u32 = 3;
 
 /// Long node names on the host's address (`RABBITMQ_USE_LONGNAME`): they resolve on every
 /// host without DNS or /etc/hosts, which network namespaces entered with `nsenter` do not get.
@@ -347,22 +359,49 @@ impl Engine for RabbitMq {
 
     /// Ends a partition RabbitMQ keeps after a short link cut (see `partition`): the chosen
     /// node restarts its application, not its VM, and rejoins the others' view. The choice is
-    /// read twice, `PARTITION_CONFIRM` apart, so a report RabbitMQ clears by itself right after
-    /// the nodes reconnect restarts nothing.
+    /// read twice, `PARTITION_CONFIRM` apart and the second time from the members themselves,
+    /// so a report RabbitMQ clears by itself right after the nodes reconnect restarts nothing.
     async fn heal(&self) -> Result<Option<String>> {
         if !self.placement.clustered() || !node_process_alive(&self.pid_file()) {
             return Ok(None);
         }
         let me = self.node_name();
-        if self.partitioned_node_to_restart().await.as_deref() != Some(me.as_str()) {
-            return Ok(None);
+        // The management view is cheap to read on every pass, but it lags: a node RabbitMQ
+        // itself restarted to end the partition can still show the lists from before it. What
+        // the members report now, after PARTITION_CONFIRM, decides.
+        let picked = |view: &[partition::NodeView]| {
+            partition::node_to_restart(view).as_deref() == Some(me.as_str())
+        };
+        match self.management.partition_view().await {
+            Ok(view) if picked(&view) && self.peers_answer().await => {}
+            _ => return Ok(None),
         }
         tokio::time::sleep(PARTITION_CONFIRM).await;
-        if self.partitioned_node_to_restart().await.as_deref() != Some(me.as_str()) {
+        let now = self.partitions_now().await?;
+        if !picked(&now) {
+            tracing::info!(
+                "node {me} not restarted: the partition the management view showed is not \
+                 reported by the members now ({now:?})"
+            );
+            return Ok(None);
+        }
+        if !self.peers_answer().await {
             return Ok(None);
         }
         self.rabbitmqctl_ok(&["stop_app"]).await?;
-        self.rabbitmqctl_ok(&["start_app"]).await?;
+        // With its application stopped the node serves nothing, and no later pass would start
+        // it (the VM still runs, and the partition view is read through the application).
+        let mut attempt = 1;
+        while let Err(e) = self.rabbitmqctl_ok(&["start_app"]).await {
+            if attempt == START_APP_ATTEMPTS {
+                return Err(e.context(format!(
+                    "node {me} stopped to end a partition did not start again"
+                )));
+            }
+            tracing::warn!("starting the application of node {me} again: {e:#}");
+            attempt += 1;
+            tokio::time::sleep(PARTITION_CONFIRM).await;
+        }
         Ok(Some(format!(
             "node {me} stayed partitioned after its peers answered again: its application was restarted"
         )))

@@ -3,14 +3,19 @@
 //! A link cut shorter than the failure detection (`net_ticktime`: 7.5–12.5 s) is noticed by some
 //! nodes and not others. A node that saw a peer go down and reconnect records the peer as
 //! partitioned (mnesia's `inconsistent_database`), and under `pause_minority` nothing clears
-//! that but restarting one side: the cut node never saw itself in a minority, so it never paused.
-//! Until then the two keep diverging views (a quorum queue declared on one fails with
-//! `cluster_not_formed`). RabbitMQ's advice is to restart the nodes of the partition trusted
-//! least; here each agent decides from the same cluster-wide view, so exactly one node restarts
-//! its application per round.
+//! that but a restart: the cut node never saw itself in a minority, so it never paused. Until
+//! then the two keep diverging views (a quorum queue declared on one fails with
+//! `cluster_not_formed`).
+//!
+//! The node that restarts is one that *reports* a partition: its own list starts empty with its
+//! application (`rabbit_node_monitor` starts with it). Restarting the node it reports clears
+//! the list only if the reporter sees that node's application go down while it still counts it
+//! as running, which it often does not: in the lab a reported node restarted three times in a
+//! row and the reporter kept its list. Each agent decides from the same cluster-wide view, so
+//! one node restarts its application per round.
 
 use serde::Deserialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// One entry of `GET /api/nodes`: a member with the peers it reports being partitioned from.
 /// Its `running` is not used: in this state each side reports the other as not running.
@@ -26,27 +31,30 @@ pub struct NodeView {
 /// (every peer answers): while it lasts, `pause_minority` is the mechanism, and partitions are
 /// only recorded once the nodes see each other again.
 ///
-/// The node with the most partitioned peers restarts (the one the others lost; it rejoins the
-/// majority's view), on a tie the one with the greatest name. Every member reports the same
-/// lists through any node, so every agent picks the same node and two never restart at once.
+/// Of the nodes reporting a partition, the one reporting the most peers restarts (it disagrees
+/// with the most members), on a tie the one with the greatest name.
 pub fn node_to_restart(view: &[NodeView]) -> Option<String> {
-    // Partitions are symmetric in effect: one side reporting the other is enough.
-    let mut edges: BTreeSet<(&str, &str)> = BTreeSet::new();
-    for node in view {
-        for peer in &node.partitions {
-            let (a, b) = (node.name.as_str(), peer.as_str());
-            edges.insert(if a < b { (a, b) } else { (b, a) });
-        }
+    view.iter()
+        .filter(|node| !node.partitions.is_empty())
+        .max_by(|a, b| (a.partitions.len(), &a.name).cmp(&(b.partitions.len(), &b.name)))
+        .map(|node| node.name.clone())
+}
+
+/// The partitions in `rabbitmqctl cluster_status --formatter json`: `partitions` maps each
+/// running member that reports one to the peers it is partitioned from (`{}` when none).
+pub fn from_cluster_status(json: &[u8]) -> anyhow::Result<Vec<NodeView>> {
+    #[derive(Deserialize)]
+    struct ClusterStatus {
+        #[serde(default)]
+        partitions: BTreeMap<String, Vec<String>>,
     }
-    let mut degree: BTreeMap<&str, usize> = BTreeMap::new();
-    for (a, b) in &edges {
-        *degree.entry(a).or_default() += 1;
-        *degree.entry(b).or_default() += 1;
-    }
-    degree
+    let status: ClusterStatus = serde_json::from_slice(json)
+        .map_err(|e| anyhow::anyhow!("rabbitmqctl cluster_status gave no JSON status: {e}"))?;
+    Ok(status
+        .partitions
         .into_iter()
-        .max_by(|(a, da), (b, db)| da.cmp(db).then(a.cmp(b)))
-        .map(|(name, _)| name.to_string())
+        .map(|(name, partitions)| NodeView { name, partitions })
+        .collect())
 }
 
 #[cfg(test)]
@@ -71,26 +79,37 @@ mod tests {
     }
 
     #[test]
-    fn the_node_both_others_lost_restarts() {
-        // c was cut off; a and b each saw it go and come back, c saw neither.
+    fn the_node_reporting_the_most_peers_restarts() {
+        // a was cut off and came back: it saw both others go, and each of them saw a go.
+        let view = [
+            node("rabbit@a", &["rabbit@b", "rabbit@c"]),
+            node("rabbit@b", &["rabbit@a"]),
+            node("rabbit@c", &["rabbit@a"]),
+        ];
+        assert_eq!(node_to_restart(&view).as_deref(), Some("rabbit@a"));
+    }
+
+    #[test]
+    fn a_reported_node_that_reports_nothing_does_not_restart() {
+        // c was cut off; a and b each saw it go and come back, c saw neither. Restarting c
+        // would not clear a's or b's list: one of them restarts, the greater name first.
         let view = [
             node("rabbit@a", &["rabbit@c"]),
             node("rabbit@b", &["rabbit@c"]),
             node("rabbit@c", &[]),
         ];
-        assert_eq!(node_to_restart(&view).as_deref(), Some("rabbit@c"));
-    }
-
-    #[test]
-    fn one_sided_reports_count_as_the_partition() {
-        // Only a noticed b; b and c noticed nothing: one of the two restarts, the greater name.
+        assert_eq!(node_to_restart(&view).as_deref(), Some("rabbit@b"));
+        // Once b restarted, a is the one left.
         let view = [
-            node("rabbit@a", &["rabbit@b"]),
+            node("rabbit@a", &["rabbit@c"]),
             node("rabbit@b", &[]),
             node("rabbit@c", &[]),
         ];
-        assert_eq!(node_to_restart(&view).as_deref(), Some("rabbit@b"));
-        // The same edge reported from both sides is one edge.
+        assert_eq!(node_to_restart(&view).as_deref(), Some("rabbit@a"));
+    }
+
+    #[test]
+    fn a_partition_reported_from_both_sides_restarts_one() {
         let view = [
             node("rabbit@a", &["rabbit@b"]),
             node("rabbit@b", &["rabbit@a"]),
@@ -107,5 +126,17 @@ mod tests {
         let view: Vec<NodeView> = serde_json::from_str(body).unwrap();
         assert_eq!(view[0].partitions, ["rabbit@10.0.0.2"]);
         assert!(view[2].partitions.is_empty());
+    }
+
+    #[test]
+    fn cluster_status_partitions_decode() {
+        let body = br#"{"alarms":[],"disk_nodes":["rabbit@10.0.0.1","rabbit@10.0.0.2"],
+                        "partitions":{"rabbit@10.0.0.1":["rabbit@10.0.0.2"]},
+                        "running_nodes":["rabbit@10.0.0.1","rabbit@10.0.0.2"]}"#;
+        let view = from_cluster_status(body).unwrap();
+        assert_eq!(node_to_restart(&view).as_deref(), Some("rabbit@10.0.0.1"));
+        let whole = br#"{"partitions":{},"running_nodes":["rabbit@10.0.0.1"]}"#;
+        assert_eq!(node_to_restart(&from_cluster_status(whole).unwrap()), None);
+        assert!(from_cluster_status(b"Error: unable to perform an operation").is_err());
     }
 }
