@@ -126,7 +126,8 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
 /// data boots as the member it was, never reset. `pause_minority` stops the node on the wrong
 /// side of a partition, so it fails the load balancer's check instead of taking writes alone.
 /// `net_ticktime = 10` (Erlang's default is 60): a host that vanishes without closing its
-/// connections (link cut, power loss) is declared down in 7.5–12.5 s instead of up to 75 s;
+/// connections (link cut, power loss) is declared down in 7.5–12.5 s instead of up to 75 s
+/// where the distribution's `TCP_USER_TIMEOUT` (see `dist_args`, 3 s) does not end it first;
 /// until then metadata transactions (a queue declare) wait for it. RabbitMQ advises against
 /// going below 5 s (false partitions on a busy host).
 fn cluster_conf(node: &RabbitMq) -> String {
