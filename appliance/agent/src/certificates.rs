@@ -31,6 +31,8 @@ pub const RENEW_BEFORE: Duration = Duration::days(30);
 
 /// The host's broker-issuing CA and the deployment CA above it.
 pub struct BrokerCa {
+    /// Where it was read from: the agent's TLS directory, with the host's other certificates.
+    pub tls_dir: PathBuf,
     cert_pem: String,
     key_pem: String,
     pub deployment_ca_pem: String,
@@ -55,6 +57,7 @@ impl BrokerCa {
             })
         };
         Ok(BrokerCa {
+            tls_dir: tls_dir.to_path_buf(),
             cert_pem: read(pki::BROKER_CA_CERT)?,
             key_pem: read(pki::BROKER_CA_KEY)?,
             deployment_ca_pem: read(pki::CA_CERT)?,
@@ -69,6 +72,7 @@ impl BrokerCa {
 
     /// A server certificate for `names` (addresses become IP SANs, the rest DNS SANs).
     pub fn issue(&self, names: &[String], now: OffsetDateTime) -> Result<Issued> {
+        self.check_permitted(names)?;
         let ca_key = KeyPair::from_pem(&self.key_pem).context("parsing the broker CA key")?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &ca_key)
             .context("parsing the broker CA certificate")?;
@@ -110,6 +114,32 @@ impl BrokerCa {
                 issuer: self.fingerprint(),
             },
         })
+    }
+}
+
+impl BrokerCa {
+    /// Refuses names outside the broker CA's name constraints up front: clients would refuse
+    /// such a certificate, and the error here says what to do.
+    fn check_permitted(&self, names: &[String]) -> Result<()> {
+        let permitted = pki::permitted_names(&self.cert_pem)?;
+        if permitted.is_empty() {
+            // A broker CA from before name constraints.
+            return Ok(());
+        }
+        let outside: Vec<&String> = names
+            .iter()
+            .filter(|n| !permitted.iter().any(|p| p.permits(n)))
+            .collect();
+        if outside.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = permitted.iter().map(ToString::to_string).collect();
+        anyhow::bail!(
+            "certificate name(s) {outside:?} are outside what this host's broker CA may sign ({}): \
+             renew the host's certificates with the name added \
+             (`ferrymq-agent pki renew --dir PKI --host HOST --name NAME`)",
+            list.join(", ")
+        )
     }
 }
 
@@ -228,10 +258,13 @@ mod tests {
 
     fn ca(dir: &Path) -> BrokerCa {
         let _ = std::fs::remove_dir_all(dir);
-        pki::init(&dir.join("pki")).expect("init");
+        let year = "365d".parse().expect("lifetime");
+        pki::init(&dir.join("pki"), "20y".parse().expect("lifetime"), year).expect("init");
         pki::issue_host(
             &dir.join("pki"),
             "10.1.2.3".parse().expect("ip"),
+            &["broker.example".parse().expect("name")],
+            year,
             &dir.join("host"),
         )
         .expect("issue host");
@@ -274,6 +307,12 @@ mod tests {
             )
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
+        // Outside the broker CA's names: refused here, before a client would refuse it.
+        let err = ca
+            .issue(&["10.9.9.9".to_string()], now)
+            .err()
+            .expect("outside the name constraints");
+        assert!(err.to_string().contains("pki renew"), "{err}");
         let other = rustls::pki_types::ServerName::try_from("10.9.9.9").expect("name");
         assert!(v
             .verify_server_cert(

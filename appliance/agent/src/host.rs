@@ -20,6 +20,7 @@ pub fn facts(supervisor: &str) -> Result<HostFacts> {
         .unwrap_or(0),
         block_devices: block_devices(),
         supervisor: supervisor.to_string(),
+        certificates: None,
     })
 }
 

@@ -29,7 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 
 #[derive(Parser)]
 #[command(name = "ferrymq-agent", version, about = "FerryMQ appliance agent")]
@@ -123,12 +123,26 @@ enum ImageCommand {
 
 #[derive(Subcommand)]
 enum PkiCommand {
-    /// Create the deployment CA and the provider's client certificate.
+    /// Create the deployment CA and the operator's (provider's) client certificate.
     Init {
         #[arg(long)]
         dir: PathBuf,
+        /// How long the deployment CA lives (s, m, h, d, y).
+        #[arg(long, default_value = "20y")]
+        ca_lifetime: pki::lifetime::Lifetime,
+        /// How long the operator's client certificate lives.
+        #[arg(long, default_value = "365d")]
+        lifetime: pki::lifetime::Lifetime,
     },
-    /// Issue a host's server certificate from the CA in --dir.
+    /// Issue the operator's client certificate again (a new key) from the CA in --dir: before
+    /// it ends, or for a deployment made before certificates carried roles.
+    IssueClient {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "365d")]
+        lifetime: pki::lifetime::Lifetime,
+    },
+    /// Issue a host's agent certificate and broker CA from the CA in --dir.
     IssueHost {
         #[arg(long)]
         dir: PathBuf,
@@ -136,6 +150,33 @@ enum PkiCommand {
         address: IpAddr,
         #[arg(long)]
         out: PathBuf,
+        /// A name the host's broker CA may sign besides the host's address: a virtual IP, a
+        /// subnet of them (ADDRESS/PREFIX) or a DNS name of `certificate_names` (repeat).
+        #[arg(long = "name")]
+        names: Vec<pki::PermittedName>,
+        /// How long the agent certificate and the broker CA live.
+        #[arg(long, default_value = "365d")]
+        lifetime: pki::lifetime::Lifetime,
+    },
+    /// Renew the agent certificate and broker CA of hosts (for the keys they hold, no
+    /// restart) that end within --before: run where the CA key is, e.g. monthly.
+    Renew {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Every host's agent address, IP[:PORT] (repeat).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// A name to add to every broker CA's permitted names (repeat).
+        #[arg(long = "name")]
+        names: Vec<pki::PermittedName>,
+        #[arg(long, default_value = "365d")]
+        lifetime: pki::lifetime::Lifetime,
+        /// Renew what ends within this.
+        #[arg(long, default_value = "30d")]
+        before: pki::lifetime::Lifetime,
+        /// Renew whatever is left.
+        #[arg(long)]
+        force: bool,
     },
     /// Enroll a host that booted with a join token: sign its key with the CA in --dir.
     Enroll {
@@ -185,17 +226,56 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Pki { command } => match command {
-            PkiCommand::Init { dir } => {
-                pki::init(&dir)?;
+            PkiCommand::Init {
+                dir,
+                ca_lifetime,
+                lifetime,
+            } => {
+                pki::init(&dir, ca_lifetime, lifetime)?;
                 println!(
                     "wrote the deployment CA and client certificate to {}",
                     dir.display()
                 );
                 Ok(())
             }
-            PkiCommand::IssueHost { dir, address, out } => {
-                pki::issue_host(&dir, address, &out)?;
-                println!("wrote the certificate of {address} to {}", out.display());
+            PkiCommand::IssueClient { dir, lifetime } => {
+                pki::issue_client(&dir, lifetime)?;
+                println!("wrote the operator's client certificate to {}", dir.display());
+                Ok(())
+            }
+            PkiCommand::IssueHost {
+                dir,
+                address,
+                out,
+                names,
+                lifetime,
+            } => {
+                pki::issue_host(&dir, address, &names, lifetime, &out)?;
+                println!("wrote the certificates of {address} to {}", out.display());
+                Ok(())
+            }
+            PkiCommand::Renew {
+                dir,
+                hosts,
+                names,
+                lifetime,
+                before,
+                force,
+            } => {
+                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                let lines = tokio::runtime::Runtime::new()?.block_on(operator::renew::renew(
+                    &operator::renew::Renewal {
+                        pki_dir: &dir,
+                        hosts: &hosts,
+                        names: &names,
+                        lifetime,
+                        before: before.0,
+                        force,
+                    },
+                ))?;
+                for line in lines {
+                    println!("{line}");
+                }
                 Ok(())
             }
             PkiCommand::Enroll { dir, host, token } => {
@@ -310,16 +390,12 @@ async fn serve(
     rollback_after: Duration,
 ) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let read = |name: &str| {
-        let path = tls_dir.join(name);
-        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
-    };
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(
-            read(pki::AGENT_CERT)?,
-            read(pki::AGENT_KEY)?,
-        ))
-        .client_ca_root(Certificate::from_pem(read(pki::CA_CERT)?));
+    let ca_path = tls_dir.join(pki::CA_CERT);
+    let ca_pem = std::fs::read_to_string(&ca_path)
+        .with_context(|| format!("reading {}", ca_path.display()))?;
+    let certificate = api::tls::AgentCertificate::load(&tls_dir)?;
+    let tls = api::tls::server_config(certificate.clone(), &ca_pem)?;
+    let identities = pki::identity::Identities::new(&ca_pem)?;
 
     let brokers_dir = state_dir.join("brokers");
     let configurations = Arc::new(store::ConfigurationStore::new(
@@ -369,17 +445,21 @@ async fn serve(
         });
     }
 
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the agent API to {listen}"))?;
     tracing::info!(%listen, state_dir = %state_dir.display(), supervisor = kind, "agent serving");
     readiness::ready("serving the agent API");
     Server::builder()
-        .tls_config(tls)
-        .context("configuring TLS")?
         .add_service(AgentServer::new(api::AgentService::new(
             reconciler,
             kind,
             configurations,
+            identities,
+            tls_dir,
+            certificate,
         )))
-        .serve_with_shutdown(listen, async {
+        .serve_with_incoming_shutdown(api::tls::incoming(listener, tls), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

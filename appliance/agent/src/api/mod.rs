@@ -1,9 +1,16 @@
-//! The agent's gRPC service. It validates, persists specs through the reconciler and reads
-//! the statuses the reconciler recorded; it never calls engines, storage or processes itself.
-//! Mutual TLS is enforced by the server (see `main.rs`): only clients with a certificate from
-//! the deployment CA get here.
+//! The agent's gRPC service. It authorizes the caller, validates, persists specs through the
+//! reconciler and reads the statuses the reconciler recorded; it never calls engines, storage or
+//! processes itself. Mutual TLS is enforced by the server ([`tls`]): only clients with a
+//! certificate chaining to the deployment CA get here; [`authorize`] then decides per call from
+//! the role the certificate carries.
+
+pub mod authorize;
+pub mod tls;
 
 use crate::host;
+use crate::pki::identity::{Identities, Role};
+use crate::pki::renewal;
+use authorize::Call;
 use crate::reconcile::{ApplyError, Reconciler};
 use crate::store::{ConfigurationStore, PutError};
 use ferrymq_api::agent::agent_server::Agent;
@@ -12,8 +19,10 @@ use ferrymq_api::agent::{
     ConfigurationRevision, DeleteBrokerRequest, DeleteBrokerResponse, DeleteBrokerUserRequest,
     DeleteBrokerUserResponse, DeleteConfigurationRequest, DeleteConfigurationResponse,
     GetBrokerRequest, GetBrokerUserRequest, GetConfigurationRequest, GetHostFactsRequest,
-    HostFacts, PutConfigurationRequest, RebootBrokerRequest,
+    GetHostCertificatesRequest, HostCertificates, HostFacts, PutConfigurationRequest,
+    RebootBrokerRequest,
 };
+use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -21,6 +30,9 @@ pub struct AgentService {
     reconciler: Arc<Reconciler>,
     supervisor_kind: &'static str,
     configurations: Arc<ConfigurationStore>,
+    identities: Identities,
+    tls_dir: PathBuf,
+    certificate: Arc<tls::AgentCertificate>,
 }
 
 impl AgentService {
@@ -28,12 +40,41 @@ impl AgentService {
         reconciler: Arc<Reconciler>,
         supervisor_kind: &'static str,
         configurations: Arc<ConfigurationStore>,
+        identities: Identities,
+        tls_dir: PathBuf,
+        certificate: Arc<tls::AgentCertificate>,
     ) -> Self {
         AgentService {
             reconciler,
             supervisor_kind,
             configurations,
+            identities,
+            tls_dir,
+            certificate,
         }
+    }
+
+    /// The caller's role, if it may make `call`; PERMISSION_DENIED (logged) otherwise.
+    fn authorize<T>(&self, req: &Request<T>, call: Call<'_>) -> Result<Role, Status> {
+        let certs = req.peer_certs();
+        let denied = |why: String| {
+            tracing::warn!(peer = ?req.remote_addr(), "refused {call}: {why}");
+            Status::permission_denied(why)
+        };
+        let role = self
+            .identities
+            .role(certs.as_deref().map(Vec::as_slice))
+            .map_err(|e| denied(e.to_string()))?;
+        let spec = match call {
+            Call::BrokerStatus { broker_id } if role != Role::Operator => self
+                .reconciler
+                .status(broker_id)
+                .and_then(|s| s.spec)
+                .or_else(|| self.reconciler.knows(broker_id).ok().flatten()),
+            _ => None,
+        };
+        authorize::permits(&role, call, spec.as_ref()).map_err(denied)?;
+        Ok(role)
     }
 }
 
@@ -61,20 +102,28 @@ fn internal(e: anyhow::Error) -> Status {
 impl Agent for AgentService {
     async fn get_host_facts(
         &self,
-        _req: Request<GetHostFactsRequest>,
+        req: Request<GetHostFactsRequest>,
     ) -> Result<Response<HostFacts>, Status> {
+        self.authorize(&req, Call::Operator("GetHostFacts"))?;
         let kind = self.supervisor_kind;
-        tokio::task::spawn_blocking(move || host::facts(kind))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map(Response::new)
-            .map_err(internal)
+        let tls_dir = self.tls_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            host::facts(kind).map(|mut facts| {
+                facts.certificates = Some(renewal::ends(&tls_dir));
+                facts
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map(Response::new)
+        .map_err(internal)
     }
 
     async fn apply_broker(
         &self,
         req: Request<ApplyBrokerRequest>,
     ) -> Result<Response<BrokerStatus>, Status> {
+        self.authorize(&req, Call::Operator("ApplyBroker"))?;
         let spec = req
             .into_inner()
             .spec
@@ -90,6 +139,7 @@ impl Agent for AgentService {
         &self,
         req: Request<RebootBrokerRequest>,
     ) -> Result<Response<BrokerStatus>, Status> {
+        self.authorize(&req, Call::Operator("RebootBroker"))?;
         let req = req.into_inner();
         ferrymq_api::validate::broker_id(&req.broker_id).map_err(Status::invalid_argument)?;
         self.reconciler
@@ -103,6 +153,12 @@ impl Agent for AgentService {
         &self,
         req: Request<GetBrokerRequest>,
     ) -> Result<Response<BrokerStatus>, Status> {
+        self.authorize(
+            &req,
+            Call::BrokerStatus {
+                broker_id: &req.get_ref().broker_id,
+            },
+        )?;
         let id = req.into_inner().broker_id;
         if let Some(status) = self.reconciler.status(&id) {
             return Ok(Response::new(status));
@@ -117,6 +173,7 @@ impl Agent for AgentService {
         &self,
         req: Request<DeleteBrokerRequest>,
     ) -> Result<Response<DeleteBrokerResponse>, Status> {
+        self.authorize(&req, Call::Operator("DeleteBroker"))?;
         let id = req.into_inner().broker_id;
         ferrymq_api::validate::broker_id(&id).map_err(Status::invalid_argument)?;
         let existed = self.reconciler.delete(&id).await.map_err(internal)?;
@@ -127,6 +184,7 @@ impl Agent for AgentService {
         &self,
         req: Request<ApplyBrokerUserRequest>,
     ) -> Result<Response<BrokerUserStatus>, Status> {
+        self.authorize(&req, Call::Operator("ApplyBrokerUser"))?;
         let req = req.into_inner();
         ferrymq_api::validate::broker_id(&req.broker_id).map_err(Status::invalid_argument)?;
         let user = req
@@ -143,6 +201,7 @@ impl Agent for AgentService {
         &self,
         req: Request<GetBrokerUserRequest>,
     ) -> Result<Response<BrokerUserStatus>, Status> {
+        self.authorize(&req, Call::Operator("GetBrokerUser"))?;
         let req = req.into_inner();
         self.reconciler
             .user(&req.broker_id, &req.username)
@@ -159,6 +218,7 @@ impl Agent for AgentService {
         &self,
         req: Request<DeleteBrokerUserRequest>,
     ) -> Result<Response<DeleteBrokerUserResponse>, Status> {
+        self.authorize(&req, Call::Operator("DeleteBrokerUser"))?;
         let req = req.into_inner();
         let existed = self
             .reconciler
@@ -173,6 +233,7 @@ impl Agent for AgentService {
         &self,
         req: Request<PutConfigurationRequest>,
     ) -> Result<Response<ConfigurationRevision>, Status> {
+        self.authorize(&req, Call::Operator("PutConfiguration"))?;
         let rev = req
             .into_inner()
             .revision
@@ -193,6 +254,7 @@ impl Agent for AgentService {
         &self,
         req: Request<GetConfigurationRequest>,
     ) -> Result<Response<ConfigurationRevision>, Status> {
+        self.authorize(&req, Call::Operator("GetConfiguration"))?;
         let req = req.into_inner();
         match self
             .configurations
@@ -215,10 +277,43 @@ impl Agent for AgentService {
         &self,
         req: Request<DeleteConfigurationRequest>,
     ) -> Result<Response<DeleteConfigurationResponse>, Status> {
+        self.authorize(&req, Call::Operator("DeleteConfiguration"))?;
         let existed = self
             .configurations
             .delete(&req.into_inner().id)
             .map_err(Status::invalid_argument)?;
         Ok(Response::new(DeleteConfigurationResponse { existed }))
+    }
+
+    async fn get_host_certificates(
+        &self,
+        req: Request<GetHostCertificatesRequest>,
+    ) -> Result<Response<HostCertificates>, Status> {
+        self.authorize(&req, Call::Operator("GetHostCertificates"))?;
+        renewal::current(&self.tls_dir)
+            .map(Response::new)
+            .map_err(internal)
+    }
+
+    async fn install_host_certificates(
+        &self,
+        req: Request<HostCertificates>,
+    ) -> Result<Response<HostCertificates>, Status> {
+        self.authorize(&req, Call::Operator("InstallHostCertificates"))?;
+        let new = req.into_inner();
+        let tls_dir = self.tls_dir.clone();
+        tokio::task::spawn_blocking(move || renewal::install(&tls_dir, &new))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| match e {
+                renewal::InstallError::Invalid(m) => Status::invalid_argument(m),
+                renewal::InstallError::Internal(e) => internal(e),
+            })?;
+        // Serve the new agent certificate from the next handshake on, and issue brokers'
+        // certificates with the renewed broker CA (they chain to it from now on).
+        self.certificate.reload().map_err(internal)?;
+        self.reconciler.reload_broker_ca(&self.tls_dir);
+        tracing::info!("installed renewed host certificates");
+        Ok(Response::new(renewal::ends(&self.tls_dir)))
     }
 }

@@ -386,6 +386,12 @@ async fn converge_steps(
                 .as_ref()
                 .map_err(|e| Failure::Permanent(e.clone()))?;
             status.ca_certificate = ca.deployment_ca_pem.clone();
+            // The host's own certificates in their last 30 days: every broker says so.
+            let ends = crate::pki::expiry::host_certificates(&ca.tls_dir);
+            let warnings = crate::pki::expiry::warnings(&ends, time::OffsetDateTime::now_utc());
+            if !warnings.is_empty() {
+                status.message = warnings.join("; ");
+            }
             // A supplied certificate's key staged but no longer wanted has no use any more.
             remove_supplied_key(&ctx.certificate_files())?;
             ensure_certificate(ctx, spec, ca, &owner)?

@@ -67,7 +67,8 @@ pub struct Reconciler {
     statuses: Mutex<HashMap<String, BrokerStatus>>,
     pass_lock: tokio::sync::Mutex<()>,
     wake: Notify,
-    broker_ca: Arc<Result<BrokerCa, String>>,
+    /// Swapped when `pki renew` installs a renewed broker CA.
+    broker_ca: Mutex<Arc<Result<BrokerCa, String>>>,
     /// Plain passwords of the latest applies, by broker and user: memory only, dropped once
     /// the broker has converged with them.
     passwords: Mutex<HashMap<String, BTreeMap<String, String>>>,
@@ -103,7 +104,7 @@ impl Reconciler {
             statuses: Mutex::new(HashMap::new()),
             pass_lock: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
-            broker_ca: Arc::new(broker_ca),
+            broker_ca: Mutex::new(Arc::new(broker_ca)),
             passwords: Mutex::new(HashMap::new()),
             users_synced: Mutex::new(HashMap::new()),
             peers: None,
@@ -346,7 +347,7 @@ impl Reconciler {
             broker_dir: self.brokers_dir.join(broker_id),
             supervisor: self.supervisor.clone(),
             previous: self.status(broker_id),
-            broker_ca: self.broker_ca.clone(),
+            broker_ca: lock(&self.broker_ca).clone(),
             passwords: lock(&self.passwords)
                 .get(broker_id)
                 .cloned()
@@ -624,6 +625,9 @@ impl Reconciler {
             }
         };
         let mut out = Vec::new();
+        if let Ok(ca) = lock(&self.broker_ca).as_ref() {
+            out.extend(crate::pki::expiry::samples(&ca.tls_dir));
+        }
         for s in stored {
             let spec = &s.spec;
             let status = self.status(&spec.broker_id);
@@ -684,6 +688,17 @@ impl Reconciler {
 
     pub fn status(&self, broker_id: &str) -> Option<BrokerStatus> {
         self.statuses.lock().ok()?.get(broker_id).cloned()
+    }
+
+    /// Reads the broker CA again (renewed by `pki renew`) and wakes a pass: brokers' server
+    /// certificates are issued again with it, so they are served with the renewed chain.
+    pub fn reload_broker_ca(&self, tls_dir: &std::path::Path) {
+        let ca = BrokerCa::load(tls_dir).map_err(|e| format!("{e:#}"));
+        if let Err(e) = &ca {
+            tracing::warn!("reloading the broker CA: {e}");
+        }
+        *lock(&self.broker_ca) = Arc::new(ca);
+        self.wake.notify_one();
     }
 
     /// Whether a spec for the broker is stored (its status may not be computed yet).
