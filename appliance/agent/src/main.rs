@@ -240,7 +240,10 @@ fn main() -> Result<()> {
             }
             PkiCommand::IssueClient { dir, lifetime } => {
                 pki::issue_client(&dir, lifetime)?;
-                println!("wrote the operator's client certificate to {}", dir.display());
+                println!(
+                    "wrote the operator's client certificate to {}",
+                    dir.display()
+                );
                 Ok(())
             }
             PkiCommand::IssueHost {

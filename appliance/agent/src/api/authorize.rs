@@ -100,7 +100,10 @@ mod tests {
         assert_eq!(permits(&host("10.0.0.3"), status, Some(&pair)), Ok(()));
         assert_eq!(permits(&host("10.0.0.2"), status, Some(&pair)), Ok(()));
         let err = permits(&host("10.0.0.4"), status, Some(&pair)).expect_err("not its broker");
-        assert!(err.contains("host 10.0.0.4") && err.contains("b-1"), "{err}");
+        assert!(
+            err.contains("host 10.0.0.4") && err.contains("b-1"),
+            "{err}"
+        );
         assert!(permits(&host("10.0.0.3"), status, None).is_err());
     }
 
@@ -118,8 +121,8 @@ mod tests {
             "GetHostFacts",
             "InstallHostCertificates",
         ] {
-            let err = permits(&host("10.0.0.3"), Call::Operator(name), Some(&pair))
-                .expect_err(name);
+            let err =
+                permits(&host("10.0.0.3"), Call::Operator(name), Some(&pair)).expect_err(name);
             assert!(err.contains(name), "{err}");
         }
     }

@@ -10,17 +10,16 @@ pub mod tls;
 use crate::host;
 use crate::pki::identity::{Identities, Role};
 use crate::pki::renewal;
-use authorize::Call;
 use crate::reconcile::{ApplyError, Reconciler};
 use crate::store::{ConfigurationStore, PutError};
+use authorize::Call;
 use ferrymq_api::agent::agent_server::Agent;
 use ferrymq_api::agent::{
     ApplyBrokerRequest, ApplyBrokerUserRequest, BrokerStatus, BrokerUserStatus,
     ConfigurationRevision, DeleteBrokerRequest, DeleteBrokerResponse, DeleteBrokerUserRequest,
     DeleteBrokerUserResponse, DeleteConfigurationRequest, DeleteConfigurationResponse,
-    GetBrokerRequest, GetBrokerUserRequest, GetConfigurationRequest, GetHostFactsRequest,
-    GetHostCertificatesRequest, HostCertificates, HostFacts, PutConfigurationRequest,
-    RebootBrokerRequest,
+    GetBrokerRequest, GetBrokerUserRequest, GetConfigurationRequest, GetHostCertificatesRequest,
+    GetHostFactsRequest, HostCertificates, HostFacts, PutConfigurationRequest, RebootBrokerRequest,
 };
 use std::path::PathBuf;
 use std::sync::Arc;

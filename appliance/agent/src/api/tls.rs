@@ -65,8 +65,13 @@ fn certified_key(tls_dir: &Path) -> Result<Arc<CertifiedKey>> {
     let key = PrivateKeyDer::from_pem_file(&key_path)
         .with_context(|| format!("reading {}", key_path.display()))?;
     let provider = rustls::crypto::aws_lc_rs::default_provider();
-    let key = CertifiedKey::from_der(certs, key, &provider)
-        .with_context(|| format!("{} does not match {}", cert_path.display(), key_path.display()))?;
+    let key = CertifiedKey::from_der(certs, key, &provider).with_context(|| {
+        format!(
+            "{} does not match {}",
+            cert_path.display(),
+            key_path.display()
+        )
+    })?;
     Ok(Arc::new(key))
 }
 

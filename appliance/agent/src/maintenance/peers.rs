@@ -33,7 +33,11 @@ impl Peers {
             let path = self.tls_dir.join(name);
             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
         };
-        Ok([read(pki::CA_CERT)?, read(pki::AGENT_CERT)?, read(pki::AGENT_KEY)?])
+        Ok([
+            read(pki::CA_CERT)?,
+            read(pki::AGENT_CERT)?,
+            read(pki::AGENT_KEY)?,
+        ])
     }
 
     /// The status every other instance of `spec` reports for the broker.

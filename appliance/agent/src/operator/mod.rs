@@ -51,4 +51,3 @@ impl Credentials {
         Ok(AgentClient::new(channel))
     }
 }
-

@@ -101,7 +101,9 @@ pub fn role_of(leaf: &CertificateDer<'_>) -> Result<Role, IdentityError> {
     let san = cert
         .subject_alternative_name()
         .map_err(|e| IdentityError::Malformed(e.to_string()))?;
-    let names = san.map(|s| s.value.general_names.clone()).unwrap_or_default();
+    let names = san
+        .map(|s| s.value.general_names.clone())
+        .unwrap_or_default();
     let mut operator = false;
     let mut host = false;
     let mut addresses = Vec::new();

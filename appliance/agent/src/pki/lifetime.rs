@@ -39,7 +39,10 @@ impl FromStr for Lifetime {
             _ => return Err(err()),
         };
         // Beyond a thousand years a certificate's date no longer fits X.509's GeneralizedTime.
-        if n <= 0 || n.checked_mul(seconds_per).is_none_or(|t| t > 1_000 * 365 * 86_400) {
+        if n <= 0
+            || n.checked_mul(seconds_per)
+                .is_none_or(|t| t > 1_000 * 365 * 86_400)
+        {
             return Err(err());
         }
         Ok(Lifetime(Duration::seconds(n * seconds_per)))
@@ -62,7 +65,17 @@ mod tests {
         assert_eq!("365d".parse(), Ok(Lifetime(Duration::days(365))));
         assert_eq!("10m".parse(), Ok(Lifetime(Duration::minutes(10))));
         assert_eq!("90s".parse(), Ok(Lifetime(Duration::seconds(90))));
-        for bad in ["", "10", "d", "0d", "-1d", "10w", "1.5d", "99999999999999999y", "2000y"] {
+        for bad in [
+            "",
+            "10",
+            "d",
+            "0d",
+            "-1d",
+            "10w",
+            "1.5d",
+            "99999999999999999y",
+            "2000y",
+        ] {
             assert!(bad.parse::<Lifetime>().is_err(), "{bad}");
         }
     }

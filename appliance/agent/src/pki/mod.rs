@@ -17,9 +17,9 @@
 //!
 //! Keys are ECDSA P-256 (every TLS stack verifies it) and are written 0600.
 
+pub mod expiry;
 pub mod identity;
 pub mod lifetime;
-pub mod expiry;
 pub mod renewal;
 
 use anyhow::{bail, Context, Result};
@@ -62,7 +62,10 @@ impl FromStr for PermittedName {
 
     fn from_str(s: &str) -> Result<Self, String> {
         if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(PermittedName::Subnet(ip, if ip.is_ipv4() { 32 } else { 128 }));
+            return Ok(PermittedName::Subnet(
+                ip,
+                if ip.is_ipv4() { 32 } else { 128 },
+            ));
         }
         if let Some((addr, prefix)) = s.split_once('/') {
             let ip: IpAddr = addr
@@ -137,7 +140,9 @@ fn in_subnet(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 impl std::fmt::Display for PermittedName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PermittedName::Subnet(ip, prefix) if u32::from(*prefix) == if ip.is_ipv4() { 32 } else { 128 } => {
+            PermittedName::Subnet(ip, prefix)
+                if u32::from(*prefix) == if ip.is_ipv4() { 32 } else { 128 } =>
+            {
                 write!(f, "{ip}")
             }
             PermittedName::Subnet(ip, prefix) => write!(f, "{ip}/{prefix}"),
@@ -167,7 +172,10 @@ pub fn permitted_names(pem: &str) -> Result<Vec<PermittedName>> {
             GeneralName::IPAddress(b) if b.len() == 8 || b.len() == 32 => {
                 let (addr, mask) = b.split_at(b.len() / 2);
                 let prefix = mask.iter().map(|m| m.count_ones()).sum::<u32>();
-                Some(PermittedName::Subnet(identity::ip_from_bytes(addr)?, prefix as u8))
+                Some(PermittedName::Subnet(
+                    identity::ip_from_bytes(addr)?,
+                    prefix as u8,
+                ))
             }
             GeneralName::DNSName(n) => Some(PermittedName::Dns(n.to_string())),
             _ => None,
@@ -266,7 +274,12 @@ pub fn broker_ca_params_for(address: IpAddr, names: &[PermittedName]) -> Result<
     ];
     let own = PermittedName::Subnet(address, if address.is_ipv4() { 32 } else { 128 });
     let mut permitted = vec![own.subtree()];
-    permitted.extend(names.iter().filter(|n| **n != own).map(PermittedName::subtree));
+    permitted.extend(
+        names
+            .iter()
+            .filter(|n| **n != own)
+            .map(PermittedName::subtree),
+    );
     params.name_constraints = Some(NameConstraints {
         permitted_subtrees: permitted,
         excluded_subtrees: vec![],

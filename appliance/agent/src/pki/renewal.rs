@@ -88,7 +88,14 @@ pub fn install(tls_dir: &Path, new: &HostCertificates) -> Result<(), InstallErro
     let old_agent = der(&read(AGENT_CERT)?).map_err(InstallError::Internal)?;
     let Ok(Role::Host(addresses)) = identity::role_of(&old_agent) else {
         // A host certificate from before roles: its addresses are its IP names.
-        return install_checked(tls_dir, new, &ca_pem, &agent_key, &broker_key, &ips(&old_agent)?);
+        return install_checked(
+            tls_dir,
+            new,
+            &ca_pem,
+            &agent_key,
+            &broker_key,
+            &ips(&old_agent)?,
+        );
     };
     install_checked(tls_dir, new, &ca_pem, &agent_key, &broker_key, &addresses)
 }
@@ -159,10 +166,7 @@ fn install_checked(
                 "broker_ca_pem does not verify under the deployment CA for {address}: {e}"
             ))
         })?;
-    crate::store::write_atomically(
-        &tls_dir.join(BROKER_CA_CERT),
-        new.broker_ca_pem.as_bytes(),
-    )?;
+    crate::store::write_atomically(&tls_dir.join(BROKER_CA_CERT), new.broker_ca_pem.as_bytes())?;
     crate::store::write_atomically(
         &tls_dir.join(AGENT_CERT),
         new.agent_certificate_pem.as_bytes(),
@@ -283,9 +287,18 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let short = Lifetime(time::Duration::minutes(10));
         pki::init(&dir, "20y".parse().expect("lifetime"), short).expect("init");
-        let names = ["10.1.2.96/28".parse().expect("subnet"), "mq.example".parse().expect("dns")];
-        pki::issue_host(&dir, "10.1.2.3".parse().expect("ip"), &names, short, &dir.join("host"))
-            .expect("issue");
+        let names = [
+            "10.1.2.96/28".parse().expect("subnet"),
+            "mq.example".parse().expect("dns"),
+        ];
+        pki::issue_host(
+            &dir,
+            "10.1.2.3".parse().expect("ip"),
+            &names,
+            short,
+            &dir.join("host"),
+        )
+        .expect("issue");
         (dir.clone(), dir.join("host"))
     }
 
@@ -294,7 +307,11 @@ mod tests {
         let (pki_dir, host) = lab("ok");
         let before = current(&host).expect("current");
         assert!(!before.warnings.is_empty(), "a 10-minute certificate warns");
-        assert!(due(&before.agent_certificate_not_after, lifetime::WARN_BEFORE, OffsetDateTime::now_utc()));
+        assert!(due(
+            &before.agent_certificate_not_after,
+            lifetime::WARN_BEFORE,
+            OffsetDateTime::now_utc()
+        ));
         let (_, issuer) = pki::load_issuer(&pki_dir).expect("issuer");
         let new = reissue(&issuer, &before, &[], Lifetime(lifetime::IDENTITY)).expect("reissue");
         install(&host, &new).expect("install");
@@ -335,8 +352,14 @@ mod tests {
         let before = current(&host).expect("current");
         // Another host's certificates (other keys, other address).
         let other = pki_dir.join("other");
-        pki::issue_host(&pki_dir, "10.1.2.4".parse().expect("ip"), &[], Lifetime(lifetime::IDENTITY), &other)
-            .expect("issue");
+        pki::issue_host(
+            &pki_dir,
+            "10.1.2.4".parse().expect("ip"),
+            &[],
+            Lifetime(lifetime::IDENTITY),
+            &other,
+        )
+        .expect("issue");
         let theirs = current(&other).expect("current");
         let mixed = HostCertificates {
             agent_certificate_pem: theirs.agent_certificate_pem.clone(),
@@ -346,13 +369,25 @@ mod tests {
         assert!(err.to_string().contains("agent key"), "{err}");
         // Signed by another CA for this host's keys.
         let foreign = pki_dir.join("foreign");
-        pki::init(&foreign, "20y".parse().expect("lifetime"), Lifetime(lifetime::IDENTITY)).expect("init");
+        pki::init(
+            &foreign,
+            "20y".parse().expect("lifetime"),
+            Lifetime(lifetime::IDENTITY),
+        )
+        .expect("init");
         let (_, foreign_issuer) = pki::load_issuer(&foreign).expect("issuer");
-        let forged = reissue(&foreign_issuer, &before, &[], Lifetime(lifetime::IDENTITY)).expect("reissue");
+        let forged =
+            reissue(&foreign_issuer, &before, &[], Lifetime(lifetime::IDENTITY)).expect("reissue");
         let err = install(&host, &forged).expect_err("refused");
         assert!(err.to_string().contains("deployment CA"), "{err}");
-        assert_eq!(current(&host).expect("current").agent_certificate_pem, before.agent_certificate_pem);
-        assert_eq!(current(&host).expect("current").broker_ca_pem, before.broker_ca_pem);
+        assert_eq!(
+            current(&host).expect("current").agent_certificate_pem,
+            before.agent_certificate_pem
+        );
+        assert_eq!(
+            current(&host).expect("current").broker_ca_pem,
+            before.broker_ca_pem
+        );
         std::fs::remove_dir_all(&pki_dir).expect("cleanup");
     }
 }
