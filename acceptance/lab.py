@@ -527,8 +527,18 @@ class Lab:
             h.loop = self._attach_loop(h.loop_file)
         if agent:
             h.tls_dir.parent.mkdir(parents=True, exist_ok=True)
-            run([self.agent_bin, "pki", "issue-host", "--dir", self.pki_dir, "--address", h.address, "--out", h.tls_dir])
+            self.issue_host(h)
             self.start_agent(h)
+
+    def issue_host(self, h: Host, lifetime: Optional[str] = None) -> None:
+        """Issues h's agent certificate and broker CA. The broker CA may sign, besides h's address,
+        the lab's virtual IPs ({net}.96-127) and names under ``acceptance.test`` (the tests'
+        ``certificate_names``), as an operator would list them (``pki issue-host --name``)."""
+        cmd = [self.agent_bin, "pki", "issue-host", "--dir", self.pki_dir, "--address", h.address,
+               "--out", h.tls_dir, "--name", f"{self.net}.96/27", "--name", "acceptance.test"]
+        if lifetime:
+            cmd += ["--lifetime", lifetime]
+        run(cmd)
 
     def _attach_loop(self, path: str) -> str:
         last = ""

@@ -54,6 +54,14 @@ impl From<tonic::Status> for ClientError {
             Code::Unauthenticated => {
                 ClientError::Refused(format!("agent refused our certificate: {msg}"))
             }
+            // Whoever answers shows a certificate the deployment CA did not issue for this
+            // address (another host's broker CA outside its names, another CA): not the host's
+            // agent. Retrying would only keep talking to it; nothing was sent.
+            Code::Unavailable if msg.contains("invalid peer certificate") => {
+                ClientError::Refused(format!(
+                    "the agent's certificate does not verify against the deployment CA for this address ({msg}): it is not this host's agent; nothing was sent to it"
+                ))
+            }
             code => ClientError::Unavailable(format!("{code:?}: {msg}")),
         }
     }
@@ -276,6 +284,14 @@ mod tests {
         assert!(matches!(
             ClientError::from(tonic::Status::unavailable("x")),
             ClientError::Unavailable(_)
+        ));
+        // What tonic reports when the agent's certificate is refused: an impostor, not a host
+        // that is down.
+        assert!(matches!(
+            ClientError::from(tonic::Status::unavailable(
+                "invalid peer certificate: Other(OtherError(NameConstraintViolation))"
+            )),
+            ClientError::Refused(m) if m.contains("not this host's agent")
         ));
     }
 }
