@@ -80,10 +80,15 @@ impl BrokerCa {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "FerryMQ");
-        dn.push(
-            DnType::CommonName,
-            names.first().map(String::as_str).unwrap_or("broker"),
-        );
+        // Not an address: OpenSSL checks a common name that looks like a host name against the
+        // broker CA's DNS name constraints, and an address is no DNS name ("permitted subtree
+        // violation"). A DNS name of the certificate's, or a name that is no host name.
+        let common_name = names
+            .iter()
+            .find(|n| n.parse::<IpAddr>().is_err())
+            .map(String::as_str)
+            .unwrap_or("FerryMQ broker");
+        dn.push(DnType::CommonName, common_name);
         params.distinguished_name = dn;
         params.subject_alt_names = names
             .iter()

@@ -35,7 +35,7 @@ pub fn permits(role: &Role, call: Call<'_>, spec: Option<&BrokerSpec>) -> Result
         (Role::Host(addresses), Call::BrokerStatus { broker_id }) => match spec {
             Some(spec) if serves(spec, addresses) => Ok(()),
             _ => Err(format!(
-                "{role} may read only the brokers it serves itself; {broker_id} is not one on this host"
+                "{role} may read only the brokers it is an instance of, and it is not one of {broker_id}'s instances"
             )),
         },
         (Role::Host(_), Call::Operator(name)) => Err(format!(
