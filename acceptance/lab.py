@@ -58,7 +58,8 @@ BIN_DIR = Path(os.environ.get("FERRYMQ_BIN_DIR", str(REPO / "target" / "debug"))
 AGENT_BIN = "ferrymq-agent"
 PROVIDER_BIN = "terraform-provider-ferrymq"
 AGENT_PORT = 7443
-# The agent's Prometheus metrics listener (plain HTTP, GET /metrics).
+# The agent's Prometheus metrics listener (GET /metrics): on the host's address HTTPS only, with a
+# client certificate of the deployment CA (plain HTTP only on loopback).
 METRICS_PORT = 9404
 AMQP_PORT = 5672
 CONSOLE_PORT = 15672
@@ -250,7 +251,17 @@ class Host:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.address}:{METRICS_PORT}/metrics"
+        return f"https://{self.address}:{METRICS_PORT}/metrics"
+
+    @property
+    def pki_dir(self) -> Path:
+        """The lab's PKI (`Lab.pki_dir`): hosts live beside it in the lab's root."""
+        return Path(self.dir).parent / "pki"
+
+    def metrics_context(self) -> "ssl.SSLContext":
+        """A scraper's TLS client: the lab's client certificate (the provider's, from `pki
+        init`), verifying the agent's certificate and address against the deployment CA."""
+        return tls.client_context(self.pki_dir)
 
     def broker_dirs(self) -> list[Path]:
         d = self.brokers_dir

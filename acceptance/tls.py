@@ -44,6 +44,16 @@ def context() -> ssl.SSLContext:
     return ctx
 
 
+def client_context(pki_dir: Path) -> ssl.SSLContext:
+    """A client of the agent's mutual-TLS listeners (agent API, metrics): the provider's
+    certificate from ``pki init`` (``client.pem``, ``client-key.pem``), trusting only the
+    deployment CA (``ca.pem``) and checking the agent's address against its certificate."""
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(pki_dir / "client.pem"), str(pki_dir / "client-key.pem"))
+    return ctx
+
+
 def peer_certificate(address: str, port: int, context: ssl.SSLContext) -> dict:
     """The broker's certificate as a client with `context` sees it (verified, name checked)."""
     with socket.create_connection((address, port), timeout=5) as raw:
