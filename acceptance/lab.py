@@ -153,6 +153,17 @@ def proc_cmdline(pid: int) -> str:
         return ""
 
 
+def proc_uids(pid: int) -> list[int]:
+    """The real, effective, saved and filesystem uids of a process ([] once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return [int(u) for u in line.split()[1:]]
+    except OSError:
+        pass
+    return []
+
+
 def is_rabbitmq_node(comm: str, cmdline: str) -> bool:
     """A RabbitMQ node's VM, not one of the short-lived VMs on the same binary: ``rabbitmqctl``
     (an escript) or the ``epmd-starter`` a node spawns about once a minute to make sure epmd

@@ -4,7 +4,8 @@ instance's host), with the real Terraform 1.0.3, agents, HAProxy and keepalived.
 The lab's first host runs the broker; a further host (the lab's fourth, made for this module when
 the run's lab has only three, without a volume: it needs none) runs only HAProxy and keepalived.
 In sequence: the load balancer on the dedicated host alone; a reload of HAProxy's configuration
-under an open AMQP connection (it keeps working, the master process stays); HAProxy killed on the
+under an open AMQP connection (it keeps working, the master process stays; every HAProxy process
+runs as user haproxy, before and after); HAProxy killed on the
 virtual IP's holder (keepalived gives the address to the other load-balancer host); the dedicated
 host removed from the load balancer (its agent stops both); destroy."""
 
@@ -158,6 +159,7 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     comms = {c for _p, c, _ in lb_host.processes()}
     assert {"haproxy", "keepalived"} <= comms and "beam.smp" not in comms, comms
     assert not {"haproxy", "keepalived"} & {c for _p, c, _ in host.processes()}
+    assert_haproxy_not_root(lb_host)
     broker_dir = lb_host.brokers_dir / S.s["broker_id"]
     assert sorted(p.name for p in broker_dir.iterdir()) == ["load_balancer", "spec.json"], list(broker_dir.iterdir())
     stored = json.loads((broker_dir / "spec.json").read_text())
@@ -166,6 +168,17 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     assert holders == [lb_host], [h.name for h in holders]
     wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the dedicated load balancer")
     S.ok("apply")
+
+
+def assert_haproxy_not_root(h) -> None:
+    """Every HAProxy process on h, its master too, runs as a user other than root (all four uids),
+    and keepalived, which tracks it, still runs as root."""
+    haproxy = h.pids_named("haproxy")
+    assert haproxy, f"no HAProxy on {h.name}"
+    uids = {p: labmod.proc_uids(p) for p in haproxy}
+    assert all(u and 0 not in u for u in uids.values()), f"HAProxy processes run as root on {h.name}: {uids}"
+    assert all(labmod.proc_uids(p)[:1] == [0] for p in h.pids_named("keepalived"))
+    print(f"\nHAProxy on {h.name}: pids and uids {uids}")
 
 
 def holder_of_vip(lab) -> "labmod.Host":
@@ -211,6 +224,8 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         assert master in holder.pids_named("haproxy")
         assert workers & set(holder.pids_named("haproxy")), "the old worker holding the connection is gone"
         assert lab.address_holders(vip(lab)) == [holder]
+        # The master re-executed itself for the reload and started the new workers: still not root.
+        assert_haproxy_not_root(holder)
 
         ch.basic_publish("", QUEUE, b"after", properties=props, mandatory=True)
         assert conn.is_open

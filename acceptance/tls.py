@@ -124,3 +124,90 @@ def _openssl(*args: str, cwd: Path) -> None:
     cp = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     if cp.returncode != 0:
         raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {cp.stderr.strip()[-800:]}")
+
+
+# ---- TLS scan: which protocols and suites a listener accepts -------------------------------------
+
+# TLS 1.2 suites a scan offers one group at a time (OpenSSL's names); the brokers' keys are ECDSA
+# P-256, a supplied certificate may be RSA, the agent's are ECDSA.
+CBC_SUITES = ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:"
+              "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-RSA-AES128-SHA256:"
+              "ECDHE-RSA-AES256-SHA384:AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256")
+CCM_SUITES = "ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES256-CCM8:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES256-CCM"
+AEAD_SUITES = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
+TLS13_CCM_SUITES = "TLS_AES_128_CCM_8_SHA256:TLS_AES_128_CCM_SHA256"
+
+
+def handshake(address: str, port: int, version: ssl.TLSVersion, ciphers: str = "ALL",
+              client: Path | None = None) -> tuple[str, str] | None:
+    """One handshake offering only `version` and (below TLS 1.3) only `ciphers`, at OpenSSL's
+    security level 0 so that old protocols and suites can be offered at all. Returns the
+    negotiated (protocol, suite), or None when the server refuses. `client`: a PKI directory whose
+    client certificate is presented (the agent's listeners require one). The server's certificate
+    is not checked here: the scan is about what the server accepts, trust is checked elsewhere."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers(f"{ciphers}:@SECLEVEL=0")
+    if client is not None:
+        ctx.load_cert_chain(str(client / "client.pem"), str(client / "client-key.pem"))
+    try:
+        with socket.create_connection((address, port), timeout=10) as raw:
+            with ctx.wrap_socket(raw) as s:
+                return s.version(), s.cipher()[0]
+    except (ssl.SSLError, ConnectionError, socket.timeout):
+        return None
+    except OSError as e:  # a reset during the handshake
+        if e.errno is None:
+            raise
+        return None
+
+
+def handshake_tls13(address: str, port: int, ciphersuites: str, client: Path | None = None) -> str | None:
+    """A TLS 1.3 handshake offering only `ciphersuites` (Python cannot choose TLS 1.3 suites:
+    ``openssl s_client``). Returns the negotiated suite, or None when the server refuses."""
+    cmd = ["openssl", "s_client", "-connect", f"{address}:{port}", "-tls1_3", "-ciphersuites", ciphersuites,
+           "-brief"]
+    if client is not None:
+        cmd += ["-cert", str(client / "client.pem"), "-key", str(client / "client-key.pem")]
+    cp = subprocess.run(cmd, input="", capture_output=True, text=True, timeout=20)
+    out = cp.stdout + cp.stderr
+    if cp.returncode != 0 or "Ciphersuite:" not in out:
+        return None
+    return out.split("Ciphersuite:", 1)[1].split()[0]
+
+
+def accepted_tls12_suites(address: str, port: int, client: Path | None = None) -> list[str]:
+    """Every TLS 1.2 suite this OpenSSL can offer that the server accepts, one handshake each."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    names = [c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    return [n for n in names if handshake(address, port, ssl.TLSVersion.TLSv1_2, n, client)]
+
+
+def scan(address: str, port: int, client: Path | None = None) -> dict:
+    """What a listener accepts: TLS 1.0 and 1.1 (any suite), TLS 1.2 with CBC suites only, with
+    CCM and CCM-8 suites only, with AEAD suites; TLS 1.3 (default suites) and TLS 1.3 with CCM
+    suites only. Each value is what was negotiated, or None (refused)."""
+    v = ssl.TLSVersion
+    return {
+        "TLSv1": handshake(address, port, v.TLSv1, client=client),
+        "TLSv1.1": handshake(address, port, v.TLSv1_1, client=client),
+        "TLSv1.2 CBC only": handshake(address, port, v.TLSv1_2, CBC_SUITES, client),
+        "TLSv1.2 ECDHE-ECDSA-AES128-SHA only": handshake(address, port, v.TLSv1_2, "ECDHE-ECDSA-AES128-SHA", client),
+        "TLSv1.2 CCM/CCM-8 only": handshake(address, port, v.TLSv1_2, CCM_SUITES, client),
+        "TLSv1.2 AEAD": handshake(address, port, v.TLSv1_2, AEAD_SUITES, client),
+        "TLSv1.3": handshake(address, port, v.TLSv1_3, client=client),
+        "TLSv1.3 CCM only": handshake_tls13(address, port, TLS13_CCM_SUITES, client),
+    }
+
+
+def assert_aead_only(address: str, port: int, client: Path | None = None) -> dict:
+    """The listener refuses TLS 1.0, 1.1, TLS 1.2 CBC and CCM suites and TLS 1.3 CCM suites, and
+    accepts TLS 1.2 with an AEAD suite and TLS 1.3. Returns the scan (for the test's output)."""
+    got = scan(address, port, client)
+    accepted = {"TLSv1.2 AEAD", "TLSv1.3"}
+    wrong = {k: r for k, r in got.items() if (r is None) == (k in accepted)}
+    assert not wrong, f"{address}:{port}: unexpected results {wrong} (all: {got})"
+    return got
