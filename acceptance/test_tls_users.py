@@ -12,6 +12,7 @@ Terraform 1.0.3, agent and RabbitMQ.
 * every TLS listener (AMQPS, console, agent API, metrics) refuses TLS 1.0/1.1 and CBC and CCM
   suites and accepts AEAD suites and TLS 1.3; metrics on the host's address need a client
   certificate of the deployment CA;
+* the agent's own RabbitMQ user, deleted or changed by a console user, is put back by the agent;
 * afterwards, no password the test wrote, nor the broker's Erlang cookie, agent credential or
   private key, is in any agent log, the provider's log lines, or (passwords) the agent's state.
 """
@@ -316,6 +317,47 @@ def test_08b_every_tls_listener_is_aead_only_and_metrics_need_a_client_certifica
     no_cert = ssl.create_default_context(cafile=str(lab.pki_dir / "ca.pem"))
     with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
         urllib.request.urlopen(f"https://{url}", timeout=10, context=no_cert).read()
+
+
+AGENT_USER = "ferrymq-agent"
+
+
+def test_08c_a_console_user_cannot_take_the_agents_own_user_away(host):
+    """The agent's own RabbitMQ user is listed to a console user (an administrator, as on Amazon
+    MQ: RabbitMQ 3.10 shows every user to administrators), who can delete it or change its
+    password, tags or permissions; the agent puts it back within a few passes each time, and the
+    broker shows no drift."""
+    S.need("apply")
+    url = S.s["console_url"]
+    secrets = json.loads((host.brokers_dir / S.s["broker_id"] / "secrets.json").read_text())
+    agent = (AGENT_USER, secrets["agent_password"])
+    admin = (APP["username"], APP["password"])
+    status, users = amqp.management_get(url, "/api/users", *admin)
+    assert status == 200, (status, users)
+    print(f"\nusers a console user lists: {sorted(u['name'] for u in users)}")
+
+    def agent_is_whole() -> bool:
+        status, me = amqp.management_get(url, "/api/whoami", *agent)
+        if status != 200 or "administrator" not in str(me.get("tags")):
+            return False
+        status, perm = amqp.management_get(url, f"/api/permissions/%2F/{AGENT_USER}", *admin)
+        return status == 200 and [perm.get(k) for k in ("configure", "write", "read")] == [".*"] * 3
+
+    changes = [
+        ("deleted", "DELETE", f"/api/users/{AGENT_USER}", None),
+        ("password and tags changed", "PUT", f"/api/users/{AGENT_USER}", {"password": INTRUDER_PASSWORD, "tags": ""}),
+        ("permissions removed", "DELETE", f"/api/permissions/%2F/{AGENT_USER}", None),
+    ]
+    for what, method, path, body in changes:
+        status, answer = amqp.management_request(url, method, path, *admin, body)
+        assert status in (200, 201, 204), (what, status, answer)
+        start = time.monotonic()
+        wait_until(agent_is_whole, 30, f"the agent's user restored after it was {what}", interval=0.5)
+        print(f"agent's user {what} by a console user: restored after {time.monotonic() - start:.1f} s")
+    assert amqp.login_error(S.s["amqp_endpoint"], AGENT_USER, INTRUDER_PASSWORD), "the intruder's password works"
+    assert amqp.login_error(S.s["amqp_endpoint"], APP["username"], APP["password"]) == ""
+    plan = S.s["tf"].plan()
+    assert plan.rc == 0, f"expected no changes, got {plan.rc}:\n{plan.output}"
 
 
 def test_09_no_secret_in_logs_or_state(lab, host):

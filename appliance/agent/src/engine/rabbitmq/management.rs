@@ -316,6 +316,43 @@ impl Management {
         Ok(())
     }
 
+    /// What is wrong with the agent's own user as it sees itself (`None`: nothing): console
+    /// users carry the `administrator` tag, as on Amazon MQ, so they can delete it or change
+    /// its password, tags or permissions. Fails only when the API does not answer as expected.
+    pub async fn agent_user_problem(&self) -> Result<Option<&'static str>> {
+        #[derive(Deserialize)]
+        struct WhoAmI {
+            #[serde(default)]
+            tags: Tags,
+        }
+        let resp = self.call(reqwest::Method::GET, "/whoami", None).await?;
+        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(Some("it cannot log in (deleted, or its password changed)"));
+        }
+        let me: WhoAmI = check(resp, "GET", "/whoami")
+            .await?
+            .json()
+            .await
+            .context("decoding GET /whoami")?;
+        if !me.tags.contains(CONSOLE_TAG) {
+            return Ok(Some("it lost the administrator tag"));
+        }
+        let path = format!("/permissions/{VHOST}/{AGENT_USER}");
+        let resp = self.call(reqwest::Method::GET, &path, None).await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Some("it has no permissions on vhost /"));
+        }
+        let p: ApiPermission = check(resp, "GET", &path)
+            .await?
+            .json()
+            .await
+            .with_context(|| format!("decoding GET {path}"))?;
+        if [&p.configure, &p.write, &p.read] != [".*"; 3] {
+            return Ok(Some("its permissions on vhost / changed"));
+        }
+        Ok(None)
+    }
+
     pub async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers> {
         let mut observed = ObservedUsers::default();
         for have in self.users().await? {
