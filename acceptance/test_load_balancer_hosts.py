@@ -224,8 +224,11 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         assert master in holder.pids_named("haproxy")
         assert workers & set(holder.pids_named("haproxy")), "the old worker holding the connection is gone"
         assert lab.address_holders(vip(lab)) == [holder]
-        # The master re-executed itself for the reload and started the new workers: still not root.
+        # The master re-executed itself for the reload and started the new workers: still not root,
+        # and the new worker serves on.
         assert_haproxy_not_root(holder)
+        assert new_workers & set(holder.pids_named("haproxy")), \
+            f"the new HAProxy worker exited:\n{labmod.tail(lb_dir(holder) / 'haproxy.log')}"
 
         ch.basic_publish("", QUEUE, b"after", properties=props, mandatory=True)
         assert conn.is_open
