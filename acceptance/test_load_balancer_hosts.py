@@ -170,9 +170,15 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     S.ok("apply")
 
 
+def haproxy_pids(h) -> list[int]:
+    """h's serving HAProxy processes: the master and its workers (master-worker mode, `-W`), not
+    the agent's passing `haproxy -c` configuration checks."""
+    return [p for p, c, cmd in h.processes() if c == "haproxy" and " -W " in f" {cmd} "]
+
+
 def assert_haproxy_not_root(h) -> None:
-    """Every HAProxy process on h, its master too, runs as a user other than root (all four uids),
-    and keepalived, which tracks it, still runs as root."""
+    """Every HAProxy process on h, its master too, and the agent's configuration checks run as a
+    user other than root (all four uids); keepalived, which tracks HAProxy, still runs as root."""
     haproxy = h.pids_named("haproxy")
     assert haproxy, f"no HAProxy on {h.name}"
     uids = {p: labmod.proc_uids(p) for p in haproxy}
@@ -207,7 +213,7 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         props = pika.BasicProperties(delivery_mode=2)
         ch.basic_publish("", QUEUE, b"before", properties=props, mandatory=True)
         master = haproxy_master(holder)
-        workers = set(holder.pids_named("haproxy")) - {master}
+        workers = set(haproxy_pids(holder)) - {master}
 
         # HAProxy's configuration rewritten: the agent finds it changed and writes it back, checks
         # it and reloads HAProxy, whose new worker takes new connections while the old one keeps
@@ -217,17 +223,17 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         cfg.write_text(want.replace("timeout check 2s", "timeout check 3s"))
         changed = time.monotonic()
         wait_until(lambda: cfg.read_text() == want, 30, "the agent rewriting haproxy.cfg")
-        new_workers = wait_until(lambda: set(holder.pids_named("haproxy")) - {master} - workers, 30,
+        new_workers = wait_until(lambda: set(haproxy_pids(holder)) - {master} - workers, 30,
                                  "a new HAProxy worker after the reload")
         reloaded = time.monotonic() - changed
         assert haproxy_master(holder) == master, "HAProxy's master changed: it was restarted, not reloaded"
-        assert master in holder.pids_named("haproxy")
-        assert workers & set(holder.pids_named("haproxy")), "the old worker holding the connection is gone"
+        assert master in haproxy_pids(holder)
+        assert workers & set(haproxy_pids(holder)), "the old worker holding the connection is gone"
         assert lab.address_holders(vip(lab)) == [holder]
         # The master re-executed itself for the reload and started the new workers: still not root,
         # and the new worker serves on.
         assert_haproxy_not_root(holder)
-        assert new_workers & set(holder.pids_named("haproxy")), \
+        assert new_workers & set(haproxy_pids(holder)), \
             f"the new HAProxy worker exited:\n{labmod.tail(lb_dir(holder) / 'haproxy.log')}"
 
         ch.basic_publish("", QUEUE, b"after", properties=props, mandatory=True)
@@ -253,10 +259,10 @@ def test_03_haproxy_dead_on_the_holder_moves_the_virtual_ip(lab, host, lb_host):
     other = lb_host if holder is host else host
     lab.kill_agent(holder)
     try:
-        for p in holder.pids_named("haproxy"):
+        for p in haproxy_pids(holder):
             os.kill(p, signal.SIGKILL)
         died = time.monotonic()
-        wait_until(lambda: not holder.pids_named("haproxy"), 10, "HAProxy gone on the holder")
+        wait_until(lambda: not haproxy_pids(holder), 10, "HAProxy gone on the holder")
         wait_until(lambda: lab.address_holders(vip(lab)) == [other], 30,
                    lambda: f"the virtual IP on {other.name}: held by {[h.name for h in lab.address_holders(vip(lab))]}")
         wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the virtual IP after HAProxy died")
@@ -267,7 +273,7 @@ def test_03_haproxy_dead_on_the_holder_moves_the_virtual_ip(lab, host, lb_host):
           f"a new connection after {answered:.1f} s")
     labmod.record_result("dedicated_lb_haproxy_kill_new_connection_seconds", round(answered, 2))
     # The restarted agent starts HAProxy again; the address stays on its new holder.
-    wait_until(lambda: holder.pids_named("haproxy"), 30, f"HAProxy restarted on {holder.name}")
+    wait_until(lambda: haproxy_pids(holder), 30, f"HAProxy restarted on {holder.name}")
     time.sleep(3)
     assert lab.address_holders(vip(lab)) == [other]
     S.ok("haproxy_kill")

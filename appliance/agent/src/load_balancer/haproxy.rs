@@ -20,6 +20,7 @@ use crate::supervisor::UnitSpec;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
 pub const CONFIG: &str = "haproxy.cfg";
@@ -125,13 +126,19 @@ pub fn unit(plan: &Plan) -> UnitSpec {
     }
 }
 
-/// `haproxy -c`: a configuration HAProxy would refuse is never reloaded into it.
+/// `haproxy -c`: a configuration HAProxy would refuse is never reloaded into it. Run as
+/// HAProxy's user when the agent is root, as HAProxy itself runs: no root HAProxy process at
+/// all, and a file HAProxy could not read fails here.
 pub fn check_config(path: &Path) -> Result<()> {
-    let out = std::process::Command::new(HAPROXY)
-        .arg("-c")
-        .arg("-q")
-        .arg("-f")
-        .arg(path)
+    let mut cmd = std::process::Command::new(HAPROXY);
+    cmd.arg("-c").arg("-q").arg("-f").arg(path);
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name(USER)
+            .context("looking up the haproxy user")?
+            .with_context(|| format!("user {USER} does not exist; is HAProxy installed?"))?;
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("running {HAPROXY} -c"))?;
     if !out.status.success() {

@@ -54,13 +54,12 @@ fn pid_file_for_haproxy(path: &Path) -> Result<()> {
     let user = User::from_name(HAPROXY_USER)
         .context("looking up the haproxy user")?
         .with_context(|| format!("user {HAPROXY_USER} does not exist; is HAProxy installed?"))?;
-    let file = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    drop(file);
     nix::unistd::chown(path, Some(user.uid), Some(user.gid))
         .with_context(|| format!("chown {}", path.display()))?;
     Ok(())
