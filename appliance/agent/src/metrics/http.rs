@@ -83,37 +83,34 @@ where
         let collect = collect.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let served = tokio::time::timeout(REQUEST_TIMEOUT, async {
-                match acceptor {
-                    None => handle(stream, collect.as_ref()).await,
-                    Some(acceptor) => {
-                        let stream = acceptor
-                            .accept(stream)
-                            .await
-                            .context("TLS handshake refused")?;
-                        handle(stream, collect.as_ref()).await
+            let served = match acceptor {
+                None => handle(stream, collect.as_ref()).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => handle(stream, collect.as_ref()).await,
+                        Ok(Err(e)) => Err(anyhow::Error::new(e).context("TLS handshake refused")),
+                        Err(_) => Err(anyhow::anyhow!("TLS handshake timed out")),
                     }
                 }
-            })
-            .await;
-            match served {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(%peer, "metrics request: {e:#}"),
-                Err(_) => tracing::debug!(%peer, "metrics request timed out"),
+            };
+            if let Err(e) = served {
+                tracing::debug!(%peer, "metrics request: {e:#}");
             }
         });
     }
 }
 
-/// Reads one request and answers it. The request must arrive within the caller's timeout; the
-/// answer is collected after it.
+/// Reads one request and answers it: the request must arrive within `REQUEST_TIMEOUT`, the
+/// answer is collected after it (a scrape waits for the engines, not for a slow client).
 async fn handle<S, F, Fut>(mut stream: S, collect: &F) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     F: Fn() -> Fut,
     Fut: Future<Output = String>,
 {
-    let head = read_head(&mut stream).await?;
+    let head = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream))
+        .await
+        .context("request timed out")??;
     let (status, body) = match route(&head) {
         Route::Metrics => ("200 OK", collect().await),
         Route::NotFound => (
