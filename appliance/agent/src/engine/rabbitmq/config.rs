@@ -281,7 +281,8 @@ mod tests {
     #[test]
     fn every_tls_listener_offers_aead_suites_only() {
         for suite in CIPHER_SUITES {
-            // TLS 1.3's suites, else ECDHE (forward secrecy) with AES-GCM or ChaCha20-Poly1305.
+            // TLS 1.3's suites, else ECDHE (forward secrecy) with AES-GCM or ChaCha20-Poly1305:
+            // no CBC, no CCM.
             assert!(
                 [
                     "TLS_AES_256_GCM_SHA384",
@@ -293,9 +294,6 @@ mod tests {
                         && (suite.contains("-GCM-") || suite.ends_with("-CHACHA20-POLY1305"))),
                 "{suite}"
             );
-            for weak in ["CBC", "CCM", "SHA1", "-SHA\0", "DES", "RC4", "PSK", "SRP"] {
-                assert!(!format!("{suite}\0").contains(weak), "{suite} has {weak}");
-            }
         }
         // OTP's names: its TLS 1.2 names are OpenSSL's (`ssl:suite_to_openssl_str/1`).
         let node = RabbitMq::new(super::super::tests::placement()).expect("node");
