@@ -42,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -269,7 +270,7 @@ class Host:
         """The lab's PKI (`Lab.pki_dir`): hosts live beside it in the lab's root."""
         return Path(self.dir).parent / "pki"
 
-    def metrics_context(self) -> "ssl.SSLContext":
+    def metrics_context(self) -> ssl.SSLContext:
         """A scraper's TLS client: the lab's client certificate (the provider's, from `pki
         init`), verifying the agent's certificate and address against the deployment CA."""
         return tls.client_context(self.pki_dir)
