@@ -42,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -58,7 +59,8 @@ BIN_DIR = Path(os.environ.get("FERRYMQ_BIN_DIR", str(REPO / "target" / "debug"))
 AGENT_BIN = "ferrymq-agent"
 PROVIDER_BIN = "terraform-provider-ferrymq"
 AGENT_PORT = 7443
-# The agent's Prometheus metrics listener (plain HTTP, GET /metrics).
+# The agent's Prometheus metrics listener (GET /metrics): on the host's address HTTPS only, with a
+# client certificate of the deployment CA (plain HTTP only on loopback).
 METRICS_PORT = 9404
 AMQP_PORT = 5672
 CONSOLE_PORT = 15672
@@ -150,6 +152,17 @@ def proc_cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
     except OSError:
         return ""
+
+
+def proc_uids(pid: int) -> list[int]:
+    """The real, effective, saved and filesystem uids of a process ([] once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return [int(u) for u in line.split()[1:]]
+    except OSError:
+        pass
+    return []
 
 
 def is_rabbitmq_node(comm: str, cmdline: str) -> bool:
@@ -250,7 +263,17 @@ class Host:
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.address}:{METRICS_PORT}/metrics"
+        return f"https://{self.address}:{METRICS_PORT}/metrics"
+
+    @property
+    def pki_dir(self) -> Path:
+        """The lab's PKI (`Lab.pki_dir`): hosts live beside it in the lab's root."""
+        return Path(self.dir).parent / "pki"
+
+    def metrics_context(self) -> ssl.SSLContext:
+        """A scraper's TLS client: the lab's client certificate (the provider's, from `pki
+        init`), verifying the agent's certificate and address against the deployment CA."""
+        return tls.client_context(self.pki_dir)
 
     def broker_dirs(self) -> list[Path]:
         d = self.brokers_dir

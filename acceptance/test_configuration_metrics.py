@@ -119,7 +119,8 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
 def scrape(host) -> list[tuple[str, dict, float]]:
-    with urllib.request.urlopen(host.metrics_url, timeout=30) as r:
+    # HTTPS with the lab's client certificate, the agent's certificate checked (see lab.py).
+    with urllib.request.urlopen(host.metrics_url, timeout=30, context=host.metrics_context()) as r:
         assert r.status == 200
         assert r.headers.get("Content-Type", "").startswith("text/plain; version=0.0.4")
         text = r.read().decode()

@@ -4,7 +4,8 @@ instance's host), with the real Terraform 1.0.3, agents, HAProxy and keepalived.
 The lab's first host runs the broker; a further host (the lab's fourth, made for this module when
 the run's lab has only three, without a volume: it needs none) runs only HAProxy and keepalived.
 In sequence: the load balancer on the dedicated host alone; a reload of HAProxy's configuration
-under an open AMQP connection (it keeps working, the master process stays); HAProxy killed on the
+under an open AMQP connection (it keeps working, the master process stays; every HAProxy process
+runs as user haproxy, before and after); HAProxy killed on the
 virtual IP's holder (keepalived gives the address to the other load-balancer host); the dedicated
 host removed from the load balancer (its agent stops both); destroy."""
 
@@ -158,6 +159,7 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     comms = {c for _p, c, _ in lb_host.processes()}
     assert {"haproxy", "keepalived"} <= comms and "beam.smp" not in comms, comms
     assert not {"haproxy", "keepalived"} & {c for _p, c, _ in host.processes()}
+    assert_haproxy_not_root(lb_host)
     broker_dir = lb_host.brokers_dir / S.s["broker_id"]
     assert sorted(p.name for p in broker_dir.iterdir()) == ["load_balancer", "spec.json"], list(broker_dir.iterdir())
     stored = json.loads((broker_dir / "spec.json").read_text())
@@ -166,6 +168,23 @@ def test_01_the_load_balancer_runs_on_a_dedicated_host(lab, host, lb_host, tf_fa
     assert holders == [lb_host], [h.name for h in holders]
     wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the dedicated load balancer")
     S.ok("apply")
+
+
+def haproxy_pids(h) -> list[int]:
+    """h's serving HAProxy processes: the master and its workers (master-worker mode, `-W`), not
+    the agent's passing `haproxy -c` configuration checks."""
+    return [p for p, c, cmd in h.processes() if c == "haproxy" and " -W " in f" {cmd} "]
+
+
+def assert_haproxy_not_root(h) -> None:
+    """Every HAProxy process on h, its master too, and the agent's configuration checks run as a
+    user other than root (all four uids); keepalived, which tracks HAProxy, still runs as root."""
+    haproxy = h.pids_named("haproxy")
+    assert haproxy, f"no HAProxy on {h.name}"
+    uids = {p: labmod.proc_uids(p) for p in haproxy}
+    assert all(u and 0 not in u for u in uids.values()), f"HAProxy processes run as root on {h.name}: {uids}"
+    assert all(labmod.proc_uids(p)[:1] == [0] for p in h.pids_named("keepalived"))
+    print(f"\nHAProxy on {h.name}: pids and uids {uids}")
 
 
 def holder_of_vip(lab) -> "labmod.Host":
@@ -194,7 +213,7 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         props = pika.BasicProperties(delivery_mode=2)
         ch.basic_publish("", QUEUE, b"before", properties=props, mandatory=True)
         master = haproxy_master(holder)
-        workers = set(holder.pids_named("haproxy")) - {master}
+        workers = set(haproxy_pids(holder)) - {master}
 
         # HAProxy's configuration rewritten: the agent finds it changed and writes it back, checks
         # it and reloads HAProxy, whose new worker takes new connections while the old one keeps
@@ -204,13 +223,18 @@ def test_02_a_reload_keeps_established_connections(lab, host, lb_host):
         cfg.write_text(want.replace("timeout check 2s", "timeout check 3s"))
         changed = time.monotonic()
         wait_until(lambda: cfg.read_text() == want, 30, "the agent rewriting haproxy.cfg")
-        new_workers = wait_until(lambda: set(holder.pids_named("haproxy")) - {master} - workers, 30,
+        new_workers = wait_until(lambda: set(haproxy_pids(holder)) - {master} - workers, 30,
                                  "a new HAProxy worker after the reload")
         reloaded = time.monotonic() - changed
         assert haproxy_master(holder) == master, "HAProxy's master changed: it was restarted, not reloaded"
-        assert master in holder.pids_named("haproxy")
-        assert workers & set(holder.pids_named("haproxy")), "the old worker holding the connection is gone"
+        assert master in haproxy_pids(holder)
+        assert workers & set(haproxy_pids(holder)), "the old worker holding the connection is gone"
         assert lab.address_holders(vip(lab)) == [holder]
+        # The master re-executed itself for the reload and started the new workers: still not root,
+        # and the new worker serves on.
+        assert_haproxy_not_root(holder)
+        assert new_workers & set(haproxy_pids(holder)), \
+            f"the new HAProxy worker exited:\n{labmod.tail(lb_dir(holder) / 'haproxy.log')}"
 
         ch.basic_publish("", QUEUE, b"after", properties=props, mandatory=True)
         assert conn.is_open
@@ -235,10 +259,10 @@ def test_03_haproxy_dead_on_the_holder_moves_the_virtual_ip(lab, host, lb_host):
     other = lb_host if holder is host else host
     lab.kill_agent(holder)
     try:
-        for p in holder.pids_named("haproxy"):
+        for p in haproxy_pids(holder):
             os.kill(p, signal.SIGKILL)
         died = time.monotonic()
-        wait_until(lambda: not holder.pids_named("haproxy"), 10, "HAProxy gone on the holder")
+        wait_until(lambda: not haproxy_pids(holder), 10, "HAProxy gone on the holder")
         wait_until(lambda: lab.address_holders(vip(lab)) == [other], 30,
                    lambda: f"the virtual IP on {other.name}: held by {[h.name for h in lab.address_holders(vip(lab))]}")
         wait_until(lambda: endpoint_answers(S.s["endpoint"]), 30, "AMQP through the virtual IP after HAProxy died")
@@ -249,7 +273,7 @@ def test_03_haproxy_dead_on_the_holder_moves_the_virtual_ip(lab, host, lb_host):
           f"a new connection after {answered:.1f} s")
     labmod.record_result("dedicated_lb_haproxy_kill_new_connection_seconds", round(answered, 2))
     # The restarted agent starts HAProxy again; the address stays on its new holder.
-    wait_until(lambda: holder.pids_named("haproxy"), 30, f"HAProxy restarted on {holder.name}")
+    wait_until(lambda: haproxy_pids(holder), 30, f"HAProxy restarted on {holder.name}")
     time.sleep(3)
     assert lab.address_holders(vip(lab)) == [other]
     S.ok("haproxy_kill")

@@ -9,16 +9,23 @@ Terraform 1.0.3, agent and RabbitMQ.
 * ``ferrymq_user`` is created, updated (password, console access, groups) and deleted;
 * a user removed and a password changed behind Terraform's back show in ``terraform plan``, and
   an apply puts them back;
+* every TLS listener (AMQPS, console, agent API, metrics) refuses TLS 1.0/1.1 and CBC and CCM
+  suites and accepts AEAD suites and TLS 1.3; metrics on the host's address need a client
+  certificate of the deployment CA;
+* the agent's own RabbitMQ user, deleted or changed by a console user, is put back by the agent;
 * afterwards, no password the test wrote, nor the broker's Erlang cookie, agent credential or
   private key, is in any agent log, the provider's log lines, or (passwords) the agent's state.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import ssl
 import time
+import urllib.error
+import urllib.request
 
 import pika
 import pytest
@@ -281,6 +288,75 @@ def test_08_ferrymq_user_delete(host):
     status, _ = amqp.management_get(S.s["console_url"], "/api/users/svc", APP["username"], APP["password"])
     assert status == 404
     plan = tf.plan()
+    assert plan.rc == 0, f"expected no changes, got {plan.rc}:\n{plan.output}"
+
+
+def test_08b_every_tls_listener_is_aead_only_and_metrics_need_a_client_certificate(lab, host):
+    """A TLS scan of every TLS endpoint on the host: the broker's AMQPS and HTTPS console, the
+    agent API and the metrics listener refuse TLS 1.0 and 1.1, TLS 1.2 with CBC or CCM(-8) suites
+    only and TLS 1.3 with CCM suites only; they accept TLS 1.2 with an AEAD suite, and TLS 1.3.
+    The metrics listener on the host's address serves only HTTPS to a client with a certificate of
+    the deployment CA: a plain HTTP GET and an HTTPS GET without a client certificate get nothing."""
+    S.need("apply")
+    listeners = [(labmod.AMQPS_PORT, None), (labmod.CONSOLE_TLS_PORT, None),
+                 (labmod.AGENT_PORT, lab.pki_dir), (labmod.METRICS_PORT, lab.pki_dir)]
+    for port, client in listeners:
+        got = tls.assert_aead_only(host.address, port, client)
+        suites = tls.accepted_tls12_suites(host.address, port, client)
+        print(f"\n{host.address}:{port}: {got}\n  TLS 1.2 suites accepted: {suites}")
+        assert suites and all("GCM" in s or "CHACHA20" in s for s in suites), suites
+
+    url = f"{host.address}:{labmod.METRICS_PORT}/metrics"
+    # With the lab's client certificate, the agent's certificate checked against the deployment CA.
+    with urllib.request.urlopen(host.metrics_url, timeout=30, context=host.metrics_context()) as r:
+        assert r.status == 200 and "ferrymq_broker_running" in r.read().decode()
+    # Plain HTTP: no HTTP answer at all.
+    with pytest.raises((http.client.HTTPException, urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://{url}", timeout=10).read()
+    # HTTPS trusting the deployment CA but without a client certificate: refused.
+    no_cert = ssl.create_default_context(cafile=str(lab.pki_dir / "ca.pem"))
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"https://{url}", timeout=10, context=no_cert).read()
+
+
+AGENT_USER = "ferrymq-agent"
+
+
+def test_08c_a_console_user_cannot_take_the_agents_own_user_away(host):
+    """The agent's own RabbitMQ user is listed to a console user (an administrator, as on Amazon
+    MQ: RabbitMQ 3.10 shows every user to administrators), who can delete it or change its
+    password, tags or permissions; the agent puts it back within a few passes each time, and the
+    broker shows no drift."""
+    S.need("apply")
+    url = S.s["console_url"]
+    secrets = json.loads((host.brokers_dir / S.s["broker_id"] / "secrets.json").read_text())
+    agent = (AGENT_USER, secrets["agent_password"])
+    admin = (APP["username"], APP["password"])
+    status, users = amqp.management_get(url, "/api/users", *admin)
+    assert status == 200, (status, users)
+    print(f"\nusers a console user lists: {sorted(u['name'] for u in users)}")
+
+    def agent_is_whole() -> bool:
+        status, me = amqp.management_get(url, "/api/whoami", *agent)
+        if status != 200 or "administrator" not in str(me.get("tags")):
+            return False
+        status, perm = amqp.management_get(url, f"/api/permissions/%2F/{AGENT_USER}", *admin)
+        return status == 200 and [perm.get(k) for k in ("configure", "write", "read")] == [".*"] * 3
+
+    changes = [
+        ("deleted", "DELETE", f"/api/users/{AGENT_USER}", None),
+        ("password and tags changed", "PUT", f"/api/users/{AGENT_USER}", {"password": INTRUDER_PASSWORD, "tags": ""}),
+        ("permissions removed", "DELETE", f"/api/permissions/%2F/{AGENT_USER}", None),
+    ]
+    for what, method, path, body in changes:
+        status, answer = amqp.management_request(url, method, path, *admin, body)
+        assert status in (200, 201, 204), (what, status, answer)
+        start = time.monotonic()
+        wait_until(agent_is_whole, 30, f"the agent's user restored after it was {what}", interval=0.5)
+        print(f"agent's user {what} by a console user: restored after {time.monotonic() - start:.1f} s")
+    assert amqp.login_error(S.s["amqp_endpoint"], AGENT_USER, INTRUDER_PASSWORD), "the intruder's password works"
+    assert amqp.login_error(S.s["amqp_endpoint"], APP["username"], APP["password"]) == ""
+    plan = S.s["tf"].plan()
     assert plan.rc == 0, f"expected no changes, got {plan.rc}:\n{plan.output}"
 
 

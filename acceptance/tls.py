@@ -44,6 +44,16 @@ def context() -> ssl.SSLContext:
     return ctx
 
 
+def client_context(pki_dir: Path) -> ssl.SSLContext:
+    """A client of the agent's mutual-TLS listeners (agent API, metrics): the provider's
+    certificate from ``pki init`` (``client.pem``, ``client-key.pem``), trusting only the
+    deployment CA (``ca.pem``) and checking the agent's address against its certificate."""
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(pki_dir / "client.pem"), str(pki_dir / "client-key.pem"))
+    return ctx
+
+
 def peer_certificate(address: str, port: int, context: ssl.SSLContext) -> dict:
     """The broker's certificate as a client with `context` sees it (verified, name checked)."""
     with socket.create_connection((address, port), timeout=5) as raw:
@@ -114,3 +124,100 @@ def _openssl(*args: str, cwd: Path) -> None:
     cp = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     if cp.returncode != 0:
         raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {cp.stderr.strip()[-800:]}")
+
+
+# ---- TLS scan: which protocols and suites a listener accepts -------------------------------------
+
+# TLS 1.2 suites a scan offers one group at a time (OpenSSL's names); the brokers' keys are ECDSA
+# P-256, a supplied certificate may be RSA, the agent's are ECDSA.
+CBC_SUITES = ("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:"
+              "ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES256-SHA:ECDHE-RSA-AES128-SHA256:"
+              "ECDHE-RSA-AES256-SHA384:AES128-SHA:AES256-SHA:AES128-SHA256:AES256-SHA256")
+CCM_SUITES = "ECDHE-ECDSA-AES128-CCM8:ECDHE-ECDSA-AES256-CCM8:ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES256-CCM"
+AEAD_SUITES = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305"
+TLS13_CCM_SUITES = "TLS_AES_128_CCM_8_SHA256:TLS_AES_128_CCM_SHA256"
+
+
+def handshake(address: str, port: int, version: ssl.TLSVersion, ciphers: str = "ALL",
+              client: Path | None = None) -> tuple[str, str] | None:
+    """One handshake offering only `version` and (below TLS 1.3) only `ciphers`, at OpenSSL's
+    security level 0 so that old protocols and suites can be offered at all. Returns the
+    negotiated (protocol, suite), or None when the server refuses. `client`: a PKI directory whose
+    client certificate is presented (the agent's listeners require one). The server's certificate
+    is not checked here: the scan is about what the server accepts, trust is checked elsewhere."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    ctx.set_ciphers(f"{ciphers}:@SECLEVEL=0")
+    if client is not None:
+        ctx.load_cert_chain(str(client / "client.pem"), str(client / "client-key.pem"))
+    try:
+        with socket.create_connection((address, port), timeout=5) as raw:
+            with ctx.wrap_socket(raw) as s:
+                return s.version(), s.cipher()[0]
+    except (ssl.SSLError, ConnectionError, socket.timeout):
+        return None
+    except OSError as e:  # a reset during the handshake
+        if e.errno is None:
+            raise
+        return None
+
+
+def handshake_tls13(address: str, port: int, ciphersuites: str, client: Path | None = None) -> str | None:
+    """A TLS 1.3 handshake offering only `ciphersuites` (Python cannot choose TLS 1.3 suites:
+    ``openssl s_client``). Returns the negotiated suite, or None when the server refuses."""
+    cmd = ["openssl", "s_client", "-connect", f"{address}:{port}", "-tls1_3", "-ciphersuites", ciphersuites,
+           "-brief"]
+    if client is not None:
+        cmd += ["-cert", str(client / "client.pem"), "-key", str(client / "client-key.pem")]
+    # A server may neither finish nor refuse the handshake (ActiveMQ's MQTT connector keeps the
+    # socket open): what s_client printed by then decides.
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = p.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+    if "Ciphersuite:" not in out:
+        return None
+    return out.split("Ciphersuite:", 1)[1].split()[0]
+
+
+def accepted_tls12_suites(address: str, port: int, client: Path | None = None) -> list[str]:
+    """Every TLS 1.2 suite this OpenSSL can offer that the server accepts, one handshake each."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.set_ciphers("ALL:@SECLEVEL=0")
+    names = [c["name"] for c in ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    return [n for n in names if handshake(address, port, ssl.TLSVersion.TLSv1_2, n, client)]
+
+
+def scan(address: str, port: int, client: Path | None = None) -> dict:
+    """What a listener accepts: TLS 1.0 and 1.1 (any suite), TLS 1.2 with CBC suites only, with
+    CCM and CCM-8 suites only, with AEAD suites; TLS 1.3 (default suites) and TLS 1.3 with CCM
+    suites only. Each value is what was negotiated, or None (refused)."""
+    v = ssl.TLSVersion
+    return {
+        "TLSv1": handshake(address, port, v.TLSv1, client=client),
+        "TLSv1.1": handshake(address, port, v.TLSv1_1, client=client),
+        "TLSv1.2 CBC only": handshake(address, port, v.TLSv1_2, CBC_SUITES, client),
+        "TLSv1.2 ECDHE-ECDSA-AES128-SHA only": handshake(address, port, v.TLSv1_2, "ECDHE-ECDSA-AES128-SHA", client),
+        "TLSv1.2 CCM/CCM-8 only": handshake(address, port, v.TLSv1_2, CCM_SUITES, client),
+        "TLSv1.2 AEAD": handshake(address, port, v.TLSv1_2, AEAD_SUITES, client),
+        "TLSv1.3": handshake(address, port, v.TLSv1_3, client=client),
+        "TLSv1.3 CCM only": handshake_tls13(address, port, TLS13_CCM_SUITES, client),
+    }
+
+
+ACCEPTED = frozenset({"TLSv1.2 AEAD", "TLSv1.3"})
+
+
+def assert_aead_only(address: str, port: int, client: Path | None = None, refusals_only: bool = False) -> dict:
+    """The listener refuses TLS 1.0, 1.1, TLS 1.2 CBC and CCM suites and TLS 1.3 CCM suites, and
+    accepts TLS 1.2 with an AEAD suite and TLS 1.3 (unless `refusals_only`: a listener known to
+    accept no handshake at all). Returns the scan (for the test's output)."""
+    got = scan(address, port, client)
+    wrong = {k: r for k, r in got.items()
+             if (r is not None and k not in ACCEPTED) or (r is None and k in ACCEPTED and not refusals_only)}
+    assert not wrong, f"{address}:{port}: unexpected results {wrong} (all: {got})"
+    return got

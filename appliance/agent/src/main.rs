@@ -78,8 +78,10 @@ enum Command {
         /// network namespace), `direct` child processes, or `auto` (systemd where it can).
         #[arg(long, env = "FERRYMQ_SUPERVISOR", default_value = "auto")]
         supervisor: supervisor::Backend,
-        /// Address and port of the Prometheus metrics listener (plain HTTP, `GET /metrics`),
-        /// e.g. the host's address and 9404; none when unset.
+        /// Address and port of the Prometheus metrics listener (`GET /metrics`): plain HTTP on
+        /// a loopback address (127.0.0.1:9404); on any other (the host's address and 9404)
+        /// HTTPS only, with the agent's certificate, and a client certificate of the deployment
+        /// CA required. None when unset.
         #[arg(long, env = "FERRYMQ_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
         /// Where engine bundles missing on this host come from: a directory or an http://
@@ -439,10 +441,13 @@ async fn serve(
                 metrics::render(&samples)
             }
         };
-        // Bound before serving the API, so a port already taken stops the agent at start.
+        // Plain HTTP on loopback only; HTTPS with client certificates anywhere else. Built
+        // and bound before serving the API, so a missing certificate or a port already taken
+        // stops the agent at start.
+        let transport = metrics::http::Transport::for_listen(metrics_listen, &tls_dir)?;
         let listener = metrics::http::bind(metrics_listen).await?;
         tokio::spawn(async move {
-            if let Err(e) = metrics::http::serve(listener, collect).await {
+            if let Err(e) = metrics::http::serve(listener, transport, collect).await {
                 tracing::error!("metrics listener stopped: {e:#}");
             }
         });

@@ -4,6 +4,15 @@
 //! HAProxy runs in master-worker mode (`-W`): a reload is SIGUSR2 to the master, which starts
 //! new workers on the new configuration (as `-sf` does) while the old ones finish the
 //! connections they hold, so a reload drops no established connection.
+//!
+//! Every HAProxy process, the master too, runs as the system user `haproxy`, never root: the
+//! engine ports are above 1024, and the virtual IP, which is on this host only while keepalived
+//! makes it master, is bound thanks to the host's `ip_nonlocal_bind` (see
+//! [`super::allow_nonlocal_bind`]) rather than `transparent` binds, which need CAP_NET_ADMIN.
+//! (`user`/`group` in the global section would leave the master, which re-executes itself on
+//! every reload, as root.) It reads its configuration (0644) and writes only its pid file,
+//! which the agent makes for it; the directory stays root's, so HAProxy cannot replace
+//! keepalived's configuration beside it.
 
 use super::Plan;
 use crate::engine::ListenerCheck;
@@ -11,11 +20,14 @@ use crate::supervisor::UnitSpec;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
 pub const CONFIG: &str = "haproxy.cfg";
 pub const PID_FILE: &str = "haproxy.pid";
 const HAPROXY: &str = "/usr/sbin/haproxy";
+/// The system user HAProxy runs as (Debian's `haproxy` package makes it).
+pub const USER: &str = "haproxy";
 /// The AMQP 0-9-1 protocol header, and the start of the `connection.start` frame a broker
 /// answers with (method frame, channel 0).
 const AMQP_HEADER_HEX: &str = "414d515000000901";
@@ -48,12 +60,12 @@ pub fn render(plan: &Plan) -> String {
         id = plan.broker_id
     );
     for l in &plan.listeners {
-        // `transparent`: the virtual IP is on this host only while keepalived makes it master;
-        // the frontend binds it anyway and takes connections as soon as it arrives.
+        // The virtual IP is on this host only while keepalived makes it master; the frontend
+        // binds it anyway (`ip_nonlocal_bind`) and takes connections as soon as it arrives.
         let _ = write!(
             cfg,
             "\nfrontend {name}\n\
-             \x20   bind {bind} transparent\n\
+             \x20   bind {bind}\n\
              \x20   default_backend {name}\n\
              \nbackend {name}\n\
              \x20   balance leastconn\n",
@@ -106,21 +118,27 @@ pub fn unit(plan: &Plan) -> UnitSpec {
             d(&plan.dir.join(PID_FILE)),
         ],
         env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
-        // Root: `transparent` binds need CAP_NET_ADMIN.
-        user: None,
+        // Not root: see the module's documentation.
+        user: Some(USER.into()),
         working_dir: plan.dir.clone(),
         console_log: plan.dir.join("haproxy.log"),
         limits: None,
     }
 }
 
-/// `haproxy -c`: a configuration HAProxy would refuse is never reloaded into it.
+/// `haproxy -c`: a configuration HAProxy would refuse is never reloaded into it. Run as
+/// HAProxy's user when the agent is root, as HAProxy itself runs: no root HAProxy process at
+/// all, and a file HAProxy could not read fails here.
 pub fn check_config(path: &Path) -> Result<()> {
-    let out = std::process::Command::new(HAPROXY)
-        .arg("-c")
-        .arg("-q")
-        .arg("-f")
-        .arg(path)
+    let mut cmd = std::process::Command::new(HAPROXY);
+    cmd.arg("-c").arg("-q").arg("-f").arg(path);
+    if nix::unistd::geteuid().is_root() {
+        let user = nix::unistd::User::from_name(USER)
+            .context("looking up the haproxy user")?
+            .with_context(|| format!("user {USER} does not exist; is HAProxy installed?"))?;
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("running {HAPROXY} -c"))?;
     if !out.status.success() {
@@ -140,7 +158,7 @@ mod tests {
     #[test]
     fn amqp_is_checked_with_the_protocol_header_and_the_console_by_connecting() {
         let cfg = render(&super::super::tests::plan());
-        let amqp = "\nfrontend amqp\n    bind 10.0.0.100:5672 transparent\n    default_backend amqp\n\n\
+        let amqp = "\nfrontend amqp\n    bind 10.0.0.100:5672\n    default_backend amqp\n\n\
                     backend amqp\n    balance leastconn\n    option tcp-check\n    tcp-check connect\n\
                     \x20   tcp-check send-binary 414d515000000901\n    tcp-check expect binary 0100000000\n\
                     \x20   server i0 10.0.0.11:5672 check\n    server i1 10.0.0.12:5672 check\n\
@@ -177,6 +195,14 @@ mod tests {
     fn the_unit_runs_master_worker_with_its_own_pid_file() {
         let u = unit(&super::super::tests::plan());
         assert_eq!(u.name, "b-1234-haproxy");
+        // Never root, and nothing that needs a capability.
+        assert_eq!(u.user.as_deref(), Some("haproxy"));
+        let cfg = render(&super::super::tests::plan());
+        assert!(!cfg.contains("transparent"), "{cfg}");
+        assert!(
+            !cfg.contains("\n    user ") && !cfg.contains("\n    group "),
+            "{cfg}"
+        );
         assert_eq!(
             u.args,
             [

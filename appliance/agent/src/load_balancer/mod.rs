@@ -15,9 +15,9 @@ use anyhow::{bail, Context, Result};
 use ferrymq_api::agent::BrokerSpec;
 use ferrymq_api::validate::host_address;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-pub use haproxy::check_config;
+pub use haproxy::{check_config, USER as HAPROXY_USER};
 
 /// What this host runs for the broker's load balancer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,6 +101,12 @@ impl Plan {
         }
     }
 
+    /// Where HAProxy's master writes its pid: the one file HAProxy writes, made for it by the
+    /// agent (see `haproxy`'s module documentation).
+    pub fn haproxy_pid_file(&self) -> PathBuf {
+        self.dir.join(haproxy::PID_FILE)
+    }
+
     pub fn haproxy_unit(&self) -> UnitSpec {
         haproxy::unit(self)
     }
@@ -133,6 +139,31 @@ pub fn endpoints_through(endpoints: &[String], virtual_ip: IpAddr) -> Vec<String
             ))
         })
         .collect()
+}
+
+/// Lets HAProxy, running without privileges, bind the virtual IP while it is on another host:
+/// `net.ipv4.ip_nonlocal_bind` (or IPv6's) set to 1 in this host's network namespace, as
+/// keepalived setups do. The alternative, `transparent` binds, needs CAP_NET_ADMIN.
+pub fn allow_nonlocal_bind(virtual_ip: IpAddr) -> Result<()> {
+    allow_nonlocal_bind_in(Path::new("/proc/sys"), virtual_ip)
+}
+
+fn allow_nonlocal_bind_in(proc_sys: &Path, virtual_ip: IpAddr) -> Result<()> {
+    let key = match virtual_ip {
+        IpAddr::V4(_) => "net/ipv4/ip_nonlocal_bind",
+        IpAddr::V6(_) => "net/ipv6/ip_nonlocal_bind",
+    };
+    let path = proc_sys.join(key);
+    let current =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    if current.trim() != "1" {
+        std::fs::write(&path, "1\n").with_context(|| format!("writing 1 to {}", path.display()))?;
+        tracing::info!(
+            setting = key,
+            "non-local binds allowed, for HAProxy's virtual IP"
+        );
+    }
+    Ok(())
 }
 
 /// The interface holding `address` in this network namespace, and its prefix length, from
@@ -193,6 +224,28 @@ pub(crate) mod tests {
             interface: "eth0".into(),
             prefix_len: 24,
         }
+    }
+
+    #[test]
+    fn nonlocal_binds_are_allowed_for_the_virtual_ips_family() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-sysctl-{}", std::process::id()));
+        for family in ["ipv4", "ipv6"] {
+            std::fs::create_dir_all(dir.join("net").join(family)).expect("mkdir");
+            std::fs::write(dir.join(format!("net/{family}/ip_nonlocal_bind")), "0\n")
+                .expect("write");
+        }
+        let read = |family: &str| {
+            std::fs::read_to_string(dir.join(format!("net/{family}/ip_nonlocal_bind")))
+                .expect("read")
+        };
+        allow_nonlocal_bind_in(&dir, "10.0.0.100".parse().expect("ip")).expect("v4");
+        assert_eq!(
+            (read("ipv4").as_str(), read("ipv6").as_str()),
+            ("1\n", "0\n")
+        );
+        allow_nonlocal_bind_in(&dir, "fd00::100".parse().expect("ip")).expect("v6");
+        assert_eq!(read("ipv6"), "1\n");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

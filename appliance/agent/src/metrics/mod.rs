@@ -12,6 +12,7 @@
 
 pub mod host;
 pub mod http;
+pub mod tls;
 
 use std::fmt::Write as _;
 

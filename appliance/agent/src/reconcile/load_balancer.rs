@@ -8,7 +8,7 @@
 //! engine's packages; its status says whether both processes run.
 
 use super::broker::{redacted, write_if_changed};
-use crate::load_balancer::{check_config, Plan};
+use crate::load_balancer::{allow_nonlocal_bind, check_config, Plan, HAPROXY_USER};
 use crate::supervisor::{Supervisor, UnitSpec, UnitState};
 use anyhow::{Context, Result};
 use ferrymq_api::agent::{BrokerSpec, BrokerState, BrokerStatus};
@@ -35,12 +35,33 @@ pub fn converge(supervisor: &Arc<dyn Supervisor>, plan: &Plan) -> Result<()> {
     if changed || !running {
         check_config(&haproxy_cfg.path)?;
     }
+    if !running {
+        allow_nonlocal_bind(plan.virtual_ip)?;
+        pid_file_for_haproxy(&plan.haproxy_pid_file())?;
+    }
     run_or_reload(supervisor, &haproxy, running, changed, Signal::SIGUSR2)?;
 
     let keepalived = plan.keepalived_unit();
     let changed = write_if_changed(&plan.keepalived_config(), &root)?;
     let running = is_running(supervisor, &keepalived)?;
     run_or_reload(supervisor, &keepalived, running, changed, Signal::SIGHUP)?;
+    Ok(())
+}
+
+/// Makes HAProxy's pid file, owned by its user, so HAProxy (not root) can write it without
+/// write access to the directory, which also holds keepalived's configuration.
+fn pid_file_for_haproxy(path: &Path) -> Result<()> {
+    let user = User::from_name(HAPROXY_USER)
+        .context("looking up the haproxy user")?
+        .with_context(|| format!("user {HAPROXY_USER} does not exist; is HAProxy installed?"))?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid))
+        .with_context(|| format!("chown {}", path.display()))?;
     Ok(())
 }
 

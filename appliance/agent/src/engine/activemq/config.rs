@@ -41,6 +41,27 @@ const SCHEMA_LOCATION: &str = "http://www.springframework.org/schema/beans \
      http://activemq.apache.org/schema/core \
      http://activemq.apache.org/schema/core/activemq-core.xsd";
 
+/// The protocols every TLS connector accepts.
+pub const TLS_PROTOCOLS: [&str; 2] = ["TLSv1.2", "TLSv1.3"];
+/// The suites every TLS connector (OpenWire, STOMP and MQTT over TLS) accepts, JSSE's names.
+///
+/// Without a list Java 17 enables, besides these, the TLS 1.2 CBC suites (AES-CBC with SHA-1
+/// and SHA-2 MACs: padding-oracle attacks, no AEAD). Left: TLS 1.3's AES-GCM and
+/// ChaCha20-Poly1305 suites, and for TLS 1.2 ECDHE (forward secrecy) with AES-GCM or
+/// ChaCha20-Poly1305, for ECDSA keys (the agent's certificates) and RSA keys (a supplied
+/// certificate may have one).
+pub const CIPHER_SUITES: [&str; 9] = [
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+];
+
 /// ActiveMQ's own default frame limit (100 MiB), against a client announcing a huge frame.
 const MAX_FRAME_SIZE: u64 = 104_857_600;
 /// Store and temp limits when the volume's size is unknown (ActiveMQ's own examples' figures).
@@ -134,10 +155,18 @@ fn activemq_xml(amq: &ActiveMq, conf: &ActiveMqConfig) -> io::Result<String> {
             "{scheme}://{host}:{port}?maximumConnections={limit}&wireFormat.maxFrameSize={MAX_FRAME_SIZE}"
         )
     };
+    let tls_connector = |scheme: &str, port: u16| {
+        format!(
+            "{}&transport.enabledProtocols={}&transport.enabledCipherSuites={}",
+            connector(scheme, port),
+            TLS_PROTOCOLS.join(","),
+            CIPHER_SUITES.join(",")
+        )
+    };
     let mut connectors = vec![
-        ("openwire", connector("ssl", OPENWIRE_PORT)),
-        ("stomp", connector("stomp+ssl", STOMP_PORT)),
-        ("mqtt", connector("mqtt+ssl", MQTT_PORT)),
+        ("openwire", tls_connector("ssl", OPENWIRE_PORT)),
+        ("stomp", tls_connector("stomp+ssl", STOMP_PORT)),
+        ("mqtt", tls_connector("mqtt+ssl", MQTT_PORT)),
     ];
     if p.plain_listeners {
         connectors.extend([
@@ -611,7 +640,14 @@ mod tests {
                 .into_iter()
                 .map(|e| (e.attrs["name"].clone(), e.attrs["uri"].clone()))
                 .collect();
-        let q = "maximumConnections=2000&wireFormat.maxFrameSize=104857600";
+        let q = "maximumConnections=2000&wireFormat.maxFrameSize=104857600\
+                 &transport.enabledProtocols=TLSv1.2,TLSv1.3\
+                 &transport.enabledCipherSuites=TLS_AES_256_GCM_SHA384,TLS_AES_128_GCM_SHA256,\
+                 TLS_CHACHA20_POLY1305_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,\
+                 TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,\
+                 TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,\
+                 TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,\
+                 TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256";
         assert_eq!(
             connectors,
             [
@@ -620,6 +656,16 @@ mod tests {
                 ("mqtt".into(), format!("mqtt+ssl://10.9.8.7:8883?{q}")),
             ]
         );
+        for suite in CIPHER_SUITES {
+            assert!(
+                suite.ends_with("_GCM_SHA256")
+                    || suite.ends_with("_GCM_SHA384")
+                    || suite.ends_with("_CHACHA20_POLY1305_SHA256"),
+                "{suite}"
+            );
+            assert!(!suite.contains("CBC") && !suite.contains("CCM"), "{suite}");
+            assert!(suite.starts_with("TLS_ECDHE_") || !suite.contains("_WITH_"));
+        }
         assert_eq!(
             one(&el, "beans/broker/sslContext/sslContext").attrs,
             attrs(&[

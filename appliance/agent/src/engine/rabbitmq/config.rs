@@ -12,6 +12,27 @@ pub const PLUGINS: &str = "enabled_plugins";
 pub const ENV: &str = "rabbitmq-env.conf";
 const COOKIE: &str = ".erlang.cookie";
 
+/// The suites every TLS listener (AMQPS and the HTTPS console) offers.
+///
+/// Without a list Erlang/OTP 25 offers everything it knows for TLS 1.2: CBC suites (with
+/// SHA-1 and SHA-2 MACs, open to padding-oracle attacks and weaker than AEAD) and AES-CCM,
+/// including CCM-8's short tag. Left: TLS 1.3's AES-GCM and ChaCha20-Poly1305 suites, and for
+/// TLS 1.2 ECDHE (forward secrecy) with AES-GCM or ChaCha20-Poly1305, for ECDSA keys (the
+/// agent's certificates) and RSA keys (a supplied certificate may have one). OTP 25 takes the
+/// TLS 1.3 names as they are and the TLS 1.2 ones in OpenSSL's spelling
+/// (`ssl:cipher_suites(all, 'tlsv1.3')` lists both).
+pub const CIPHER_SUITES: [&str; 9] = [
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_CHACHA20_POLY1305_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
+
 pub fn render(node: &RabbitMq) -> Result<Vec<RenderedFile>> {
     let p = &node.placement;
     let conf = rabbitmq_conf(node)?;
@@ -71,7 +92,8 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
     } else {
         listeners.push_str("listeners.tcp = none\n");
     }
-    // TLS 1.2 and 1.3 only; clients are not asked for certificates (they log in with users).
+    // TLS 1.2 and 1.3 only, AEAD suites only; clients are not asked for certificates (they
+    // log in with users).
     for prefix in ["ssl_options", "management.ssl"] {
         let _ = write!(
             listeners,
@@ -84,6 +106,9 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
             cert = c.certificate.display(),
             key = c.private_key.display(),
         );
+        for (i, suite) in CIPHER_SUITES.iter().enumerate() {
+            let _ = writeln!(listeners, "{prefix}.ciphers.{} = {suite}", i + 1);
+        }
     }
     format!(
         "# Managed by FerryMQ for broker {id}; changes here are overwritten.\n\
@@ -189,7 +214,16 @@ mod tests {
                  {prefix}.certfile = /state/b-1/engine/tls/server.pem\n\
                  {prefix}.keyfile = /state/b-1/engine/tls/server-key.pem\n\
                  {prefix}.versions.1 = tlsv1.3\n\
-                 {prefix}.versions.2 = tlsv1.2\n"
+                 {prefix}.versions.2 = tlsv1.2\n\
+                 {prefix}.ciphers.1 = TLS_AES_256_GCM_SHA384\n\
+                 {prefix}.ciphers.2 = TLS_AES_128_GCM_SHA256\n\
+                 {prefix}.ciphers.3 = TLS_CHACHA20_POLY1305_SHA256\n\
+                 {prefix}.ciphers.4 = ECDHE-ECDSA-AES256-GCM-SHA384\n\
+                 {prefix}.ciphers.5 = ECDHE-ECDSA-AES128-GCM-SHA256\n\
+                 {prefix}.ciphers.6 = ECDHE-ECDSA-CHACHA20-POLY1305\n\
+                 {prefix}.ciphers.7 = ECDHE-RSA-AES256-GCM-SHA384\n\
+                 {prefix}.ciphers.8 = ECDHE-RSA-AES128-GCM-SHA256\n\
+                 {prefix}.ciphers.9 = ECDHE-RSA-CHACHA20-POLY1305\n"
             )
         };
         let expected = "# Managed by FerryMQ for broker b-1; changes here are overwritten.\n\
@@ -242,6 +276,46 @@ mod tests {
         assert!(!conf.contents.contains("guest"));
         assert_eq!(files[1].contents, "[rabbitmq_management].\n");
         assert!(files[3].secret && files[3].path.ends_with(".erlang.cookie"));
+    }
+
+    #[test]
+    fn every_tls_listener_offers_aead_suites_only() {
+        for suite in CIPHER_SUITES {
+            // TLS 1.3's suites, else ECDHE (forward secrecy) with AES-GCM or ChaCha20-Poly1305:
+            // no CBC, no CCM.
+            assert!(
+                [
+                    "TLS_AES_256_GCM_SHA384",
+                    "TLS_AES_128_GCM_SHA256",
+                    "TLS_CHACHA20_POLY1305_SHA256"
+                ]
+                .contains(&suite)
+                    || (suite.starts_with("ECDHE-")
+                        && (suite.contains("-GCM-") || suite.ends_with("-CHACHA20-POLY1305"))),
+                "{suite}"
+            );
+        }
+        // OTP's names: its TLS 1.2 names are OpenSSL's (`ssl:suite_to_openssl_str/1`).
+        let node = RabbitMq::new(super::super::tests::placement()).expect("node");
+        let conf = &render(&node).expect("render")[0].contents;
+        for prefix in ["ssl_options", "management.ssl"] {
+            let ciphers: Vec<&str> = conf
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("{prefix}.ciphers.")))
+                .collect();
+            assert_eq!(ciphers.len(), CIPHER_SUITES.len(), "{prefix}: {ciphers:?}");
+            let versions: Vec<&str> = conf
+                .lines()
+                .filter(|l| l.starts_with(&format!("{prefix}.versions.")))
+                .collect();
+            assert_eq!(
+                versions,
+                [
+                    format!("{prefix}.versions.1 = tlsv1.3"),
+                    format!("{prefix}.versions.2 = tlsv1.2")
+                ]
+            );
+        }
     }
 
     #[test]

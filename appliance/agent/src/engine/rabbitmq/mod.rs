@@ -1,6 +1,7 @@
 //! RabbitMQ, run from Debian's `rabbitmq-server` with every path and listener set by FerryMQ,
 //! so several hosts (network namespaces) can share one filesystem and one installation.
 
+mod agent_user;
 mod config;
 mod management;
 mod metrics;
@@ -93,19 +94,63 @@ impl RabbitMq {
 
     /// Runs `rabbitmqctl` against this node as the engine's user (its home holds the cookie).
     async fn rabbitmqctl(&self, args: &[&str]) -> Result<std::process::Output> {
+        self.rabbitmqctl_command(args)?
+            .output()
+            .await
+            .with_context(|| format!("rabbitmqctl {}", args.join(" ")))
+    }
+
+    fn rabbitmqctl_command(&self, args: &[&str]) -> Result<tokio::process::Command> {
         let user = nix::unistd::User::from_name(self.system_user())?
             .with_context(|| format!("no system user {}", self.system_user()))?;
-        tokio::process::Command::new(self.script("rabbitmqctl"))
-            .args(["--longnames", "-n", &self.node_name()])
+        let mut cmd = tokio::process::Command::new(self.script("rabbitmqctl"));
+        cmd.args(["--longnames", "-n", &self.node_name()])
             .args(args)
             .env("HOME", &self.placement.config_dir)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
             .uid(user.uid.as_raw())
-            .gid(user.gid.as_raw())
-            .output()
+            .gid(user.gid.as_raw());
+        Ok(cmd)
+    }
+
+    /// Puts the agent's own user back when a console user deleted or changed it (see
+    /// `agent_user`); says so when it did.
+    async fn restore_agent_user(&self) -> Result<Option<String>> {
+        if !node_process_alive(&self.pid_file()) {
+            return Ok(None);
+        }
+        // An API that does not answer (the node starting) is no proof of anything: next pass.
+        let Ok(Some(problem)) = self.management.agent_user_problem().await else {
+            return Ok(None);
+        };
+        let definitions = agent_user::definitions(&self.placement.agent_password)?;
+        let mut child = self
+            .rabbitmqctl_command(&["import_definitions"])?
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .context("rabbitmqctl import_definitions")?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt as _;
+            stdin.write_all(definitions.as_bytes()).await?;
+        }
+        let out = child
+            .wait_with_output()
             .await
-            .with_context(|| format!("rabbitmqctl {}", args.join(" ")))
+            .context("rabbitmqctl import_definitions")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "restoring the agent's user {AGENT_USER} ({problem}): rabbitmqctl \
+                 import_definitions: {} {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(Some(format!(
+            "the agent's user {AGENT_USER} was changed behind its back ({problem}): restored"
+        )))
     }
 
     /// `rabbitmqctl` that must succeed; its output.
@@ -390,7 +435,12 @@ impl Engine for RabbitMq {
     /// node restarts its application, not its VM, and rejoins the others' view. The choice is
     /// read twice, `PARTITION_CONFIRM` apart and the second time from the members themselves,
     /// so a report RabbitMQ clears by itself right after the nodes reconnect restarts nothing.
+    /// First, on every node: the agent's own user, if a console user deleted or changed it, is
+    /// put back (see `agent_user`).
     async fn heal(&self) -> Result<Option<String>> {
+        if let Some(done) = self.restore_agent_user().await? {
+            return Ok(Some(done));
+        }
         if !self.placement.clustered() || !node_process_alive(&self.pid_file()) {
             return Ok(None);
         }
