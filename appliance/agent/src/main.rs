@@ -21,6 +21,7 @@ mod sizing;
 mod storage;
 mod store;
 mod supervisor;
+mod tls;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -144,6 +145,16 @@ enum PkiCommand {
         #[arg(long, default_value = "365d")]
         lifetime: pki::lifetime::Lifetime,
     },
+    /// Issue a client certificate for Prometheus (role monitoring: it reads every host's
+    /// metrics listener and calls nothing on the agent API) into --out.
+    IssueMonitoring {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "365d")]
+        lifetime: pki::lifetime::Lifetime,
+    },
     /// Issue a host's agent certificate and broker CA from the CA in --dir.
     IssueHost {
         #[arg(long)]
@@ -245,6 +256,16 @@ fn main() -> Result<()> {
                 println!(
                     "wrote the operator's client certificate to {}",
                     dir.display()
+                );
+                Ok(())
+            }
+            PkiCommand::IssueMonitoring { dir, out, lifetime } => {
+                pki::issue_monitoring(&dir, &out, lifetime)?;
+                println!(
+                    "wrote the monitoring certificate to {} ({}, {})",
+                    out.display(),
+                    pki::MONITORING_CERT,
+                    pki::MONITORING_KEY
                 );
                 Ok(())
             }
@@ -398,8 +419,8 @@ async fn serve(
     let ca_path = tls_dir.join(pki::CA_CERT);
     let ca_pem = std::fs::read_to_string(&ca_path)
         .with_context(|| format!("reading {}", ca_path.display()))?;
-    let certificate = api::tls::AgentCertificate::load(&tls_dir)?;
-    let tls = api::tls::server_config(certificate.clone(), &ca_pem)?;
+    let certificate = tls::AgentCertificate::load(&tls_dir)?;
+    let api_tls = tls::server_config(certificate.clone(), &ca_pem, &[b"h2"])?;
     let identities = pki::identity::Identities::new(&ca_pem)?;
 
     let brokers_dir = state_dir.join("brokers");
@@ -444,7 +465,8 @@ async fn serve(
         // Plain HTTP on loopback only; HTTPS with client certificates anywhere else. Built
         // and bound before serving the API, so a missing certificate or a port already taken
         // stops the agent at start.
-        let transport = metrics::http::Transport::for_listen(metrics_listen, &tls_dir)?;
+        let transport =
+            metrics::http::Transport::for_listen(metrics_listen, certificate.clone(), &ca_pem)?;
         let listener = metrics::http::bind(metrics_listen).await?;
         tokio::spawn(async move {
             if let Err(e) = metrics::http::serve(listener, transport, collect).await {
@@ -467,7 +489,7 @@ async fn serve(
             tls_dir,
             certificate,
         )))
-        .serve_with_incoming_shutdown(api::tls::incoming(listener, tls), async {
+        .serve_with_incoming_shutdown(api::tls::incoming(listener, api_tls), async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await

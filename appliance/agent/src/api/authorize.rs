@@ -41,6 +41,9 @@ pub fn permits(role: &Role, call: Call<'_>, spec: Option<&BrokerSpec>) -> Result
         (Role::Host(_), Call::Operator(name)) => Err(format!(
             "{role} may not call {name}: hosts make peer calls only (GetBroker); {name} needs the operator's certificate"
         )),
+        (Role::Monitoring, call) => Err(format!(
+            "{role} may read metrics only, not call {call}"
+        )),
     }
 }
 
@@ -105,6 +108,14 @@ mod tests {
             "{err}"
         );
         assert!(permits(&host("10.0.0.3"), status, None).is_err());
+    }
+
+    #[test]
+    fn a_monitoring_certificate_calls_nothing() {
+        let pair = spec(&["10.0.0.2"]);
+        let status = Call::BrokerStatus { broker_id: "b-1" };
+        assert!(permits(&Role::Monitoring, status, Some(&pair)).is_err());
+        assert!(permits(&Role::Monitoring, Call::Operator("GetHostFacts"), None).is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct AgentService {
     configurations: Arc<ConfigurationStore>,
     identities: Identities,
     tls_dir: PathBuf,
-    certificate: Arc<tls::AgentCertificate>,
+    certificate: Arc<crate::tls::AgentCertificate>,
 }
 
 impl AgentService {
@@ -41,7 +41,7 @@ impl AgentService {
         configurations: Arc<ConfigurationStore>,
         identities: Identities,
         tls_dir: PathBuf,
-        certificate: Arc<tls::AgentCertificate>,
+        certificate: Arc<crate::tls::AgentCertificate>,
     ) -> Self {
         AgentService {
             reconciler,

@@ -1,20 +1,22 @@
 //! The metrics listener: `GET /metrics` over HTTP/1.1, one request per connection.
 //!
 //! Plain HTTP only on loopback (a Prometheus, or an exporter's proxy, on the same host); on
-//! any other address HTTPS only, with a client certificate of the deployment CA required (see
-//! [`super::tls`]): the figures carry no secret, but they name brokers and queues, which a
-//! stranger on the network must not list. The agent API keeps its own mutual TLS. Leave
+//! any other address HTTPS only (see [`crate::tls`]), with the operator's or a monitoring client
+//! certificate (`pki issue-monitoring`) required: the figures carry no secret, but they name
+//! brokers and queues, which a stranger on the network, or another host, must not list. The agent API keeps its own mutual TLS. Leave
 //! `--metrics-listen` unset for no listener.
 //! A small hand-written server rather than a web framework: one path, no bodies to parse.
 
+use crate::pki::identity::{Identities, Role};
+use crate::tls::AgentCertificate;
 use anyhow::{Context, Result};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 /// How long a client gets to finish its TLS handshake and send its request line and headers.
@@ -27,26 +29,32 @@ const MAX_REQUEST: usize = 16 * 1024;
 pub enum Transport {
     /// Plain HTTP: loopback only.
     Plain,
-    /// HTTPS with client certificates required.
-    Tls(Arc<rustls::ServerConfig>),
+    /// HTTPS with client certificates required: the operator's or a monitoring one
+    /// (`pki issue-monitoring`), issued by the deployment CA itself.
+    Tls(Arc<rustls::ServerConfig>, Identities),
 }
 
 impl Transport {
     /// Plain HTTP on a loopback address; HTTPS with client certificates of the deployment CA
-    /// on any other (the host's address, or all addresses), from `tls_dir`.
-    pub fn for_listen(listen: SocketAddr, tls_dir: &Path) -> Result<Transport> {
+    /// on any other (the host's address, or all addresses), serving the agent's certificate.
+    pub fn for_listen(
+        listen: SocketAddr,
+        certificate: Arc<AgentCertificate>,
+        ca_pem: &str,
+    ) -> Result<Transport> {
         if listen.ip().is_loopback() {
             return Ok(Transport::Plain);
         }
-        let config = super::tls::server_config(tls_dir)
-            .with_context(|| format!("TLS for the metrics listener {listen}"))?;
-        Ok(Transport::Tls(config))
+        let context = || format!("TLS for the metrics listener {listen}");
+        let config = crate::tls::server_config(certificate, ca_pem, &[]).with_context(context)?;
+        let identities = Identities::new(ca_pem).with_context(context)?;
+        Ok(Transport::Tls(config, identities))
     }
 
     fn scheme(&self) -> &'static str {
         match self {
             Transport::Plain => "http",
-            Transport::Tls(_) => "https (client certificates required)",
+            Transport::Tls(..) => "https (client certificates required)",
         }
     }
 }
@@ -68,7 +76,9 @@ where
     }
     let acceptor = match &transport {
         Transport::Plain => None,
-        Transport::Tls(config) => Some(TlsAcceptor::from(config.clone())),
+        Transport::Tls(config, identities) => {
+            Some((TlsAcceptor::from(config.clone()), identities.clone()))
+        }
     };
     let collect = Arc::new(collect);
     loop {
@@ -85,9 +95,15 @@ where
         tokio::spawn(async move {
             let served = match acceptor {
                 None => handle(stream, collect.as_ref()).await,
-                Some(acceptor) => {
+                Some((acceptor, identities)) => {
                     match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => handle(stream, collect.as_ref()).await,
+                        Ok(Ok(stream)) => match scraper(&identities, &stream) {
+                            Ok(()) => handle(stream, collect.as_ref()).await,
+                            Err(why) => {
+                                tracing::warn!(%peer, "metrics scrape refused: {why}");
+                                Err(anyhow::anyhow!(why))
+                            }
+                        },
                         Ok(Err(e)) => Err(anyhow::Error::new(e).context("TLS handshake refused")),
                         Err(_) => Err(anyhow::anyhow!("TLS handshake timed out")),
                     }
@@ -97,6 +113,17 @@ where
                 tracing::debug!(%peer, "metrics request: {e:#}");
             }
         });
+    }
+}
+
+/// Who may scrape: the operator and monitoring certificates the deployment CA issued itself,
+/// not a host's certificate nor anything a broker CA signed.
+fn scraper<S>(identities: &Identities, stream: &TlsStream<S>) -> Result<(), String> {
+    let certs = stream.get_ref().1.peer_certificates();
+    match identities.role(certs) {
+        Ok(Role::Operator | Role::Monitoring) => Ok(()),
+        Ok(role) => Err(format!("{role} may not read metrics")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -208,51 +235,71 @@ mod tests {
         assert!(body.ends_with("\r\n\r\nferrymq_up 1\n"), "{body}");
     }
 
+    /// A host's TLS directory as `pki issue-host` makes it and the PKI directory with the
+    /// operator's credentials and a monitoring certificate, in a fresh temporary directory.
+    fn pki_dirs(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        use crate::pki;
+        let root =
+            std::env::temp_dir().join(format!("ferrymq-metrics-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (pki_dir, host_dir) = (root.join("pki"), root.join("host"));
+        let year = "365d".parse().expect("lifetime");
+        pki::init(&pki_dir, "20y".parse().expect("lifetime"), year).expect("pki init");
+        pki::issue_host(
+            &pki_dir,
+            "127.0.0.1".parse().expect("ip"),
+            &[],
+            year,
+            &host_dir,
+        )
+        .expect("issue host");
+        pki::issue_monitoring(&pki_dir, &pki_dir, year).expect("issue monitoring");
+        (pki_dir, host_dir)
+    }
+
+    fn transport(listen: &str, host_dir: &std::path::Path) -> Result<Transport> {
+        let certificate = AgentCertificate::load(host_dir)?;
+        let ca = std::fs::read_to_string(host_dir.join(crate::pki::CA_CERT))?;
+        Transport::for_listen(listen.parse().expect("addr"), certificate, &ca)
+    }
+
     #[test]
     fn plain_only_on_loopback() {
-        let (pki_dir, host_dir) = super::super::tls::tests::pki_dirs("listen");
-        let at = |a: &str| Transport::for_listen(a.parse().expect("addr"), &host_dir);
+        let (pki_dir, host_dir) = pki_dirs("listen");
+        let at = |a: &str| transport(a, &host_dir);
         assert!(matches!(at("127.0.0.1:9404"), Ok(Transport::Plain)));
         assert!(matches!(at("[::1]:9404"), Ok(Transport::Plain)));
-        assert!(matches!(at("10.0.0.21:9404"), Ok(Transport::Tls(_))));
-        assert!(matches!(at("0.0.0.0:9404"), Ok(Transport::Tls(_))));
-        // Off loopback without the agent's certificate: no listener rather than a plain one.
-        let e = Transport::for_listen("10.0.0.21:9404".parse().expect("addr"), &pki_dir)
-            .err()
-            .expect("no agent.pem in the pki dir");
-        assert!(format!("{e:#}").contains("agent.pem"), "{e:#}");
+        assert!(matches!(at("10.0.0.21:9404"), Ok(Transport::Tls(..))));
+        assert!(matches!(at("0.0.0.0:9404"), Ok(Transport::Tls(..))));
         let _ = std::fs::remove_dir_all(pki_dir.parent().expect("root"));
     }
 
     #[tokio::test]
-    async fn over_tls_only_a_client_of_the_deployment_ca_is_served() {
+    async fn over_tls_only_the_operator_and_monitoring_are_served() {
+        use crate::pki;
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-        let (pki_dir, host_dir) = super::super::tls::tests::pki_dirs("serve");
-        let config = super::super::tls::server_config(&host_dir).expect("config");
-        let addr = server(Transport::Tls(config)).await;
+        let (pki_dir, host_dir) = pki_dirs("serve");
+        let addr = server(transport("10.0.0.21:9404", &host_dir).expect("transport")).await;
 
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(CertificateDer::from_pem_file(pki_dir.join(crate::pki::CA_CERT)).expect("ca"))
+            .add(CertificateDer::from_pem_file(pki_dir.join(pki::CA_CERT)).expect("ca"))
             .expect("root");
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_root_certificates(roots);
-        let with_cert = builder
-            .clone()
-            .with_client_auth_cert(
-                vec![
-                    CertificateDer::from_pem_file(pki_dir.join(crate::pki::CLIENT_CERT))
-                        .expect("client cert"),
-                ],
-                PrivateKeyDer::from_pem_file(pki_dir.join(crate::pki::CLIENT_KEY))
-                    .expect("client key"),
-            )
-            .expect("client auth");
-        let without_cert = builder.with_no_client_auth();
+        let with = |dir: &std::path::Path, cert: &str, key: &str| {
+            builder
+                .clone()
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_file(dir.join(cert)).expect("cert")],
+                    PrivateKeyDer::from_pem_file(dir.join(key)).expect("key"),
+                )
+                .expect("client auth")
+        };
         let name = ServerName::IpAddress(addr.ip().into());
         let over_tls = |config: rustls::ClientConfig| {
             let name = name.clone();
@@ -264,19 +311,31 @@ mod tests {
                 scrape(tls).await
             }
         };
-
-        let body = over_tls(with_cert)
-            .await
-            .expect("scrape with a client certificate");
-        assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{body}");
-        assert!(body.ends_with("ferrymq_up 1\n"), "{body}");
-        // No client certificate: the handshake or the first read fails, nothing is served.
-        let refused = over_tls(without_cert).await;
-        assert!(
-            refused.as_ref().map_or(true, |b| !b.contains("ferrymq_up")),
-            "{refused:?}"
-        );
-        // Plain HTTP to the TLS listener: no HTTP answer.
+        for (who, config) in [
+            (
+                "operator",
+                with(&pki_dir, pki::CLIENT_CERT, pki::CLIENT_KEY),
+            ),
+            (
+                "monitoring",
+                with(&pki_dir, pki::MONITORING_CERT, pki::MONITORING_KEY),
+            ),
+        ] {
+            let body = over_tls(config).await.expect(who);
+            assert!(body.starts_with("HTTP/1.1 200 OK\r\n"), "{who}: {body}");
+            assert!(body.ends_with("ferrymq_up 1\n"), "{who}: {body}");
+        }
+        // A host's certificate, no certificate, plain HTTP: nothing is served.
+        for (who, config) in [
+            ("host", with(&host_dir, pki::AGENT_CERT, pki::AGENT_KEY)),
+            ("none", builder.clone().with_no_client_auth()),
+        ] {
+            let refused = over_tls(config).await;
+            assert!(
+                refused.as_ref().map_or(true, |b| !b.contains("ferrymq_up")),
+                "{who}: {refused:?}"
+            );
+        }
         let plain = scrape(TcpStream::connect(addr).await.expect("connect")).await;
         assert!(
             plain.as_ref().map_or(true, |b| !b.contains("HTTP/1.1")),

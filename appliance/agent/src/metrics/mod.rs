@@ -12,7 +12,6 @@
 
 pub mod host;
 pub mod http;
-pub mod tls;
 
 use std::fmt::Write as _;
 

@@ -19,18 +19,22 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 pub const OPERATOR_URI: &str = "urn:ferrymq:role:operator";
 /// An appliance host's role: peer calls about the brokers it serves, nothing else.
 pub const HOST_URI: &str = "urn:ferrymq:role:host";
+/// A scraper's role (Prometheus): the metrics listener, nothing on the agent API.
+pub const MONITORING_URI: &str = "urn:ferrymq:role:monitoring";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Role {
     Operator,
     /// A host, by the addresses its certificate names.
     Host(Vec<IpAddr>),
+    Monitoring,
 }
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Role::Operator => f.write_str("the operator"),
+            Role::Monitoring => f.write_str("a monitoring certificate"),
             Role::Host(addresses) => {
                 let list: Vec<String> = addresses.iter().map(ToString::to_string).collect();
                 write!(f, "host {}", list.join(", "))
@@ -50,8 +54,8 @@ pub enum IdentityError {
     )]
     NotIssuedByDeploymentCa(String),
     #[error(
-        "the client certificate carries no FerryMQ role (operator or host): issue it again \
-         with `ferrymq-agent pki issue-client` (the operator's) or `pki renew` (a host's)"
+        "the client certificate carries no FerryMQ role (operator, host or monitoring): issue it \
+         again with `ferrymq-agent pki issue-client` (the operator's) or `pki renew` (a host's)"
     )]
     NoRole,
     #[error("the client certificate: {0}")]
@@ -104,13 +108,13 @@ pub fn role_of(leaf: &CertificateDer<'_>) -> Result<Role, IdentityError> {
     let names = san
         .map(|s| s.value.general_names.clone())
         .unwrap_or_default();
-    let mut operator = false;
-    let mut host = false;
+    let mut roles = Vec::new();
     let mut addresses = Vec::new();
     for name in &names {
         match name {
-            GeneralName::URI(OPERATOR_URI) => operator = true,
-            GeneralName::URI(HOST_URI) => host = true,
+            GeneralName::URI(OPERATOR_URI) => roles.push(Role::Operator),
+            GeneralName::URI(MONITORING_URI) => roles.push(Role::Monitoring),
+            GeneralName::URI(HOST_URI) => roles.push(Role::Host(vec![])),
             GeneralName::IPAddress(bytes) => {
                 if let Some(ip) = ip_from_bytes(bytes) {
                     addresses.push(ip);
@@ -119,16 +123,14 @@ pub fn role_of(leaf: &CertificateDer<'_>) -> Result<Role, IdentityError> {
             _ => {}
         }
     }
-    match (operator, host) {
-        (true, false) => Ok(Role::Operator),
-        (false, true) if !addresses.is_empty() => Ok(Role::Host(addresses)),
-        (false, true) => Err(IdentityError::Malformed(
+    match roles.as_slice() {
+        [] => Err(IdentityError::NoRole),
+        [Role::Host(_)] if addresses.is_empty() => Err(IdentityError::Malformed(
             "a host certificate without an address".into(),
         )),
-        (true, true) => Err(IdentityError::Malformed(
-            "both the operator's and a host's role".into(),
-        )),
-        (false, false) => Err(IdentityError::NoRole),
+        [Role::Host(_)] => Ok(Role::Host(addresses)),
+        [role] => Ok(role.clone()),
+        _ => Err(IdentityError::Malformed("more than one role".into())),
     }
 }
 

@@ -223,6 +223,35 @@ pub fn issue_client(dir: &Path, lifetime: Lifetime) -> Result<()> {
     Ok(())
 }
 
+pub const MONITORING_CERT: &str = "monitoring.pem";
+pub const MONITORING_KEY: &str = "monitoring-key.pem";
+
+/// Issues a scraper's client certificate (role monitoring: the metrics listeners of every host,
+/// nothing on the agent API) into `out`, with a copy of the CA certificate.
+pub fn issue_monitoring(dir: &Path, out: &Path, lifetime: Lifetime) -> Result<()> {
+    let (ca_pem, issuer) = load_issuer(dir)?;
+    let key = KeyPair::generate().context("generating the monitoring key")?;
+    let uri = SanType::URI(
+        identity::MONITORING_URI
+            .try_into()
+            .context("the monitoring role URI")?,
+    );
+    let mut params = leaf_params(
+        "ferrymq-monitoring",
+        vec![uri],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
+    set_lifetime(&mut params, lifetime);
+    let cert = params
+        .signed_by(&key, &issuer)
+        .context("signing the monitoring certificate")?;
+    fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    write_public(&out.join(CA_CERT), &ca_pem)?;
+    write_public(&out.join(MONITORING_CERT), &cert.pem())?;
+    write_secret(&out.join(MONITORING_KEY), &key.serialize_pem())?;
+    Ok(())
+}
+
 /// Issues the agent certificate of one host (its address as the only name) and its broker CA
 /// (the address and `names` permitted) from the CA in `ca_dir`, into `out` together with a copy
 /// of the CA certificate.
