@@ -187,7 +187,13 @@ pub async fn enroll(
             client_proof: proof::prove(token, Purpose::Client, &bootstrap_der, b""),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("host {host} refused enrollment: {}", s.message()))?
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "host {host} refused enrollment ({:?}): {}",
+                s.code(),
+                s.message()
+            )
+        })?
         .into_inner();
     if !proof::verify(
         token,
@@ -230,7 +236,13 @@ pub async fn enroll(
             broker_ca_pem,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("host {host} refused its certificate: {}", s.message()))?;
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "host {host} refused its certificate ({:?}): {}",
+                s.code(),
+                s.message()
+            )
+        })?;
 
     wait_for_api(pki_dir, &ca_pem, host).await
 }
