@@ -159,8 +159,19 @@ impl Lockout {
 
     /// Refuses while a lock on `token` lasts.
     pub fn check(&self, token: &str, now: SystemTime) -> Result<(), LockoutError> {
-        let record = self.load(token)?;
+        let mut record = self.load(token)?;
         let now = unix(now);
+        // A lock ending further away than the longest lock was set by a clock that was ahead (a
+        // host just booted, before its time was synchronised): it runs from now instead, so it
+        // cannot last until the wrong date comes round.
+        if record.locked_until > now.saturating_add(self.policy.longest_lock.as_secs()) {
+            let lock = self
+                .policy
+                .lock_for(record.failures)
+                .unwrap_or(self.policy.first_lock);
+            record.locked_until = now.saturating_add(lock.as_secs());
+            self.store(&record)?;
+        }
         if record.failures >= self.policy.max_failures && record.locked_until > now {
             return Err(LockoutError::Locked {
                 failures: record.failures,
@@ -262,6 +273,26 @@ mod tests {
         assert_eq!(p.lock_for(6), Some(Duration::from_secs(120)));
         assert_eq!(p.lock_for(20), Some(Duration::from_secs(24 * 3600)));
         assert_eq!(p.lock_for(u32::MAX), Some(Duration::from_secs(24 * 3600)));
+    }
+
+    #[test]
+    fn a_lock_set_by_a_clock_that_was_ahead_runs_from_now() {
+        let (dir, l) = lockout("clock");
+        let ahead = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        for _ in 0..5 {
+            l.failed("tok", ahead).expect("count");
+        }
+        // The clock is set back by a year: the lock is a minute from now, not a year.
+        let now = ahead - Duration::from_secs(365 * 24 * 3600);
+        match l.check("tok", now) {
+            Err(LockoutError::Locked { remaining, .. }) => {
+                assert_eq!(remaining, Duration::from_secs(60))
+            }
+            other => panic!("not locked: {other:?}"),
+        }
+        l.check("tok", now + Duration::from_secs(60))
+            .expect("lock over");
+        fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]
