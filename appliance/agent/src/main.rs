@@ -68,7 +68,9 @@ enum Command {
         tls_dir: PathBuf,
         /// Where a host without agent.pem finds its join token and the deployment CA
         /// (join-token, ca.pem), or imports them from the kernel command line or a NoCloud
-        /// seed; the host then serves only enrollment until enrolled. Unset: no enrollment.
+        /// seed; the host then serves only enrollment until enrolled, writing there the
+        /// fingerprint of its bootstrap certificate (bootstrap-fingerprint) and its count of
+        /// wrong proofs (enrollment-lockout). Unset: no enrollment.
         #[arg(long, env = "FERRYMQ_ENROLLMENT_DIR")]
         enrollment_dir: Option<PathBuf>,
         /// A mounted NoCloud seed (CIDATA) to read the token and CA from.
