@@ -3,14 +3,14 @@
 //! A host starts un-enrolled with a one-time join token and the deployment CA, is enrolled by
 //! `ferrymq-agent pki enroll`, and then serves only the mutual-TLS API. Refused, each with
 //! nothing changed on the host (every file under its state, TLS and enrollment directories
-//! compared byte for byte): a wrong token, no client certificate, a certificate from another
+//! compared by SHA-256): a wrong token, no client certificate, a certificate from another
 //! CA, an expired certificate of the deployment CA, a replayed join token (after enrollment,
 //! and on a host that already used its token).
 //!
 //! The attacks of issue 20, each refused with the host unchanged: a weak token (from the file
 //! and from a NoCloud seed: the host stays un-enrolled and says so; `pki enroll` refuses one
 //! too), guessing the token (locked after 5 wrong proofs, even for the right token, across an
-//! agent restart, until a new token), and `pki enroll` against a host that is not the one whose
+//! agent restart, until a new token; 100 concurrent guesses get 5 answers), and `pki enroll` against a host that is not the one whose
 //! bootstrap fingerprint the operator read (no proof is sent).
 
 use ferrymq_api::agent::agent_client::AgentClient;
@@ -629,5 +629,136 @@ fn pki_enroll_sends_no_proof_to_a_host_with_another_bootstrap_certificate() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     drop((meant, impostor));
+    std::fs::remove_dir_all(&root).expect("cleanup");
+}
+
+/// The attacker's client: speaks to the enrollment service directly, accepting any bootstrap
+/// certificate (the handshake signature is still checked).
+mod raw {
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{DigitallySignedStruct, SignatureScheme};
+    use std::sync::Arc;
+
+    #[derive(Debug)]
+    struct AnyCertificate(Arc<CryptoProvider>);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    pub async fn channel(port: u16) -> tonic::transport::Channel {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h2".to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let connector = connector.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+                    let tls = connector.connect(name, tcp).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+                }
+            }))
+            .await
+            .expect("connect")
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_concurrent_guesses_gets_five_answers_and_then_only_the_lock() {
+    use ferrymq_api::agent::enrollment_client::EnrollmentClient;
+    use ferrymq_api::agent::EnrollRequest;
+    let (root, _ca, ca_pem) = deployment("flood");
+    let host = Host::start(host_dir(&root, "h", Some(TOKEN), &ca_pem));
+    let channel = raw::channel(host.port).await;
+
+    // The attacker's test sent about 900 wrong proofs a second; here 100 at once.
+    let started = Instant::now();
+    let guesses: Vec<_> = (0..100u8)
+        .map(|i| {
+            let mut client = EnrollmentClient::new(channel.clone());
+            tokio::spawn(async move {
+                client
+                    .enroll(EnrollRequest {
+                        client_proof: vec![i; 32],
+                    })
+                    .await
+                    .map(|_| ())
+                    .map_err(|s| s.code())
+            })
+        })
+        .collect();
+    let mut answers = BTreeMap::new();
+    for g in guesses {
+        let code = g.await.expect("join").expect_err("a guess was accepted");
+        *answers.entry(format!("{code:?}")).or_insert(0) += 1;
+    }
+    let took = started.elapsed();
+    eprintln!("100 concurrent guesses in {took:?}: {answers:?}");
+    assert_eq!(answers.get("Unauthenticated"), Some(&5), "{answers:?}");
+    assert_eq!(answers.get("ResourceExhausted"), Some(&95), "{answers:?}");
+    // Checked one at a time, each after the delay.
+    assert!(
+        took >= Duration::from_millis(5 * FAILURE_DELAY_MS),
+        "{took:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.root.join("enroll/join-token")).expect("token"),
+        TOKEN,
+        "the token was consumed"
+    );
+
+    drop(host);
     std::fs::remove_dir_all(&root).expect("cleanup");
 }
