@@ -8,7 +8,8 @@ Two guests on a bridge of our own (fmqi-br, 10.79.8.0/24, tap devices):
 - "pxe" boots from the network: the NIC's iPXE gets DHCP and boot.ipxe from dnsmasq (TFTP),
   then the kernel, the initrd and the squashfs root over HTTP; its join token and CA come on
   the kernel command line, its address from a static ip=.
-Both are enrolled with `ferrymq-agent pki enroll`; Terraform 1.0.3 applies
+Both get tokens from `pki new-token` and are enrolled with `ferrymq-agent pki enroll --fingerprint`
+(read on their consoles: a wrong one is refused before any proof); Terraform 1.0.3 applies
 examples/rabbitmq-single-instance on the VM; a client sends and receives a message through the
 broker's TLS endpoint on the guest (verified with the CA of `terraform output ca_certificate`).
 Then the same example with `encryption_options` on the VM's second data disk: the guest kernel
@@ -236,8 +237,15 @@ def deployment(net):
     subprocess.run([str(AGENT), "pki", "init", "--dir", str(pki)], check=True, capture_output=True)
     ca_pem = (pki / "ca.pem").read_text()
     shutil.copy(pki / "ca.pem", net["http"] / "ca.pem")
-    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": secrets.token_hex(20), "pxe": secrets.token_hex(20)},
+    return {"pki": pki, "ca_pem": ca_pem, "tokens": {"vm": new_token(), "pxe": new_token()},
             "volume_key": secrets.token_hex(32).encode()}
+
+
+def new_token() -> str:
+    """A join token as an operator makes one: `pki new-token` (256 bits, 64 hex characters)."""
+    token = subprocess.run([str(AGENT), "pki", "new-token"], check=True, capture_output=True, text=True).stdout
+    assert re.fullmatch(r"[0-9a-f]{64}\n", token), repr(token)
+    return token.strip()
 
 
 @pytest.fixture(scope="module")
@@ -305,18 +313,31 @@ def test_03_pxe_guest_boots_through_ipxe_to_a_ready_agent(guests):
     DONE.add("pxe_ready")
 
 
-def enroll(deployment, guest: Guest, token: str) -> subprocess.CompletedProcess:
+def bootstrap_fingerprint(guest: Guest) -> str:
+    """The SHA-256 of the bootstrap certificate the guest serves, as its console prints it (the
+    last one: the agent makes a new certificate at every start)."""
+    found = re.findall(r"bootstrap certificate sha256 ([0-9a-f]{64})", guest.console())
+    assert found, f"{guest.name}: no bootstrap fingerprint on the console\n{guest.console_tail()}"
+    return found[-1]
+
+
+def enroll(deployment, guest: Guest, token: str, fingerprint: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(AGENT), "pki", "enroll", "--dir", str(deployment["pki"]), "--host", guest.ip,
-                           f"--token={token}"], capture_output=True, text=True, timeout=300)
+                           f"--token={token}", f"--fingerprint={fingerprint}"],
+                          capture_output=True, text=True, timeout=300)
 
 
 def test_04_both_guests_enroll_once_and_switch_to_mtls_with_systemd_supervision(guests, deployment):
     need("vm_ready", "pxe_ready")
     for name in ("vm", "pxe"):
         g, token = guests[name], deployment["tokens"][name]
-        res = enroll(deployment, g, token)
+        fingerprint = bootstrap_fingerprint(g)
+        # Another host's fingerprint: refused in the TLS handshake, before any proof is sent.
+        wrong = enroll(deployment, g, token, "0" * 64)
+        assert wrong.returncode != 0 and "no proof was sent" in wrong.stderr, f"{name}: {wrong.stderr}"
+        res = enroll(deployment, g, token, fingerprint)
         assert res.returncode == 0, f"{name}: {res.stderr}\n{g.console_tail()}"
-        replay = enroll(deployment, g, token)
+        replay = enroll(deployment, g, token, fingerprint)
         assert replay.returncode != 0, f"{name}: a replayed token was accepted"
         wait_until(lambda: 'supervisor="systemd"' in g.console() or "supervisor=systemd" in g.console(), 120,
                    lambda: f"{name}: the agent serving with the systemd supervisor\n{g.console_tail()}")

@@ -69,7 +69,9 @@ enum Command {
         tls_dir: PathBuf,
         /// Where a host without agent.pem finds its join token and the deployment CA
         /// (join-token, ca.pem), or imports them from the kernel command line or a NoCloud
-        /// seed; the host then serves only enrollment until enrolled. Unset: no enrollment.
+        /// seed; the host then serves only enrollment until enrolled, writing there the
+        /// fingerprint of its bootstrap certificate (bootstrap-fingerprint) and its count of
+        /// wrong proofs (enrollment-lockout). Unset: no enrollment.
         #[arg(long, env = "FERRYMQ_ENROLLMENT_DIR")]
         enrollment_dir: Option<PathBuf>,
         /// A mounted NoCloud seed (CIDATA) to read the token and CA from.
@@ -94,6 +96,14 @@ enum Command {
         /// leaves the change for the next window.
         #[arg(long, env = "FERRYMQ_ROLLBACK_AFTER", default_value_t = maintenance::DEFAULT_ROLLBACK_AFTER.as_secs())]
         rollback_after: u64,
+        /// Milliseconds every wrong join token proof waits before it is answered (attempts are
+        /// answered one at a time, so this bounds the guessing rate of all clients together).
+        #[arg(long, env = "FERRYMQ_ENROLL_FAILURE_DELAY_MS", default_value_t = 1000)]
+        enroll_failure_delay_ms: u64,
+        /// Seconds enrollment is locked after 5 wrong proofs (each further one doubles it, up
+        /// to a day); a new join token unlocks at once.
+        #[arg(long, env = "FERRYMQ_ENROLL_LOCKOUT_SECONDS", default_value_t = 60)]
+        enroll_lockout_seconds: u64,
     },
     /// Appliance images: stage one to be switched to in the brokers' maintenance window.
     Image {
@@ -201,7 +211,14 @@ enum PkiCommand {
         /// The host's one-time join token (or FERRYMQ_JOIN_TOKEN).
         #[arg(long, env = "FERRYMQ_JOIN_TOKEN", hide_env_values = true)]
         token: String,
+        /// SHA-256 of the host's bootstrap certificate, as its console prints it (also in
+        /// bootstrap-fingerprint in its enrollment directory): checked in the TLS handshake,
+        /// before any proof of the token is sent.
+        #[arg(long, env = "FERRYMQ_BOOTSTRAP_FINGERPRINT")]
+        fingerprint: enrollment::fingerprint::Fingerprint,
     },
+    /// Print a fresh join token (256 bits from the OS RNG, 64 hex characters): one per host.
+    NewToken,
 }
 
 fn main() -> Result<()> {
@@ -304,7 +321,16 @@ fn main() -> Result<()> {
                 }
                 Ok(())
             }
-            PkiCommand::Enroll { dir, host, token } => {
+            PkiCommand::NewToken => {
+                println!("{}", enrollment::token::new_token()?);
+                Ok(())
+            }
+            PkiCommand::Enroll {
+                dir,
+                host,
+                token,
+                fingerprint,
+            } => {
                 let host: SocketAddr = match host.parse::<IpAddr>() {
                     Ok(ip) => SocketAddr::new(ip, ferrymq_api::DEFAULT_AGENT_PORT),
                     Err(_) => host
@@ -312,8 +338,12 @@ fn main() -> Result<()> {
                         .with_context(|| format!("--host {host:?} is not IP or IP:PORT"))?,
                 };
                 let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                tokio::runtime::Runtime::new()?
-                    .block_on(enrollment::operator::enroll(&dir, host, &token))?;
+                tokio::runtime::Runtime::new()?.block_on(enrollment::operator::enroll(
+                    &dir,
+                    host,
+                    &token,
+                    fingerprint,
+                ))?;
                 println!("enrolled {host}");
                 Ok(())
             }
@@ -328,6 +358,8 @@ fn main() -> Result<()> {
             metrics_listen,
             bundle_source,
             rollback_after,
+            enroll_failure_delay_ms,
+            enroll_lockout_seconds,
         } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -348,7 +380,12 @@ fn main() -> Result<()> {
                             pki::AGENT_CERT
                         );
                     };
-                    enroll_first(listen, &dir, &seed_dir, &tls_dir).await?;
+                    let policy = enrollment::lockout::Policy {
+                        failure_delay: Duration::from_millis(enroll_failure_delay_ms),
+                        first_lock: Duration::from_secs(enroll_lockout_seconds),
+                        ..Default::default()
+                    };
+                    enroll_first(listen, &dir, &seed_dir, &tls_dir, policy).await?;
                 }
                 serve(
                     listen,
@@ -365,15 +402,19 @@ fn main() -> Result<()> {
     }
 }
 
-/// Waits for a join token (saying so on the console), then serves enrollment until enrolled.
+/// Waits for a good join token (saying so on the console: none, or a weak one), then serves
+/// enrollment until enrolled.
 async fn enroll_first(
     listen: SocketAddr,
     dir: &std::path::Path,
     seed_dir: &std::path::Path,
     tls_dir: &std::path::Path,
+    policy: enrollment::lockout::Policy,
 ) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut said = false;
+    // The last error said, so a different one (say, another weak token) is said again.
+    let mut said_error = String::new();
     loop {
         let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
         match enrollment::material::ensure(dir, &cmdline, Some(seed_dir)).await {
@@ -392,9 +433,14 @@ async fn enroll_first(
                 said = true;
             }
             Ok(None) => {}
-            Err(e) if !said => {
-                tracing::error!("enrollment material: {e:#}");
-                readiness::ready("bad enrollment material");
+            Err(e) if format!("{e:#}") != said_error => {
+                said_error = format!("{e:#}");
+                tracing::error!("enrollment material: {said_error}");
+                readiness::ready(if e.is::<enrollment::material::WeakTokenError>() {
+                    "weak join token: cannot be enrolled"
+                } else {
+                    "bad enrollment material"
+                });
                 said = true;
             }
             Err(_) => {}
@@ -403,7 +449,7 @@ async fn enroll_first(
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
     }
     readiness::ready("not enrolled: serving enrollment");
-    enrollment::service::serve_until_enrolled(listen, dir, tls_dir).await
+    enrollment::service::serve_until_enrolled(listen, dir, tls_dir, policy).await
 }
 
 async fn serve(

@@ -10,7 +10,12 @@
 //! is found is written to the enrollment directory, so later boots read the file: a token on the
 //! kernel command line is imported only while the directory has never held one, so a consumed
 //! token coming back at the next boot is not a fresh token.
+//!
+//! Every token, whatever its source, must pass [`token::check_strength`] (128 bits): a weak one
+//! is refused with nothing written, and the host stays un-enrolled, saying so, until it gets a
+//! good one.
 
+use super::token::{self, WeakToken};
 use super::{CA_CERT, JOIN_TOKEN, JOIN_TOKEN_CONSUMED};
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -29,11 +34,28 @@ pub enum Origin {
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Origin::File => "the enrollment directory",
+            Origin::File => "the enrollment directory (join-token)",
             Origin::KernelCommandLine => "the kernel command line",
             Origin::Seed => "the NoCloud seed",
         })
     }
+}
+
+/// A join token refused by [`token::check_strength`], with where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "WEAK JOIN TOKEN from {origin}: {reason}. This host stays un-enrolled until it gets a token \
+     of at least {} random bits: make one with `ferrymq-agent pki new-token` and give it to the \
+     host instead",
+    token::MIN_TOKEN_BITS
+)]
+pub struct WeakTokenError {
+    pub origin: Origin,
+    pub reason: WeakToken,
+}
+
+fn strong(token: &str, origin: Origin) -> Result<(), WeakTokenError> {
+    token::check_strength(token).map_err(|reason| WeakTokenError { origin, reason })
 }
 
 /// A token and CA as given, before the CA is decoded or fetched.
@@ -107,11 +129,23 @@ fn write(path: &Path, text: &str, mode: u32) -> Result<()> {
     fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Refuses a weak unused token in the enrollment directory (a used one is refused anyway).
+fn check_file_token(dir: &Path) -> Result<()> {
+    match fs::read_to_string(dir.join(JOIN_TOKEN)) {
+        Ok(t) => Ok(strong(&t, Origin::File)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", dir.join(JOIN_TOKEN).display())),
+    }
+}
+
 /// Makes sure `dir` holds a join token and the CA. Returns where they came from, or `None` when
-/// this host has no enrollment material (it then cannot be enrolled and must say so).
+/// this host has no enrollment material (it then cannot be enrolled and must say so). A weak
+/// token, from any source, is a [`WeakTokenError`] (inside the `anyhow::Error`), with nothing
+/// imported from that source.
 pub async fn ensure(dir: &Path, cmdline: &str, seed_dir: Option<&Path>) -> Result<Option<Origin>> {
     let has_token = dir.join(JOIN_TOKEN).exists() || dir.join(JOIN_TOKEN_CONSUMED).exists();
     if has_token && dir.join(CA_CERT).exists() {
+        check_file_token(dir)?;
         return Ok(Some(Origin::File));
     }
     let mut found = from_cmdline(cmdline).map(|g| (g, Origin::KernelCommandLine));
@@ -130,8 +164,8 @@ pub async fn ensure(dir: &Path, cmdline: &str, seed_dir: Option<&Path>) -> Resul
     let Some((given, origin)) = found else {
         return Ok(None);
     };
-    if given.token.len() < 16 {
-        bail!("the join token from {origin} is shorter than 16 characters");
+    if !has_token {
+        strong(&given.token, origin)?;
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     if !dir.join(CA_CERT).exists() {
@@ -139,7 +173,10 @@ pub async fn ensure(dir: &Path, cmdline: &str, seed_dir: Option<&Path>) -> Resul
     }
     if !has_token {
         write(&dir.join(JOIN_TOKEN), &given.token, 0o600)?;
+        return Ok(Some(origin));
     }
+    // The token was already here (only the CA came from elsewhere).
+    check_file_token(dir)?;
     Ok(Some(origin))
 }
 
@@ -176,7 +213,7 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let b64 = base64::engine::general_purpose::STANDARD.encode(ca);
-        let cmdline = format!("ferrymq.join_token=0123456789abcdef0123 ferrymq.ca={b64}");
+        let cmdline = format!("ferrymq.join_token={STRONG} ferrymq.ca={b64}");
         assert_eq!(ensure(&dir, "quiet", None).await.expect("none"), None);
         assert_eq!(
             ensure(&dir, &cmdline, None).await.expect("cmdline"),
@@ -189,9 +226,78 @@ mod tests {
             Some(Origin::File)
         );
         assert!(!dir.join(JOIN_TOKEN).exists(), "a consumed token came back");
-        let short = format!("ferrymq.join_token=short ferrymq.ca={b64}");
-        let other = dir.join("other");
-        assert!(ensure(&other, &short, None).await.is_err());
         fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    const STRONG: &str = "5b0e8c7f21d94a36e1f0b9c2a7d4e8f3";
+    /// The token the attacker's test found accepted, and one the old 16-character rule passed.
+    const WEAK: [&str; 2] = ["0000000000001337", "0123456789abcdef0123"];
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+
+    fn weak_origin(e: &anyhow::Error) -> Origin {
+        e.downcast_ref::<WeakTokenError>()
+            .unwrap_or_else(|| panic!("not a weak token error: {e:#}"))
+            .origin
+    }
+
+    fn fresh(tag: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("ferrymq-weak-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_weak_token_is_refused_from_every_source_with_nothing_imported() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(CA);
+        for weak in WEAK {
+            // The kernel command line: refused, nothing written.
+            let dir = fresh("cmdline");
+            let cmdline = format!("quiet ferrymq.join_token={weak} ferrymq.ca={b64}");
+            let e = ensure(&dir, &cmdline, None)
+                .await
+                .expect_err("weak accepted");
+            assert_eq!(weak_origin(&e), Origin::KernelCommandLine);
+            let shown = format!("{e:#}");
+            assert!(shown.contains("the kernel command line"), "{shown}");
+            assert!(shown.contains("pki new-token"), "{shown}");
+            assert!(!dir.join(JOIN_TOKEN).exists(), "a weak token was imported");
+
+            // A NoCloud seed: the same.
+            let seed = fresh("seed");
+            fs::create_dir_all(&seed).expect("mkdir");
+            fs::write(
+                seed.join("user-data"),
+                format!("#cloud-config\nferrymq_join_token: {weak}\nferrymq_ca: {b64}\n"),
+            )
+            .expect("seed");
+            let e = ensure(&dir, "quiet", Some(&seed))
+                .await
+                .expect_err("weak accepted");
+            assert_eq!(weak_origin(&e), Origin::Seed);
+            assert!(format!("{e:#}").contains("the NoCloud seed"));
+            assert!(!dir.join(JOIN_TOKEN).exists(), "a weak token was imported");
+
+            // The file in the enrollment directory: refused, left as it is (the operator
+            // replaces it), and a good token elsewhere does not override it.
+            fs::create_dir_all(&dir).expect("mkdir");
+            fs::write(dir.join(JOIN_TOKEN), weak).expect("token");
+            fs::write(dir.join(CA_CERT), CA).expect("ca");
+            let good = format!("ferrymq.join_token={STRONG} ferrymq.ca={b64}");
+            let e = ensure(&dir, &good, None).await.expect_err("weak accepted");
+            assert_eq!(weak_origin(&e), Origin::File);
+            assert!(format!("{e:#}").contains("join-token"));
+            assert_eq!(
+                fs::read_to_string(dir.join(JOIN_TOKEN)).expect("token"),
+                weak
+            );
+            // Replaced by a good one, it is taken.
+            fs::write(dir.join(JOIN_TOKEN), STRONG).expect("token");
+            assert_eq!(
+                ensure(&dir, "quiet", None).await.expect("good"),
+                Some(Origin::File)
+            );
+            fs::remove_dir_all(&dir).expect("cleanup");
+            fs::remove_dir_all(&seed).expect("cleanup");
+        }
     }
 }

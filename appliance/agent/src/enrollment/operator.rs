@@ -1,10 +1,14 @@
-//! The operator side of enrollment, `ferrymq-agent pki enroll --dir PKI --host ADDR --token T`:
-//! proves the token over the host's bootstrap certificate, checks the host's proof, signs the
-//! host's CSR with the deployment CA (for ADDR, server and client use) and installs it, then
-//! checks that the host answers the mutual-TLS API with the deployment's client certificate.
+//! The operator side of enrollment, `ferrymq-agent pki enroll --dir PKI --host ADDR --token T
+//! --fingerprint SHA256`: checks in the TLS handshake that the host shows the bootstrap
+//! certificate the operator read on its console (nothing is proven to anyone else: one proof
+//! lets a weak token be guessed offline), proves the token over that certificate, checks the
+//! host's proof, signs the host's CSR with the deployment CA (for ADDR, server and client use)
+//! and installs it, then checks that the host answers the mutual-TLS API with the deployment's
+//! client certificate.
 
+use super::fingerprint::Fingerprint;
 use super::proof::{self, Purpose};
-use super::service::fingerprint;
+use super::token::{self, WeakToken};
 use crate::pki;
 use anyhow::{bail, Context, Result};
 use ferrymq_api::agent::agent_client::AgentClient;
@@ -25,10 +29,34 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 /// How far behind the operator's clock a host being enrolled may be.
 const ENROLL_CLOCK_SKEW: time::Duration = time::Duration::days(1);
 
-/// Accepts the host's self-signed bootstrap certificate but records it: the proofs are bound to
-/// it. The handshake signature is still checked, so the peer holds that certificate's key.
+/// Why `pki enroll` stopped before proving anything.
+#[derive(Debug, thiserror::Error)]
+pub enum RefusedHost {
+    #[error(
+        "host {host} shows bootstrap certificate sha256 {seen}, not {expected} (--fingerprint): \
+         it is not the host you read the fingerprint from, or its agent restarted since (read \
+         the fingerprint again on its console or in its bootstrap-fingerprint file); no proof \
+         was sent"
+    )]
+    WrongFingerprint {
+        host: SocketAddr,
+        seen: Fingerprint,
+        expected: Fingerprint,
+    },
+    #[error(
+        "the join token given is too weak ({0}); no host accepts it: give the host a token made \
+         with `ferrymq-agent pki new-token`"
+    )]
+    WeakToken(WeakToken),
+}
+
+/// Accepts only the host's bootstrap certificate with the expected fingerprint, and records
+/// the certificate shown: the proofs are bound to it, and a mismatch is reported with both
+/// fingerprints. A wrong certificate fails the handshake, so no request (and no proof) can
+/// follow. The handshake signature is still checked, so the peer holds that certificate's key.
 #[derive(Debug)]
 struct RecordingVerifier {
+    expected: Fingerprint,
     seen: Arc<Mutex<Option<Vec<u8>>>>,
     provider: Arc<CryptoProvider>,
 }
@@ -44,6 +72,11 @@ impl ServerCertVerifier for RecordingVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Ok(mut seen) = self.seen.lock() {
             *seen = Some(end_entity.to_vec());
+        }
+        if Fingerprint::of(end_entity) != self.expected {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }
@@ -83,8 +116,15 @@ impl ServerCertVerifier for RecordingVerifier {
     }
 }
 
-/// Enrolls the host at `host` with `token`, using the CA in `pki_dir`.
-pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()> {
+/// Enrolls the host at `host` with `token`, using the CA in `pki_dir`, if it shows the bootstrap
+/// certificate `expected`.
+pub async fn enroll(
+    pki_dir: &Path,
+    host: SocketAddr,
+    token: &str,
+    expected: Fingerprint,
+) -> Result<()> {
+    token::check_strength(token).map_err(RefusedHost::WeakToken)?;
     let ca_pem = std::fs::read_to_string(pki_dir.join(pki::CA_CERT))
         .with_context(|| format!("reading {}", pki_dir.join(pki::CA_CERT).display()))?;
     let ca_key_path = pki_dir.join(pki::CA_KEY);
@@ -102,12 +142,14 @@ pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()>
         .context("TLS versions")?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
+            expected,
             seen: seen.clone(),
             provider,
         }))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let shown = || seen.lock().ok().and_then(|s| s.clone());
     let channel = Endpoint::from_shared(format!("http://{host}"))
         .context("host address")?
         .connect_timeout(Duration::from_secs(10))
@@ -121,17 +163,23 @@ pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()>
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }))
-        .await
-        .with_context(|| format!("connecting to the enrollment service of {host}"))?;
-    let bootstrap_der = seen
-        .lock()
-        .ok()
-        .and_then(|s| s.clone())
-        .context("the host showed no certificate")?;
-    println!(
-        "host {host}: bootstrap certificate sha256 {}",
-        fingerprint(&bootstrap_der)
-    );
+        .await;
+    // The handshake failed on another certificate: say so with both fingerprints.
+    if let Some(der) = shown() {
+        let seen = Fingerprint::of(&der);
+        if seen != expected {
+            return Err(RefusedHost::WrongFingerprint {
+                host,
+                seen,
+                expected,
+            }
+            .into());
+        }
+    }
+    let channel =
+        channel.with_context(|| format!("connecting to the enrollment service of {host}"))?;
+    let bootstrap_der = shown().context("the host showed no certificate")?;
+    println!("host {host}: bootstrap certificate sha256 {expected} as expected");
 
     let mut client = EnrollmentClient::new(channel);
     let answer = client
@@ -139,7 +187,13 @@ pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()>
             client_proof: proof::prove(token, Purpose::Client, &bootstrap_der, b""),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("host {host} refused enrollment: {}", s.message()))?
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "host {host} refused enrollment ({:?}): {}",
+                s.code(),
+                s.message()
+            )
+        })?
         .into_inner();
     if !proof::verify(
         token,
@@ -182,7 +236,13 @@ pub async fn enroll(pki_dir: &Path, host: SocketAddr, token: &str) -> Result<()>
             broker_ca_pem,
         })
         .await
-        .map_err(|s| anyhow::anyhow!("host {host} refused its certificate: {}", s.message()))?;
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "host {host} refused its certificate ({:?}): {}",
+                s.code(),
+                s.message()
+            )
+        })?;
 
     wait_for_api(pki_dir, &ca_pem, host).await
 }

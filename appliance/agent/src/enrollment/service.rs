@@ -4,13 +4,16 @@
 //!
 //! What protects the token: it never crosses the wire (see [`super::proof`]); TLS keeps the CSR
 //! and certificate exchange private, and both proofs are bound to the bootstrap certificate, so
-//! a relay in the middle (which must show its own certificate) gets nothing it can use. An
-//! operator who wants more can compare the bootstrap fingerprint the console prints with the
-//! one `pki enroll` prints.
+//! a relay in the middle (which must show its own certificate) gets nothing it can use. The host
+//! prints its bootstrap fingerprint (and writes it to `bootstrap-fingerprint`), which `pki
+//! enroll --fingerprint` checks before it proves anything. Guessing is slowed and then locked
+//! out (see [`super::lockout`]); a wrong proof never consumes the token.
 
+use super::fingerprint::Fingerprint;
+use super::lockout::{AfterFailure, Lockout, LockoutError, Policy};
 use super::proof::{self, Purpose};
-use super::token::{TokenError, TokenStore};
-use super::{CA_CERT, PENDING_BROKER_CA_KEY, PENDING_KEY};
+use super::token::{self, TokenError, TokenStore};
+use super::{BOOTSTRAP_FINGERPRINT, CA_CERT, PENDING_BROKER_CA_KEY, PENDING_KEY};
 use crate::pki;
 use anyhow::{Context, Result};
 use ferrymq_api::agent::enrollment_server::{Enrollment, EnrollmentServer};
@@ -20,11 +23,11 @@ use ferrymq_api::agent::{
 use rcgen::{CertificateParams, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use sha2::{Digest, Sha256};
 use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::{oneshot, Mutex};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
@@ -34,8 +37,23 @@ pub struct EnrollmentService {
     enrollment_dir: PathBuf,
     tls_dir: PathBuf,
     bootstrap_der: Vec<u8>,
+    lockout: Lockout,
     /// One enrollment step at a time; the token's rename is the real guard against replays.
+    /// Held through a wrong proof's delay, so guesses from many connections queue behind it.
     step: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn locked(e: LockoutError) -> Status {
+    match e {
+        e @ LockoutError::Locked { .. } => {
+            tracing::warn!("enrollment refused: {e}");
+            Status::resource_exhausted(e.to_string())
+        }
+        LockoutError::Io(m) => {
+            tracing::error!("enrollment: {m}");
+            Status::internal(m)
+        }
+    }
 }
 
 fn refusal(e: TokenError) -> Status {
@@ -64,6 +82,16 @@ impl Enrollment for EnrollmentService {
             return Err(Status::failed_precondition("this host is already enrolled"));
         }
         let token = self.tokens.unused().map_err(refusal)?;
+        // The file may have been replaced since the host checked it at start.
+        if let Err(weak) = token::check_strength(&token) {
+            return Err(Status::failed_precondition(format!(
+                "this host's join token is too weak ({weak}): give it one made with \
+                 `ferrymq-agent pki new-token`"
+            )));
+        }
+        self.lockout
+            .check(&token, SystemTime::now())
+            .map_err(locked)?;
         if !proof::verify(
             &token,
             Purpose::Client,
@@ -71,11 +99,14 @@ impl Enrollment for EnrollmentService {
             b"",
             &req.client_proof,
         ) {
-            tracing::warn!(?peer, "enrollment refused: wrong join token proof");
-            return Err(Status::unauthenticated("wrong join token"));
+            return Err(self.wrong_proof(&token, peer).await);
         }
         // Consumed on disk before anything else happens: a replay finds no token.
         self.tokens.consume().map_err(refusal)?;
+        // The token is spent: a count left behind only concerns it, so this is not fatal.
+        if let Err(e) = self.lockout.clear() {
+            tracing::warn!("enrollment: {e}");
+        }
         let key = KeyPair::generate()
             .context("generating the host key")
             .map_err(internal)?;
@@ -127,6 +158,7 @@ impl Enrollment for EnrollmentService {
         &self,
         req: Request<InstallCertificateRequest>,
     ) -> Result<Response<InstallCertificateResponse>, Status> {
+        let peer = req.remote_addr();
         let req = req.into_inner();
         let mut guard = self.step.lock().await;
         if guard.is_none() {
@@ -136,6 +168,9 @@ impl Enrollment for EnrollmentService {
             TokenError::Missing => Status::failed_precondition("no enrollment in progress"),
             e => refusal(e),
         })?;
+        self.lockout
+            .check(&token, SystemTime::now())
+            .map_err(locked)?;
         if !proof::verify(
             &token,
             Purpose::Install,
@@ -143,7 +178,7 @@ impl Enrollment for EnrollmentService {
             format!("{}{}", req.certificate_pem, req.broker_ca_pem).as_bytes(),
             &req.client_proof,
         ) {
-            return Err(Status::unauthenticated("wrong join token"));
+            return Err(self.wrong_proof(&token, peer).await);
         }
         self.install(&req.certificate_pem, &req.broker_ca_pem)
             .map_err(|e| Status::invalid_argument(format!("{e:#}")))?;
@@ -157,6 +192,36 @@ impl Enrollment for EnrollmentService {
 }
 
 impl EnrollmentService {
+    /// Counts a wrong proof (on disk, before answering), waits the failure delay while holding
+    /// the enrollment step, and says how many attempts are left. The token is left unused.
+    async fn wrong_proof(&self, token: &str, peer: Option<SocketAddr>) -> Status {
+        let after = self.lockout.failed(token, SystemTime::now());
+        tokio::time::sleep(self.lockout.failure_delay()).await;
+        match after {
+            Ok(AfterFailure::Left(left)) => {
+                tracing::warn!(?peer, left, "enrollment refused: wrong join token proof");
+                Status::unauthenticated(format!(
+                    "wrong join token ({left} more wrong attempt(s) lock this host's enrollment)"
+                ))
+            }
+            Ok(AfterFailure::Locked(lock)) => {
+                tracing::warn!(
+                    ?peer,
+                    lock_seconds = lock.as_secs(),
+                    "enrollment refused: wrong join token proof; enrollment now LOCKED"
+                );
+                Status::unauthenticated(format!(
+                    "wrong join token; enrollment of this host is now locked for {} s (every \
+                     attempt refused, even with the right token): check the token and the \
+                     host's fingerprint, or give the host a new token (`ferrymq-agent pki \
+                     new-token`)",
+                    lock.as_secs()
+                ))
+            }
+            Err(e) => locked(e),
+        }
+    }
+
     /// Checks the certificate (issued by the deployment CA, for the pending key) and installs
     /// it with the key and the CA; `agent.pem` is written last, as it marks the host enrolled.
     fn install(&self, cert_pem: &str, broker_ca_pem: &str) -> Result<()> {
@@ -221,21 +286,13 @@ fn pem_certificate(pem: &str) -> Result<CertificateDer<'static>> {
     CertificateDer::from_pem_slice(pem.as_bytes()).context("not a PEM certificate")
 }
 
-/// SHA-256 of a certificate, as `ab:cd:…`, for an operator to compare.
-pub fn fingerprint(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// Serves enrollment on `listen` until a certificate is installed. Returns then, with the host
 /// enrolled; the caller serves the agent API next.
 pub async fn serve_until_enrolled(
     listen: SocketAddr,
     enrollment_dir: &Path,
     tls_dir: &Path,
+    policy: Policy,
 ) -> Result<()> {
     fs::create_dir_all(tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
     let bootstrap = rcgen::generate_simple_self_signed(vec!["ferrymq-bootstrap".to_string()])
@@ -247,11 +304,21 @@ pub async fn serve_until_enrolled(
         enrollment_dir: enrollment_dir.to_path_buf(),
         tls_dir: tls_dir.to_path_buf(),
         bootstrap_der: bootstrap_der.clone(),
+        lockout: Lockout::new(enrollment_dir, policy),
         step: Mutex::new(Some(done_tx)),
     };
+    // The operator checks this before proving anything (`pki enroll --fingerprint`). A new
+    // bootstrap key is made at every start, so the file and the console always show the one
+    // being served.
+    let fingerprint = Fingerprint::of(&bootstrap_der);
+    let fingerprint_file = enrollment_dir.join(BOOTSTRAP_FINGERPRINT);
+    fs::write(&fingerprint_file, format!("{fingerprint}\n"))
+        .with_context(|| format!("writing {}", fingerprint_file.display()))?;
     tracing::warn!(
-        "not enrolled: serving only enrollment on {listen} (bootstrap certificate sha256 {})",
-        fingerprint(&bootstrap_der)
+        "not enrolled: serving only enrollment on {listen} (bootstrap certificate sha256 \
+         {fingerprint}; also in {}): enroll with `ferrymq-agent pki enroll --fingerprint \
+         {fingerprint}`",
+        fingerprint_file.display()
     );
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(
@@ -264,5 +331,8 @@ pub async fn serve_until_enrolled(
             let _ = done_rx.await;
         })
         .await
-        .context("serving enrollment")
+        .context("serving enrollment")?;
+    // Enrolled: that certificate is gone with the enrollment service.
+    let _ = fs::remove_file(&fingerprint_file);
+    Ok(())
 }

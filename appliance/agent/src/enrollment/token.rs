@@ -2,11 +2,102 @@
 //! `join-token.consumed` (atomic: of two racing enrollments exactly one rename succeeds), and only
 //! then does the host make a key and answer. The consumed token stays until the certificate is
 //! installed (the install call is proven with it) and is deleted then.
+//!
+//! It also holds the one rule for how strong a token must be ([`check_strength`]), applied to
+//! every source (file, kernel command line, seed), by the host before it serves enrollment and
+//! by `pki enroll` before it proves anything, and the maker of good tokens ([`new_token`]).
 
 use super::{JOIN_TOKEN, JOIN_TOKEN_CONSUMED};
+use std::collections::BTreeSet;
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
+
+/// The least a join token must carry. An attacker who saw one proof (see [`super::proof`]) can
+/// guess the token offline at GPU speed; 128 bits keep that out of reach.
+pub const MIN_TOKEN_BITS: usize = 128;
+/// Hex characters carry 4 bits each: 32 of them make 128 bits.
+pub const MIN_HEX_CHARS: usize = MIN_TOKEN_BITS.div_ceil(4);
+/// Base64 (standard or URL-safe, padding not counted) characters carry 6 bits each.
+pub const MIN_BASE64_CHARS: usize = MIN_TOKEN_BITS.div_ceil(6);
+/// A random 32-character hex string has fewer than 8 distinct characters with a probability of
+/// about 1e-7 (22 base64 characters fewer than 10: about 1e-8); fewer betrays a made-up token
+/// such as `00000000000000000000000000001337`.
+const MIN_DISTINCT_HEX: usize = 8;
+const MIN_DISTINCT_BASE64: usize = 10;
+/// What [`new_token`] reads from the OS RNG: 256 bits, twice the minimum.
+const NEW_TOKEN_BYTES: usize = 32;
+
+/// Why a join token is too weak to protect a host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeakToken {
+    #[error("it is empty")]
+    Empty,
+    /// (Which character is not said: even a refused token is not logged.)
+    #[error("it has characters other than hex or base64, so its strength cannot be told")]
+    Alphabet,
+    #[error(
+        "{len} {alphabet} characters carry {bits} bits; at least {MIN_TOKEN_BITS} are needed \
+         ({need} {alphabet} characters)"
+    )]
+    TooShort {
+        len: usize,
+        alphabet: &'static str,
+        bits: usize,
+        need: usize,
+    },
+    #[error("it has only {distinct} distinct characters: it was not drawn at random")]
+    Repetitive { distinct: usize },
+}
+
+/// The measure of a token's entropy: its length times the bits of the smallest alphabet it fits
+/// (hex: 4, base64/base64url: 6), which is what it carries if it was drawn at random from that
+/// alphabet, plus a check that it does not repeat a few characters (a made-up token). No measure
+/// can tell a random string from a clever made-up one: make tokens with [`new_token`]
+/// (`ferrymq-agent pki new-token`).
+pub fn check_strength(token: &str) -> Result<(), WeakToken> {
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(WeakToken::Empty);
+    }
+    let (alphabet, bits_per_char, need, min_distinct, chars) =
+        if token.chars().all(|c| c.is_ascii_hexdigit()) {
+            let chars: Vec<char> = token.chars().map(|c| c.to_ascii_lowercase()).collect();
+            ("hex", 4, MIN_HEX_CHARS, MIN_DISTINCT_HEX, chars)
+        } else {
+            let body = token.trim_end_matches('=');
+            if !body
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '-' | '_'))
+            {
+                return Err(WeakToken::Alphabet);
+            }
+            let chars = body.chars().collect();
+            ("base64", 6, MIN_BASE64_CHARS, MIN_DISTINCT_BASE64, chars)
+        };
+    if chars.len() < need {
+        return Err(WeakToken::TooShort {
+            len: chars.len(),
+            alphabet,
+            bits: chars.len() * bits_per_char,
+            need,
+        });
+    }
+    let distinct = chars.iter().collect::<BTreeSet<_>>().len();
+    if distinct < min_distinct {
+        return Err(WeakToken::Repetitive { distinct });
+    }
+    Ok(())
+}
+
+/// A fresh join token: 32 bytes from the kernel's RNG (`/dev/urandom`, which never blocks once
+/// the kernel is seeded and is what `getrandom(2)` reads), as 64 lowercase hex characters: safe on
+/// a kernel command line, in YAML and in a file, and far above [`MIN_TOKEN_BITS`].
+pub fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; NEW_TOKEN_BYTES];
+    fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -94,6 +185,58 @@ mod tests {
         fs::write(dir.join(JOIN_TOKEN), "secret\n").expect("write");
         let s = TokenStore::new(&dir);
         (dir, s)
+    }
+
+    #[test]
+    fn only_tokens_of_128_bits_pass() {
+        // The attacker's token, and tokens the old 16-character rule let through.
+        for weak in [
+            "0000000000001337",
+            "00000000000000000000000000001337",
+            "0123456789abcdef0123",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "q8T3vR1xZk0pWm5sLd7yH",
+            "correct horse battery staple and more",
+            "",
+            "   ",
+        ] {
+            assert!(check_strength(weak).is_err(), "{weak:?} passed");
+        }
+        assert!(matches!(
+            check_strength("0123456789abcdef0123"),
+            Err(WeakToken::TooShort {
+                len: 20,
+                bits: 80,
+                need: 32,
+                ..
+            })
+        ));
+        assert!(matches!(
+            check_strength("00000000000000000000000000001337"),
+            Err(WeakToken::Repetitive { distinct: 4 })
+        ));
+        assert_eq!(
+            check_strength("pass word with spaces, 1234567890"),
+            Err(WeakToken::Alphabet)
+        );
+        for strong in [
+            "3f9a1c07be52d48e6a0f9c2b7d1e5a43", // 32 hex: 128 bits
+            "q8T3vR1xZk0pWm5sLd7yHc",           // 22 base64url: 132 bits
+            "Zr4k/9Qe+Lm2Xw7Tb0Yc1A==",         // openssl rand -base64 16
+            "q8T3vR1xZk0pWm5sLd7yHc2nBf4gJa9e", // the integration tests' token
+            &new_token().expect("random"),
+        ] {
+            assert_eq!(check_strength(strong), Ok(()), "{strong:?}");
+        }
+    }
+
+    #[test]
+    fn new_tokens_are_64_hex_characters_and_differ() {
+        let a = new_token().expect("random");
+        let b = new_token().expect("random");
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')), "{a}");
+        assert_ne!(a, b);
     }
 
     #[test]
