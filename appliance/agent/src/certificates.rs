@@ -17,8 +17,6 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -241,12 +239,7 @@ impl CertificateFiles {
 /// A rustls client configuration trusting only the deployment CA: the agent's probes and
 /// management calls check the broker's certificate as any client would.
 pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.context("parsing the deployment CA")?)
-            .context("adding the deployment CA")?;
-    }
+    let roots = crate::pki::deployment_roots(ca_pem)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -260,6 +253,8 @@ pub fn client_config(ca_pem: &str) -> Result<Arc<rustls::ClientConfig>> {
 mod tests {
     use super::*;
     use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
 
     fn ca(dir: &Path) -> BrokerCa {
         let _ = std::fs::remove_dir_all(dir);

@@ -78,14 +78,9 @@ pub fn server_config(
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ServerConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots
-            .add(cert.context("parsing the deployment CA")?)
-            .context("adding the deployment CA")?;
-    }
+    let roots = crate::pki::deployment_roots(ca_pem)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .context("the client certificate verifier")?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -71,15 +71,9 @@ pub struct Identities {
 impl Identities {
     pub fn new(ca_pem: &str) -> anyhow::Result<Self> {
         use anyhow::Context;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-            roots
-                .add(cert.context("parsing the deployment CA")?)
-                .context("adding the deployment CA")?;
-        }
+        let roots = super::deployment_roots(ca_pem)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let direct = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        let direct = WebPkiClientVerifier::builder_with_provider(roots, provider)
             .build()
             .context("the client certificate verifier")?;
         Ok(Identities { direct })

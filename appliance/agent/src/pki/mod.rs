@@ -183,6 +183,22 @@ pub fn permitted_names(pem: &str) -> Result<Vec<PermittedName>> {
         .collect())
 }
 
+/// The deployment CA as the only trust anchor: what every check of a FerryMQ certificate uses.
+pub fn deployment_roots(ca_pem: &str) -> Result<std::sync::Arc<rustls::RootCertStore>> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots
+            .add(cert.context("parsing the deployment CA")?)
+            .context("adding the deployment CA")?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "the deployment CA PEM holds no certificate"
+    );
+    Ok(std::sync::Arc::new(roots))
+}
+
 /// Creates the deployment CA and the operator's client certificate in `dir`.
 pub fn init(dir: &Path, ca_lifetime: Lifetime, client_lifetime: Lifetime) -> Result<()> {
     if dir.join(CA_KEY).exists() {

@@ -266,12 +266,9 @@ fn sorted(a: &[IpAddr]) -> Vec<IpAddr> {
 }
 
 fn server_verifier(ca_pem: &str) -> Result<Arc<rustls::client::WebPkiServerVerifier>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(der(ca_pem)?)
-        .context("adding the deployment CA")?;
+    let roots = super::deployment_roots(ca_pem)?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+    rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
         .build()
         .context("the server certificate verifier")
 }
