@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,18 @@ def assert_nothing_changed(host) -> None:
     assert plan.rc == 0, f"the operator's plan is not clean:\n{plan.output}"
 
 
+def certificate_ends(host) -> dict:
+    """`ferrymq_certificate_not_after_seconds` by certificate, from h1's metrics."""
+    with urllib.request.urlopen(host.metrics_url, timeout=30, context=host.metrics_context()) as r:
+        text = r.read().decode()
+    ends = {}
+    for line in text.splitlines():
+        if line.startswith("ferrymq_certificate_not_after_seconds{"):
+            what = line.split('certificate="', 1)[1].split('"', 1)[0]
+            ends[what] = float(line.rsplit(" ", 1)[1])
+    return ends
+
+
 def test_01_broker_on_a_host_with_short_lived_certificates(lab, host, tf_factory):
     # Host 1's certificates, issued again to end in LIFETIME seconds (its agent restarted to
     # serve them, as a host issued that way would start).
@@ -198,6 +211,11 @@ def test_01_broker_on_a_host_with_short_lived_certificates(lab, host, tf_factory
     S.s["specs"] = h1_spec_files(host)
     S.s["beam"] = host.rabbitmq_pids()
     assert S.s["specs"] and S.s["beam"]
+    # Certificates in their last 30 days warn: in the plan and in the metrics.
+    plan = tf.plan()
+    assert plan.rc == 0 and "a certificate ends soon" in plan.output and "pki renew" in plan.output, plan.output
+    ends = certificate_ends(host)
+    assert ends["agent"] - time.time() < LIFETIME + 60 and ends["broker-ca"] - time.time() < LIFETIME + 60, ends
     S.ok("broker")
 
 
@@ -292,7 +310,9 @@ def test_05_renewal_under_the_running_broker(lab, host):
     # The provider reaches h1 (its agent serves the renewed certificate), a new client verifies
     # the broker (served with the renewed broker CA), RabbitMQ kept running.
     plan = S.s["tf"].plan()
-    assert plan.rc == 0, plan.output
+    assert plan.rc == 0 and "a certificate ends soon" not in plan.output, plan.output
+    ends = certificate_ends(host)
+    assert ends["agent"] - time.time() > 300 * 86400 and ends["broker-ca"] - time.time() > 300 * 86400, ends
     tls.peer_certificate(host.address, 5671, tls.context())
     assert not amqp.login_error(S.s["endpoint"], APP["username"], APP["password"])
     assert host.rabbitmq_pids() == S.s["beam"], "the renewal restarted RabbitMQ"

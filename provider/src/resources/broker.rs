@@ -554,6 +554,14 @@ pub async fn read(creds: &Credentials, state: Value) -> ReadResponse {
             }
         }
     }
+    for (agent, status) in agents.iter().zip(&statuses) {
+        for warning in &status.certificate_warnings {
+            resp.diagnostics.push(Diagnostic::warning(
+                format!("FerryMQ broker ({id}): a certificate ends soon"),
+                format!("agent {}: {warning}", agent.address()),
+            ));
+        }
+    }
     resp.new_state = state_from(&statuses, &state);
     read_dedicated(creds, &id, &mut resp).await;
     resp

@@ -375,7 +375,8 @@ async fn converge_steps(
             status.certificate_supplied = true;
             if let Some(warning) = supplied_expiry_warning(&record, time::OffsetDateTime::now_utc())
             {
-                status.message = warning;
+                status.message = warning.clone();
+                status.certificate_warnings = vec![warning];
             }
             (record, renewed)
         }
@@ -392,6 +393,7 @@ async fn converge_steps(
             if !warnings.is_empty() {
                 status.message = warnings.join("; ");
             }
+            status.certificate_warnings = warnings;
             // A supplied certificate's key staged but no longer wanted has no use any more.
             remove_supplied_key(&ctx.certificate_files())?;
             ensure_certificate(ctx, spec, ca, &owner)?
