@@ -119,7 +119,8 @@ pub enum ListenerCheck {
 pub struct RenderedFile {
     pub path: PathBuf,
     pub contents: String,
-    /// Secrets (cookies, credentials) are written 0600 and owned by the engine's user.
+    /// Secrets (cookies, credentials) are written 0600, other files 0640; all are owned by
+    /// the engine's user.
     pub secret: bool,
     /// Whether a change takes a restart of the engine; files the engine re-reads by itself
     /// (ActiveMQ's JAAS user files) change without one.

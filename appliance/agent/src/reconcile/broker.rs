@@ -830,7 +830,9 @@ pub(super) fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool
         return Ok(false);
     }
     crate::store::write_atomically(&file.path, file.contents.as_bytes())?;
-    let mode = if file.secret { 0o600 } else { 0o644 };
+    // Nothing for others (configuration names queues and users); the engine's group may read
+    // what is not secret, as Debian's packages let it read /etc/rabbitmq and /etc/activemq.
+    let mode = if file.secret { 0o600 } else { 0o640 };
     fs::set_permissions(&file.path, fs::Permissions::from_mode(mode))?;
     chown(&file.path, Some(owner.uid), Some(owner.gid))
         .with_context(|| format!("chown {}", file.path.display()))?;

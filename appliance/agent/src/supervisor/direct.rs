@@ -14,6 +14,7 @@ use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,9 +104,11 @@ impl DirectSupervisor {
     }
 
     fn spawn(&self, unit: &UnitSpec) -> Result<i32> {
+        // The console log may name queues and users: made under the units' umask too.
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o666 & !super::UMASK)
             .open(&unit.console_log)
             .with_context(|| format!("opening {}", unit.console_log.display()))?;
         let user = match &unit.user {
@@ -352,6 +355,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode(&made), 0o600);
+        assert_eq!(mode(&dir.join("console.log")), 0o600);
         assert_eq!(mode(&dir.join("made.d")), 0o700);
         sup.stop("umask", Duration::from_secs(5)).expect("stop");
         sup.forget("umask").expect("forget");
