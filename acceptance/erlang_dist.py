@@ -38,11 +38,16 @@ def connect_from(netns: str, address: str, port: int) -> str:
     return res.stdout.strip() or f"error {res.stderr.strip()[-200:]}"
 
 
-def send_name(name: str = "attacker@10.0.0.1") -> bytes:
-    """An Erlang distribution handshake's first message (protocol 5): `n`, version 5, flags,
-    name, after a 2-byte length."""
-    body = b"n" + struct.pack(">HI", 5, 0x3FFFF) + name.encode()
-    return struct.pack(">H", len(body)) + body
+# Distribution flags an OTP 25 node takes (its mandatory ones, DFLAG_HANDSHAKE_23 among them).
+FLAGS = 0x17FFFFF
+
+
+def send_name(name: str = "attacker@10.0.0.1", length_bytes: int = 2) -> bytes:
+    """An Erlang distribution handshake's first message (OTP 23+'s `N`: flags, creation, name)
+    after its length: 2 bytes over plain TCP (`inet_tcp_dist`), 4 inside TLS
+    (`inet_tls_dist`)."""
+    body = b"N" + struct.pack(">QIH", FLAGS, 1, len(name)) + name.encode()
+    return struct.pack(">H" if length_bytes == 2 else ">I", len(body)) + body
 
 
 def plain_handshake_answer(address: str, port: int = DIST_PORT) -> bytes:
@@ -83,8 +88,9 @@ def tls_attempt(address: str, port: int, *, version: ssl.TLSVersion, certificate
         try:
             with ctx.wrap_socket(raw, server_hostname=address if ca_file else None) as s:
                 s.settimeout(3)
-                # A distribution handshake in TLS: a node that took the client answers it.
-                s.sendall(send_name())
+                # A distribution handshake in TLS: a node that took the client answers it
+                # (`sok`: go on with the cookie challenge).
+                s.sendall(send_name(length_bytes=4))
                 got = s.recv(64)
                 return "accepted" if got else "refused: closed after the handshake"
         except ssl.SSLError as e:

@@ -18,6 +18,7 @@ import os
 import re
 import socket
 import ssl
+import tempfile
 import signal
 import threading
 import time
@@ -209,8 +210,13 @@ def user_timeouts(h, peers) -> list:
 
 
 def node_certificate(h) -> tuple:
+    """(certificate with its chain, key) files of h's node certificate, as a peer presents it
+    (the peers trust the deployment CA, not h's broker CA: it must come with the leaf)."""
     d = h.brokers_dir / S.s["broker_id"] / "engine" / "node-tls"
-    return str(d / "server.pem"), str(d / "server-key.pem")
+    fd, path = tempfile.mkstemp(prefix="ferrymq-node-", suffix=".pem")
+    with os.fdopen(fd, "w") as f:
+        f.write((d / "server.pem").read_text() + (d / "chain.pem").read_text())
+    return path, str(d / "server-key.pem")
 
 
 def test_01a_distribution_takes_only_tls_peers_with_a_deployment_certificate(lab, hosts, tmp_path):
