@@ -158,6 +158,7 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
     assert all(i["role"] == "active" for i in values["instances"]), values["instances"]
     assert "cluster_secret" not in str(values)
     S.s["endpoint"] = out["load_balancer_endpoint"]
+    S.s["broker_id"] = out["broker_id"]
     print(f"agent of {hosts[1].name} killed and restarted mid-formation "
           f"({'its node already running' if S.s['agent_killed_with_beam'] else 'before its node started'})")
     assert len(hosts[1].rabbitmq_pids()) == 1, hosts[1].processes()
