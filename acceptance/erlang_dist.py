@@ -42,6 +42,18 @@ def connect_from(netns: str, address: str, port: int) -> str:
 FLAGS = 0x17FFFFF
 
 
+def rpc_os_cmd(netns: str, node: str, cookie: str) -> str:
+    """The attack: an Erlang node in `netns` that knows the cookie asks `node` to run `id`
+    (`rpc:call(Node, os, cmd, ["id"])`). Prints `uid=...` when it ran, else the failure
+    (`{badrpc,nodedown}`). The attacking node neither listens nor starts an epmd."""
+    expr = f'io:format("~p~n", [rpc:call(list_to_atom("{node}"), os, cmd, ["id"], 10000)]), halt().'
+    res = subprocess.run(["nsenter", f"--net=/run/netns/{netns}", "erl", "-noshell", "-name",
+                          f"attacker-{os.getpid()}@127.0.0.1", "-start_epmd", "false", "-dist_listen", "false",
+                          "-setcookie", cookie, "-eval", expr],
+                         capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": "/tmp"})
+    return (res.stdout + res.stderr).strip()
+
+
 def send_name(name: str = "attacker@10.0.0.1", length_bytes: int = 2) -> bytes:
     """An Erlang distribution handshake's first message (OTP 23+'s `N`: flags, creation, name)
     after its length: 2 bytes over plain TCP (`inet_tcp_dist`), 4 inside TLS
@@ -101,8 +113,10 @@ def tls_attempt(address: str, port: int, *, version: ssl.TLSVersion, certificate
 
 def read_as_nobody(path: Path) -> subprocess.CompletedProcess:
     """`cat` of a file as the unprivileged user nobody."""
-    return subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(path)],
-                          capture_output=True, text=True, timeout=30)
+    res = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat", str(path)],
+                         capture_output=True, timeout=30)
+    return subprocess.CompletedProcess(res.args, res.returncode, res.stdout.decode("latin-1"),
+                                       res.stderr.decode(errors="replace"))
 
 
 def open_to_others(root: Path) -> list[str]:

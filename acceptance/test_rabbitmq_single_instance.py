@@ -102,6 +102,11 @@ def test_02a_distribution_and_epmd_only_on_loopback(lab, host):
         assert not host.port_open(port), f"{host.address}:{port} accepts connections from the bridge"
     assert dist.connect_from(host.netns, "127.0.0.1", dist.EPMD_PORT) == "connected", \
         "no epmd on the host's loopback"
+    # The attack itself, with the cookie: no code runs on the node from another host.
+    cookie = (host.brokers_dir / S["broker_id"] / "engine" / ".erlang.cookie").read_text()
+    got = dist.rpc_os_cmd(others[0].netns, f"rabbit@{host.address}", cookie)
+    print(f"\nrpc:call(os, cmd, [\"id\"]) from {others[0].name} with the cookie: {got}")
+    assert "uid=" not in got, f"code ran on the node from {others[0].name}: {got}"
     res = dist.rabbitmqctl(host, S["broker_id"], "rabbit@127.0.0.1", "eval", "node().")
     assert res.returncode == 0 and "rabbit@127.0.0.1" in res.stdout, f"rabbitmqctl: {res.stdout}{res.stderr}"
 

@@ -519,53 +519,57 @@ fn ensure_certificate(
     ca: &BrokerCa,
     owner: &User,
 ) -> Result<(certificates::Record, bool)> {
-    let files = ctx.certificate_files();
     let names = certificate_names(spec);
-    let now = time::OffsetDateTime::now_utc();
-    let have = files.read_record();
-    if let Some(record) = have.as_ref().filter(|r| {
-        !certificates::needs_issue(Some(r), &names, ca, now) && files.private_key.exists()
-    }) {
-        return Ok((record.clone(), false));
+    let issued = ensure_issued(&ctx.certificate_files(), &names, ca, owner, |now| {
+        ca.issue(&names, now)
+    })?;
+    if issued.1 {
+        tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.0.not_after_rfc3339(), "server certificate issued");
     }
-    let issued = ca.issue(&names, now)?;
-    install_files(
-        &files,
-        owner,
-        &CertificateContents {
-            private_key_pem: &issued.private_key_pem,
-            certificate_pem: &issued.certificate_pem,
-            chain_pem: &issued.chain_pem,
-            trusted_ca_pem: &ca.deployment_ca_pem,
-            record: &issued.record,
-        },
-    )?;
-    tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.record.not_after_rfc3339(), "server certificate issued");
-    Ok((issued.record, true))
+    Ok(issued)
 }
 
 /// Issues the node certificate of a clustered broker's instance (see
-/// `Engine::wants_node_certificate`) when it has none, the host's address or broker CA
-/// changed, or it nears its end, as `ensure_certificate` does for the server certificate;
-/// returns whether it was (re)issued. Always from the host's broker CA, whatever serves
-/// clients: it is what the peers verify. The key is 0600 for the engine.
+/// `Engine::wants_node_certificate`) as `ensure_certificate` does the server certificate,
+/// for the host's address alone; returns whether it was (re)issued. Always from the host's
+/// broker CA, whatever serves clients: it is what the peers verify.
 fn ensure_node_certificate(
     ctx: &Context,
     spec: &BrokerSpec,
     ca: &BrokerCa,
     owner: &User,
 ) -> Result<bool> {
-    let files = ctx.node_certificate_files();
     let address = instance_address(spec).map_err(anyhow::Error::msg)?;
     let names = [address.to_string()];
-    let now = time::OffsetDateTime::now_utc();
-    let have = files.read_record();
-    if !certificates::needs_issue(have.as_ref(), &names, ca, now) && files.private_key.exists() {
-        return Ok(false);
+    let (record, issued) =
+        ensure_issued(&ctx.node_certificate_files(), &names, ca, owner, |now| {
+            ca.issue_node(address, now)
+        })?;
+    if issued {
+        tracing::info!(broker = %spec.broker_id, %address, not_after = %record.not_after_rfc3339(), "node certificate issued");
     }
-    let issued = ca.issue_node(address, now)?;
+    Ok(issued)
+}
+
+/// Issues a certificate into `files` with `issue` when there is none, its names or issuing CA
+/// changed, or it nears its end (`certificates::needs_issue`); returns its record and whether
+/// it was (re)issued. The key is 0600 for the engine.
+fn ensure_issued(
+    files: &CertificateFiles,
+    names: &[String],
+    ca: &BrokerCa,
+    owner: &User,
+    issue: impl FnOnce(time::OffsetDateTime) -> Result<certificates::Issued>,
+) -> Result<(certificates::Record, bool)> {
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(record) = files.read_record().filter(|r| {
+        !certificates::needs_issue(Some(r), names, ca, now) && files.private_key.exists()
+    }) {
+        return Ok((record, false));
+    }
+    let issued = issue(now)?;
     install_files(
-        &files,
+        files,
         owner,
         &CertificateContents {
             private_key_pem: &issued.private_key_pem,
@@ -575,8 +579,7 @@ fn ensure_node_certificate(
             record: &issued.record,
         },
     )?;
-    tracing::info!(broker = %spec.broker_id, %address, not_after = %issued.record.not_after_rfc3339(), "node certificate issued");
-    Ok(true)
+    Ok((issued.record, true))
 }
 
 /// Installs the server certificate the user supplied (checked on apply): the key the apply
