@@ -30,6 +30,7 @@ import time
 
 import pytest
 
+import erlang_dist as dist
 import lab as labmod
 import stompclient as sc
 from steps import (Steps, apply_until_running, blkid, boottime, broker_resource, endpoint, proc_started, proc_uid, uid_of, wait_until)
@@ -190,6 +191,10 @@ def test_01_apply_creates_active_and_standby(lab, host_pair, tf_factory):
     # One KahaDB (journal and the lock both brokers contend for) in the shared store.
     assert len(list(store.rglob("lock"))) == 1, f"expected one KahaDB lock file under {store}: {sorted(store.rglob('*'))}"
     assert list(store.rglob("db-*.log")), f"no KahaDB journal under {store}: {sorted(store.rglob('*'))}"
+    # The shared store is the activemq user's alone, as on a volume: nobody reads the journal.
+    dist.assert_private([next(store.rglob("db-*.log")), next(store.rglob("lock"))], shared / bid)
+    assert dist.mode(store) == 0o700 and dist.mode(shared / bid) == 0o750, \
+        (oct(dist.mode(store)), oct(dist.mode(shared / bid)))
     S.ok("apply")
 
 

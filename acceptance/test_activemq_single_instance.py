@@ -13,6 +13,7 @@ import signal
 import time
 
 
+import erlang_dist as dist
 import lab as labmod
 import stompclient as sc
 import tls
@@ -103,6 +104,24 @@ def test_02_stomp_send_and_receive_1000_persistent_messages(host):
     # The store is on the broker's volume: KahaDB's journal files are under its mount point.
     journal = files_under(labmod.Path(S.s["mount_point"]), "db-*.log")
     assert journal, f"no KahaDB journal (db-*.log) under the volume's mount point {S.s['mount_point']}"
+
+
+def test_02a_data_readable_only_by_activemq(host):
+    """KahaDB (its index and journal), the users' file and the broker's log are the activemq
+    user's alone: nobody cannot read them, and nothing under the volume or the engine's
+    directory has a bit for others."""
+    S.need("apply")
+    volume = labmod.Path(S.s["mount_point"])
+    engine = volume.parent / "engine"
+    kahadb = volume / "activemq" / "kahadb"
+    files = [kahadb / "db.data", *sorted(kahadb.glob("db-*.log"))[:1], engine / "users.properties",
+             engine / "activemq.log"]
+    print(f"\nchecked: {[f'{f} {oct(dist.mode(f))}' for f in files if f.exists()]}")
+    dist.assert_private(files, volume)
+    assert dist.open_to_others(engine) == [], dist.open_to_others(engine)
+    assert dist.mode(volume / "activemq") == 0o700 and dist.mode(engine) == 0o700
+    st = volume.stat()
+    assert (dist.mode(volume), st.st_uid) == (0o750, 0), f"volume root {oct(dist.mode(volume))} uid {st.st_uid}"
 
 
 def test_03_wrong_password_unknown_user_and_default_credentials_refused(host):

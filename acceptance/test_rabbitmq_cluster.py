@@ -13,7 +13,12 @@ figures go to the results file; then destroy."""
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
+import socket
+import ssl
+import tempfile
 import signal
 import threading
 import time
@@ -22,7 +27,9 @@ import pika
 import pytest
 
 import amqp
+import erlang_dist as dist
 import lab as labmod
+import tls
 from confirmed_publisher import FAILURES, ConfirmedPublisher, PipelinedRun, number, percentile, publish_pipelined
 from steps import Steps, apply_until_running, broker_resource, wait_until
 
@@ -151,6 +158,7 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
     assert all(i["role"] == "active" for i in values["instances"]), values["instances"]
     assert "cluster_secret" not in str(values)
     S.s["endpoint"] = out["load_balancer_endpoint"]
+    S.s["broker_id"] = out["broker_id"]
     print(f"agent of {hosts[1].name} killed and restarted mid-formation "
           f"({'its node already running' if S.s['agent_killed_with_beam'] else 'before its node started'})")
     assert len(hosts[1].rabbitmq_pids()) == 1, hosts[1].processes()
@@ -186,6 +194,97 @@ def test_01_apply_forms_a_cluster_behind_the_load_balancer(lab, hosts, tf_factor
                                     APP["username"], APP["password"])
     assert status == 200 and q.get("type") == "quorum", (status, q)
     S.ok("apply")
+
+
+def user_timeouts(h, peers) -> list:
+    """(local port, peer, peer port, TCP_USER_TIMEOUT ms) of h's node's distribution sockets to
+    its peers, read with rabbitmqctl eval on the node."""
+    expr = ("[{inet:ntoa(LA), LP, inet:ntoa(RA), RP, V} || P <- erlang:ports(), "
+            "erlang:port_info(P, name) =:= {name, \"tcp_inet\"}, {ok, {LA, LP}} <- [inet:sockname(P)], "
+            "{ok, {RA, RP}} <- [inet:peername(P)], {ok, [{raw, 6, 18, <<V:32/native>>}]} <- "
+            "[inet:getopts(P, [{raw, 6, 18, 4}])]].")
+    res = dist.rabbitmqctl(h, S.s["broker_id"], f"rabbit@{h.address}", "eval", expr, clustered=True)
+    assert res.returncode == 0, f"rabbitmqctl eval on {h.name}: {res.stdout}{res.stderr}"
+    found = re.findall(r'\{"([0-9.]+)",\s*(\d+),\s*"([0-9.]+)",\s*(\d+),\s*(\d+)\}', res.stdout)
+    return [(int(lp), ra, int(rp), int(v)) for _la, lp, ra, rp, v in found
+            if ra in peers and dist.DIST_PORT in (int(lp), int(rp))]
+
+
+def node_certificate(h) -> tuple:
+    """(certificate with its chain, key) files of h's node certificate, as a peer presents it
+    (the peers trust the deployment CA, not h's broker CA: it must come with the leaf)."""
+    d = h.brokers_dir / S.s["broker_id"] / "engine" / "node-tls"
+    fd, path = tempfile.mkstemp(prefix="ferrymq-node-", suffix=".pem")
+    with os.fdopen(fd, "w") as f:
+        f.write((d / "server.pem").read_text() + (d / "chain.pem").read_text())
+    return path, str(d / "server-key.pem")
+
+
+def test_01a_distribution_takes_only_tls_peers_with_a_deployment_certificate(lab, hosts, tmp_path):
+    """Each node's Erlang distribution is TLS: a plain handshake gets no answer, a TLS client
+    without a certificate or with one of another CA is refused; a node's own certificate is
+    taken (so the refusals are the certificate's). epmd answers on the host's address (the
+    peers look the node's port up there), and the fast failure detection still holds on the
+    TLS sockets (TCP_USER_TIMEOUT 3 s)."""
+    S.need("apply")
+    other = tls.UserCa(tmp_path, "Other CA").issue(tmp_path / "other", [lab.gateway])
+    for h in hosts:
+        got = dist.plain_handshake_answer(h.address)
+        assert not got[2:3] == b"s", f"{h.name} answered a plain distribution handshake: {got!r}"
+        assert got == b"" or got[:1] == b"\x15", f"{h.name}: neither closed nor a TLS alert: {got!r}"
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            res = dist.tls_attempt(h.address, dist.DIST_PORT, version=version)
+            assert res.startswith("refused"), f"{h.name} {version.name} without a certificate: {res}"
+            res = dist.tls_attempt(h.address, dist.DIST_PORT, version=version,
+                                   certificate=(str(other / "cert.pem"), str(other / "key.pem")))
+            assert res.startswith("refused"), f"{h.name} {version.name} with another CA's certificate: {res}"
+        print(f"\n{h.name}: plain handshake answered {got!r}; without or with a foreign certificate refused")
+    peer = hosts[1]
+    res = dist.tls_attempt(peer.address, dist.DIST_PORT, version=ssl.TLSVersion.TLSv1_3,
+                           certificate=node_certificate(hosts[0]), ca_file=tls.ca_file())
+    assert res == "accepted", f"{peer.name} refused {hosts[0].name}'s node certificate: {res}"
+    for version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        try:
+            res = dist.tls_attempt(peer.address, dist.DIST_PORT, version=version,
+                                   certificate=node_certificate(hosts[0]))
+        except ssl.SSLError as e:  # this Python's OpenSSL may not offer it at all
+            res = f"refused: {e.reason}"
+        assert res.startswith("refused"), f"{peer.name} took {version.name}: {res}"
+    for h in hosts:
+        assert h.port_open(dist.EPMD_PORT), f"no epmd on {h.address}"
+        peers = {p.address for p in hosts if p is not h}
+        socks = user_timeouts(h, peers)
+        assert {ra for _lp, ra, _rp, _v in socks} == peers, f"{h.name}'s distribution sockets: {socks}"
+        assert all(v == 3000 for *_, v in socks), f"{h.name}: TCP_USER_TIMEOUT {socks}"
+    S.ok("dist_tls")
+
+
+def test_01b_a_renewed_node_certificate_is_served_without_a_restart(lab, hosts):
+    """A node certificate near its end is issued again by the agent, like a server
+    certificate, and the node serves the new one to the next peer without restarting."""
+    S.need("dist_tls")
+    h = hosts[2]
+    d = h.brokers_dir / S.s["broker_id"] / "engine" / "node-tls"
+    before = (d / "server.pem").read_text()
+    beam = h.rabbitmq_pids()
+    record = json.loads((d / "issued.json").read_text())
+    record["not_after"] = int(time.time()) + 86400
+    (d / "issued.json").write_text(json.dumps(record))
+    wait_until(lambda: (d / "server.pem").read_text() != before, 30, f"{h.name}'s node certificate renewed")
+    new_der = ssl.PEM_cert_to_DER_cert((d / "server.pem").read_text())
+
+    def served() -> bytes:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(tls.ca_file())
+        ctx.load_cert_chain(*node_certificate(hosts[0]))
+        with socket.create_connection((h.address, dist.DIST_PORT), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname=h.address) as s:
+                return s.getpeercert(binary_form=True)
+
+    wait_until(lambda: served() == new_der, 20, f"{h.name} serving its renewed node certificate")
+    assert h.rabbitmq_pids() == beam, "the node restarted for its renewed certificate"
+    wait_until(lambda: all_running(hosts), 30, "the cluster whole after the renewal")
+    print(f"\n{h.name}: renewed node certificate served without a restart")
 
 
 def test_02_no_confirmed_message_lost_through_a_node_kill_and_a_link_cut(lab, hosts):

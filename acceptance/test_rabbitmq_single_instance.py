@@ -12,6 +12,7 @@ import time
 import pytest
 
 import amqp
+import erlang_dist as dist
 import lab as labmod
 from steps import apply_until_running, blkid, blkid_value, broker_resource, wait_until
 
@@ -85,6 +86,54 @@ def test_02_publish_and_consume_1000_persistent_messages(host):
     labmod.record_result("publish_confirmed_persistent_msgs_per_second", round(MESSAGES / pub_secs))
     labmod.record_result("consume_msgs_per_second", round(MESSAGES / con_secs))
     print(f"\npublished {MESSAGES} persistent messages with confirms in {pub_secs:.2f} s, consumed in {con_secs:.2f} s")
+
+
+def test_02a_distribution_and_epmd_only_on_loopback(lab, host):
+    """A single instance has no peer: its Erlang distribution (25672) and epmd (4369) answer on
+    loopback only (whoever completes a distribution handshake runs code as rabbitmq), and the
+    agent's own rabbitmqctl still reaches the node."""
+    need("apply")
+    others = [h for h in lab.hosts if h.name != host.name]
+    assert others, "the lab needs a second host to attack from"
+    for port in (dist.DIST_PORT, dist.EPMD_PORT):
+        got = dist.connect_from(others[0].netns, host.address, port)
+        assert got == "refused", f"{host.address}:{port} from {others[0].name}: {got}"
+        # Nor from the bridge (the root namespace).
+        assert not host.port_open(port), f"{host.address}:{port} accepts connections from the bridge"
+    assert dist.connect_from(host.netns, "127.0.0.1", dist.EPMD_PORT) == "connected", \
+        "no epmd on the host's loopback"
+    # The attack itself, with the cookie: no code runs on the node from another host.
+    cookie = (host.brokers_dir / S["broker_id"] / "engine" / ".erlang.cookie").read_text()
+    got = dist.rpc_os_cmd(others[0].netns, f"rabbit@{host.address}", cookie)
+    print(f"\nrpc:call(os, cmd, [\"id\"]) from {others[0].name} with the cookie: {got}")
+    assert "uid=" not in got, f"code ran on the node from {others[0].name}: {got}"
+    res = dist.rabbitmqctl(host, S["broker_id"], "rabbit@127.0.0.1", "eval", "node().")
+    assert res.returncode == 0 and "rabbit@127.0.0.1" in res.stdout, f"rabbitmqctl: {res.stdout}{res.stderr}"
+
+
+def test_02b_data_readable_only_by_rabbitmq(host):
+    """Persistent messages, the user records and the configuration are the rabbitmq user's
+    alone: nobody cannot read them, and nothing under the volume or the engine's directory
+    has a bit for others."""
+    need("apply")
+    ep = S["amqp_endpoint"]
+    queue = "acceptance.at-rest"
+    # Above RabbitMQ's 4 KiB embedding threshold: the bodies go to the persistent message store.
+    amqp.publish_confirmed(ep, APP["username"], APP["password"], queue, [b"x" * 5000] * 200)
+    bdir = host.brokers_dir / S["broker_id"]
+    volume = bdir / "volume"
+    node_dir = volume / "rabbitmq" / "mnesia" / "rabbit@127.0.0.1"
+    stores = [f for f in node_dir.glob("msg_stores/vhosts/*/msg_store_persistent/*.rdq") if f.stat().st_size]
+    assert stores, f"no message store file with data under {node_dir}: {sorted(node_dir.rglob('*'))[:20]}"
+    users = sorted(node_dir.glob("rabbit_user.*")) or [node_dir / "LATEST.LOG"]
+    files = [stores[0], *users, bdir / "engine" / "rabbitmq.conf", bdir / "engine" / ".erlang.cookie"]
+    print(f"\nchecked: {[f'{f.relative_to(bdir)} {oct(dist.mode(f))}' for f in files]}")
+    dist.assert_private(files, volume)
+    assert dist.open_to_others(bdir / "engine") == []
+    assert dist.mode(volume / "rabbitmq") == 0o700 and dist.mode(bdir / "engine") == 0o700
+    st = volume.stat()
+    assert (dist.mode(volume), st.st_uid) == (0o750, 0), f"volume root {oct(dist.mode(volume))} uid {st.st_uid}"
+    amqp.delete_queue(ep, APP["username"], APP["password"], queue)
 
 
 def test_03_no_guest_and_no_agent_user(host):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pika
 from pika.adapters.utils.connection_workflow import AMQPConnectorException
 
 import amqp
+import erlang_dist
 import lab as labmod
 import stompclient
 from steps import wait_until
@@ -38,7 +38,6 @@ QUEUE = "sizing.persistent"
 MESSAGES = 200
 GIB = 1 << 30
 CGROUP = Path("/sys/fs/cgroup")
-RABBITMQCTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 # Amazon MQ's queue quota for mq.t3.micro (the catalogue's rabbitmq_queues).
 QUEUE_QUOTA_MICRO = 2_500
 # ... and its connections per node (connection_max).
@@ -120,12 +119,8 @@ def node_mem_limit(console_url: str) -> int:
 
 def rabbit_env(host, broker_id: str, key: str) -> str:
     """`application:get_env(rabbit, KEY)` from the running node, through rabbitmqctl eval."""
-    engine_dir = host.brokers_dir / broker_id / "engine"
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(engine_dir), "LANG": "C.UTF-8",
-           "RABBITMQ_USE_LONGNAME": "true"}
-    cmd = ["nsenter", f"--net=/run/netns/{host.netns}", RABBITMQCTL, "-n", f"rabbit@{host.address}",
-           "eval", f"application:get_env(rabbit, {key})."]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    # A single instance: its node is on loopback (see erlang_dist).
+    res = erlang_dist.rabbitmqctl(host, broker_id, "rabbit@127.0.0.1", "eval", f"application:get_env(rabbit, {key}).")
     assert res.returncode == 0, f"rabbitmqctl eval failed: {res.stdout}{res.stderr}"
     return res.stdout.strip()
 

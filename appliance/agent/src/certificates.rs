@@ -71,10 +71,38 @@ impl BrokerCa {
     /// A server certificate for `names` (addresses become IP SANs, the rest DNS SANs).
     pub fn issue(&self, names: &[String], now: OffsetDateTime) -> Result<Issued> {
         self.check_permitted(names)?;
+        self.sign(names, &[ExtendedKeyUsagePurpose::ServerAuth], now)
+    }
+
+    /// A node certificate for the instances of a clustered broker to authenticate each other
+    /// (RabbitMQ's Erlang distribution over TLS): the host's own address as its only name,
+    /// with serverAuth and clientAuth, because each node is the server of the connections it
+    /// accepts and the client of those it opens, and Erlang's `ssl` checks clientAuth in the
+    /// certificate a client presents. Only the host's own address: the broker CA is
+    /// name-constrained to it.
+    pub fn issue_node(&self, address: IpAddr, now: OffsetDateTime) -> Result<Issued> {
+        let names = [address.to_string()];
+        self.check_permitted(&names)?;
+        self.sign(
+            &names,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            now,
+        )
+    }
+
+    fn sign(
+        &self,
+        names: &[String],
+        usages: &[ExtendedKeyUsagePurpose],
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
         let ca_key = KeyPair::from_pem(&self.key_pem).context("parsing the broker CA key")?;
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &ca_key)
             .context("parsing the broker CA certificate")?;
-        let key = KeyPair::generate().context("generating a broker key")?;
+        let key = KeyPair::generate().context("generating a key")?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "FerryMQ");
@@ -101,12 +129,12 @@ impl BrokerCa {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages.to_vec();
         params.not_before = now - Duration::minutes(5);
         params.not_after = now + LIFETIME;
         let cert = params
             .signed_by(&key, &issuer)
-            .context("signing the broker certificate")?;
+            .context("signing the certificate")?;
         Ok(Issued {
             certificate_pem: cert.pem(),
             private_key_pem: key.serialize_pem(),
@@ -118,9 +146,7 @@ impl BrokerCa {
             },
         })
     }
-}
 
-impl BrokerCa {
     /// Refuses names outside the broker CA's name constraints up front: clients would refuse
     /// such a certificate, and the error here says what to do.
     fn check_permitted(&self, names: &[String]) -> Result<()> {
@@ -331,6 +357,44 @@ mod tests {
         assert!(needs_issue(Some(r), &names, &ca, now + Duration::days(61)));
         assert!(needs_issue(Some(r), &names[..1], &ca, now));
         assert!(needs_issue(None, &names, &ca, now));
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn node_certificates_name_the_host_address_for_both_ends_of_a_connection() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-node-certs-{}", std::process::id()));
+        let ca = ca(&dir);
+        let now = OffsetDateTime::now_utc();
+        let address: IpAddr = "10.1.2.3".parse().expect("ip");
+        let issued = ca.issue_node(address, now).expect("issue");
+        let der = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).expect("der");
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).expect("parse");
+        let eku = cert
+            .extended_key_usage()
+            .expect("eku")
+            .expect("eku present")
+            .value;
+        assert!(eku.server_auth && eku.client_auth);
+        let san = cert
+            .subject_alternative_name()
+            .expect("san")
+            .expect("san present")
+            .value;
+        assert_eq!(
+            san.general_names,
+            [x509_parser::extensions::GeneralName::IPAddress(&[
+                10, 1, 2, 3
+            ])]
+        );
+        assert_eq!(issued.record.names, ["10.1.2.3"]);
+        let names = issued.record.names.clone();
+        assert!(!needs_issue(Some(&issued.record), &names, &ca, now));
+        assert!(needs_issue(
+            Some(&issued.record),
+            &names,
+            &ca,
+            now + Duration::days(61)
+        ));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

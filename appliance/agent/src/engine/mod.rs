@@ -46,6 +46,9 @@ pub struct Placement {
     pub instance_index: usize,
     /// The broker's TLS server certificate, key and chain: every listener serves TLS.
     pub certificate: CertificateFiles,
+    /// The node certificate, key and chain of a clustered broker's instances, by which they
+    /// authenticate each other (issued by the host's broker CA when the engine wants one).
+    pub node_certificate: CertificateFiles,
     /// The deployment CA (PEM): the agent's probes and management calls trust only it.
     pub deployment_ca_pem: String,
     /// Serve the plain (non-TLS) listeners as well, because the user asked for them.
@@ -116,7 +119,8 @@ pub enum ListenerCheck {
 pub struct RenderedFile {
     pub path: PathBuf,
     pub contents: String,
-    /// Secrets (cookies, credentials) are written 0600 and owned by the engine's user.
+    /// Secrets (cookies, credentials) are written 0600, other files 0640; all are owned by
+    /// the engine's user.
     pub secret: bool,
     /// Whether a change takes a restart of the engine; files the engine re-reads by itself
     /// (ActiveMQ's JAAS user files) change without one.
@@ -167,6 +171,16 @@ pub trait Engine: Send + Sync {
     /// Whether the engine's units may be started now; `Err(why)` holds the start back (a
     /// cluster node that has never run waits for the node it joins).
     async fn ready_to_start(&self) -> Result<(), String> {
+        Ok(())
+    }
+    /// Whether the instances authenticate each other with node certificates, which the
+    /// reconciler then issues into `Placement::node_certificate` (RabbitMQ's TLS
+    /// distribution between cluster nodes).
+    fn wants_node_certificate(&self) -> bool {
+        false
+    }
+    /// Host-level preparation just before the engine's units start (they are not running).
+    async fn before_start(&self) -> Result<()> {
         Ok(())
     }
     /// Whether this instance may be stopped for a rolling change now without taking

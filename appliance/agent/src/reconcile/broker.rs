@@ -57,6 +57,9 @@ impl Context {
     pub(super) fn certificate_files(&self) -> CertificateFiles {
         CertificateFiles::in_dir(&self.config_dir().join("tls"))
     }
+    fn node_certificate_files(&self) -> CertificateFiles {
+        CertificateFiles::in_dir(&self.config_dir().join("node-tls"))
+    }
 }
 
 /// Every user of the broker: the spec's own and those applied one by one.
@@ -207,6 +210,7 @@ fn engine_for(
         peers: instance_addresses(spec)?,
         instance_index: spec.instance_index as usize,
         certificate: ctx.certificate_files(),
+        node_certificate: ctx.node_certificate_files(),
         deployment_ca_pem: match (&spec.server_certificate, ctx.broker_ca.as_ref()) {
             (Some(supplied), _) => {
                 ferrymq_api::server_certificate::chain_root_pem(&supplied.ca_chain_pem)
@@ -363,10 +367,23 @@ async fn converge_steps(
                 engine.system_user()
             )
         })?;
+    // The volume's root stays root's: the engine's group passes through it to its own data
+    // directory; others cannot even list it.
+    chown(
+        &data_root,
+        Some(nix::unistd::Uid::from_raw(0)),
+        Some(owner.gid),
+    )
+    .with_context(|| format!("chown {}", data_root.display()))?;
+    fs::set_permissions(&data_root, fs::Permissions::from_mode(0o750))
+        .with_context(|| format!("chmod {}", data_root.display()))?;
     for dir in engine.data_dirs().iter().chain([&ctx.config_dir()]) {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         chown(dir, Some(owner.uid), Some(owner.gid))
             .with_context(|| format!("chown {}", dir.display()))?;
+        if make_private(dir)? {
+            tracing::info!(broker = %spec.broker_id, dir = %dir.display(), "made the engine's directory its own alone");
+        }
     }
     let (record, renewed) = match &spec.server_certificate {
         Some(supplied) => {
@@ -400,11 +417,21 @@ async fn converge_steps(
         }
     };
     status.certificate_not_after = record.not_after_rfc3339();
+    let node_renewed = if engine.wants_node_certificate() {
+        let ca = ctx
+            .broker_ca
+            .as_ref()
+            .as_ref()
+            .map_err(|e| Failure::Permanent(e.clone()))?;
+        ensure_node_certificate(ctx, spec, ca, &owner)?
+    } else {
+        false
+    };
     let mut changed = placed.switched || ctx.restart;
     for file in engine.render()? {
         changed |= write_if_changed(&file, &owner)? && file.restart_on_change;
     }
-    changed |= engine.install_certificate(renewed).await?;
+    changed |= engine.install_certificate(renewed || node_renewed).await?;
 
     // The load balancer runs whatever the local engine does: it serves the other instances.
     let address = instance_address(spec).map_err(Failure::Permanent)?;
@@ -438,6 +465,7 @@ async fn converge_steps(
                 status.message = why;
                 return Ok(false);
             }
+            engine.before_start().await?;
         }
         if supervisor.ensure_running(&unit)? {
             tracing::info!(unit = %unit.name, "engine started");
@@ -499,18 +527,57 @@ fn ensure_certificate(
     ca: &BrokerCa,
     owner: &User,
 ) -> Result<(certificates::Record, bool)> {
-    let files = ctx.certificate_files();
     let names = certificate_names(spec);
-    let now = time::OffsetDateTime::now_utc();
-    let have = files.read_record();
-    if let Some(record) = have.as_ref().filter(|r| {
-        !certificates::needs_issue(Some(r), &names, ca, now) && files.private_key.exists()
-    }) {
-        return Ok((record.clone(), false));
+    let issued = ensure_issued(&ctx.certificate_files(), &names, ca, owner, |now| {
+        ca.issue(&names, now)
+    })?;
+    if issued.1 {
+        tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.0.not_after_rfc3339(), "server certificate issued");
     }
-    let issued = ca.issue(&names, now)?;
+    Ok(issued)
+}
+
+/// Issues the node certificate of a clustered broker's instance (see
+/// `Engine::wants_node_certificate`) as `ensure_certificate` does the server certificate,
+/// for the host's address alone; returns whether it was (re)issued. Always from the host's
+/// broker CA, whatever serves clients: it is what the peers verify.
+fn ensure_node_certificate(
+    ctx: &Context,
+    spec: &BrokerSpec,
+    ca: &BrokerCa,
+    owner: &User,
+) -> Result<bool> {
+    let address = instance_address(spec).map_err(anyhow::Error::msg)?;
+    let names = [address.to_string()];
+    let (record, issued) =
+        ensure_issued(&ctx.node_certificate_files(), &names, ca, owner, |now| {
+            ca.issue_node(address, now)
+        })?;
+    if issued {
+        tracing::info!(broker = %spec.broker_id, %address, not_after = %record.not_after_rfc3339(), "node certificate issued");
+    }
+    Ok(issued)
+}
+
+/// Issues a certificate into `files` with `issue` when there is none, its names or issuing CA
+/// changed, or it nears its end (`certificates::needs_issue`); returns its record and whether
+/// it was (re)issued. The key is 0600 for the engine.
+fn ensure_issued(
+    files: &CertificateFiles,
+    names: &[String],
+    ca: &BrokerCa,
+    owner: &User,
+    issue: impl FnOnce(time::OffsetDateTime) -> Result<certificates::Issued>,
+) -> Result<(certificates::Record, bool)> {
+    let now = time::OffsetDateTime::now_utc();
+    if let Some(record) = files.read_record().filter(|r| {
+        !certificates::needs_issue(Some(r), names, ca, now) && files.private_key.exists()
+    }) {
+        return Ok((record, false));
+    }
+    let issued = issue(now)?;
     install_files(
-        ctx,
+        files,
         owner,
         &CertificateContents {
             private_key_pem: &issued.private_key_pem,
@@ -520,7 +587,6 @@ fn ensure_certificate(
             record: &issued.record,
         },
     )?;
-    tracing::info!(broker = %spec.broker_id, names = ?names, not_after = %issued.record.not_after_rfc3339(), "server certificate issued");
     Ok((issued.record, true))
 }
 
@@ -560,7 +626,7 @@ fn install_supplied(
         }
     };
     let changed = install_files(
-        ctx,
+        &files,
         owner,
         &CertificateContents {
             private_key_pem: &key,
@@ -590,13 +656,15 @@ struct CertificateContents<'a> {
 /// Writes the broker's certificate files for the engine user, the key first (0600) so the
 /// engine never sees a new certificate with the old key. Returns whether the key, the
 /// certificate or the chain changed: what the engine must load again.
-fn install_files(ctx: &Context, owner: &User, c: &CertificateContents) -> Result<bool> {
-    let files = ctx.certificate_files();
-    let dir = ctx.config_dir().join("tls");
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    chown(&dir, Some(owner.uid), Some(owner.gid))
+fn install_files(files: &CertificateFiles, owner: &User, c: &CertificateContents) -> Result<bool> {
+    let dir = files
+        .certificate
+        .parent()
+        .context("a certificate file has a directory")?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    chown(dir, Some(owner.uid), Some(owner.gid))
         .with_context(|| format!("chown {}", dir.display()))?;
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o750))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
     let write = |path: &Path, contents: &str, secret: bool| {
         write_if_changed(
             &RenderedFile {
@@ -730,13 +798,52 @@ fn check_host_fits(spec: &BrokerSpec) -> Result<(), String> {
     crate::sizing::check_host_fits(instance_type, cpus, memory_bytes)
 }
 
+/// Makes a directory of broker data (message store, user records, logs, configuration with
+/// secrets) its owner's alone: 0700. One that was open to others, made by an older agent or
+/// under a looser umask, is tightened with everything below it, once (group and other bits
+/// off); what the engine creates later gets its modes from the units' umask. Returns whether
+/// it changed anything.
+fn make_private(dir: &Path) -> Result<bool> {
+    let mode = fs::symlink_metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    restrict_tree(dir)?;
+    Ok(true)
+}
+
+/// Takes the group and other bits off a directory and everything below it; symbolic links
+/// are neither followed nor changed.
+fn restrict_tree(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode & !0o077))
+            .with_context(|| format!("chmod {}", path.display()))?;
+    }
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+            restrict_tree(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes a rendered file when its contents differ; returns whether it did.
 pub(super) fn write_if_changed(file: &RenderedFile, owner: &User) -> Result<bool> {
     if fs::read_to_string(&file.path).ok().as_deref() == Some(file.contents.as_str()) {
         return Ok(false);
     }
     crate::store::write_atomically(&file.path, file.contents.as_bytes())?;
-    let mode = if file.secret { 0o600 } else { 0o644 };
+    // Nothing for others (configuration names queues and users); the engine's group may read
+    // what is not secret, as Debian's packages let it read /etc/rabbitmq and /etc/activemq.
+    let mode = if file.secret { 0o600 } else { 0o640 };
     fs::set_permissions(&file.path, fs::Permissions::from_mode(mode))?;
     chown(&file.path, Some(owner.uid), Some(owner.gid))
         .with_context(|| format!("chown {}", file.path.display()))?;

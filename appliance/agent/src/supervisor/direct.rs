@@ -14,6 +14,7 @@ use nix::unistd::{Pid, User};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::fs;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -103,9 +104,11 @@ impl DirectSupervisor {
     }
 
     fn spawn(&self, unit: &UnitSpec) -> Result<i32> {
+        // The console log may name queues and users: made under the units' umask too.
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o666 & !super::UMASK)
             .open(&unit.console_log)
             .with_context(|| format!("opening {}", unit.console_log.display()))?;
         let user = match &unit.user {
@@ -118,15 +121,15 @@ impl DirectSupervisor {
             None => None,
         };
         let launcher = self.cgroup_launcher(unit, user);
-        let mut cmd = match &launcher {
-            // `sh -c SCRIPT PROGRAM ARGS…`: the script joins the cgroups, then execs PROGRAM.
-            Some(script) => {
-                let mut cmd = Command::new("/bin/sh");
-                cmd.arg("-c").arg(script).arg(&unit.program);
-                cmd
-            }
-            None => Command::new(&unit.program),
-        };
+        // `sh -c SCRIPT PROGRAM ARGS…`: the script sets the umask (the standard library has no
+        // safe way to set it for a child), joins the cgroups, then execs PROGRAM in its place.
+        let script = format!(
+            "umask {:04o}; {}",
+            super::UMASK,
+            launcher.as_deref().unwrap_or("exec \"$0\" \"$@\"")
+        );
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(script).arg(&unit.program);
         cmd.args(&unit.args)
             .env_clear()
             .envs(unit.env.iter().map(|(k, v)| (k, v)))
@@ -320,6 +323,42 @@ mod tests {
         again.stop("sleeper", Duration::from_secs(5)).expect("stop");
         assert_eq!(again.state("sleeper").expect("state"), UnitState::Stopped);
         again.forget("sleeper").expect("forget");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn a_unit_creates_files_for_its_own_user_only() {
+        let dir = std::env::temp_dir().join(format!("ferrymq-sup-umask-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let made = dir.join("made");
+        let unit = UnitSpec {
+            name: "umask".into(),
+            program: "/bin/sh".into(),
+            args: vec![
+                "-c".into(),
+                format!("mkdir {0}.d; touch {0}; sleep 60", made.display()),
+            ],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            user: None,
+            working_dir: dir.clone(),
+            console_log: dir.join("console.log"),
+            limits: None,
+        };
+        let sup = DirectSupervisor::new(dir.join("units"));
+        assert!(sup.ensure_running(&unit).expect("start"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !made.exists() {
+            assert!(Instant::now() < deadline, "the unit made no file");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&made), 0o600);
+        assert_eq!(mode(&dir.join("console.log")), 0o600);
+        assert_eq!(mode(&dir.join("made.d")), 0o700);
+        sup.stop("umask", Duration::from_secs(5)).expect("stop");
+        sup.forget("umask").expect("forget");
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 

@@ -14,6 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The umask every unit runs with: files and directories it creates are its own user's alone
+/// (a broker's message store, its user records and logs must not be readable by other users of
+/// the host). Nothing a unit writes is meant for another unprivileged user: the agent, which
+/// reads engine logs and files, runs as root.
+pub const UMASK: u32 = 0o077;
+
 /// One long-running process, as an engine describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnitSpec {

@@ -85,6 +85,7 @@ pub fn render_service(unit: &UnitSpec) -> String {
         slice = slice_name(&unit.name),
         wd = unit.working_dir.display(),
     );
+    s.push_str(&format!("UMask={:04o}\n", super::UMASK));
     if let Some(user) = &unit.user {
         s.push_str(&format!("User={user}\n"));
     }
@@ -290,6 +291,8 @@ mod tests {
             "Slice=ferrymq-b_1234_rabbitmq.slice",
             "Restart=on-failure",
             "User=rabbitmq",
+            // Files the engine makes are its own user's alone.
+            "UMask=0077",
             "StandardOutput=journal",
             "WorkingDirectory=/var/lib/ferrymq/brokers/b-1234",
             "Environment=\"HOME=/var/lib/ferrymq/brokers/b-1234\"",

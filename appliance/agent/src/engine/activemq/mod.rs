@@ -515,6 +515,9 @@ pub(crate) mod tests {
             certificate: crate::certificates::CertificateFiles::in_dir(Path::new(
                 "/state/b-1/engine/tls",
             )),
+            node_certificate: crate::certificates::CertificateFiles::in_dir(Path::new(
+                "/state/b-1/engine/node-tls",
+            )),
             deployment_ca_pem: String::new(),
             plain_listeners: false,
             keystore_password: "keystore-secret".into(),

@@ -11,6 +11,8 @@ pub const PLUGINS: &str = "enabled_plugins";
 /// the node name or paths FerryMQ sets.
 pub const ENV: &str = "rabbitmq-env.conf";
 const COOKIE: &str = ".erlang.cookie";
+/// The TLS options of a cluster node's Erlang distribution (`-ssl_dist_optfile`).
+pub const DIST_OPTFILE: &str = "dist-tls.conf";
 
 /// The suites every TLS listener (AMQPS and the HTTPS console) offers.
 ///
@@ -42,7 +44,7 @@ pub fn render(node: &RabbitMq) -> Result<Vec<RenderedFile>> {
         secret,
         restart_on_change: true,
     };
-    Ok(vec![
+    let mut files = vec![
         file(CONF, conf, true),
         file(PLUGINS, "[rabbitmq_management].\n".into(), false),
         file(
@@ -51,7 +53,15 @@ pub fn render(node: &RabbitMq) -> Result<Vec<RenderedFile>> {
             false,
         ),
         file(COOKIE, p.cookie.clone(), true),
-    ])
+    ];
+    if p.clustered() {
+        files.push(file(
+            DIST_OPTFILE,
+            super::distribution::Distribution::optfile(&p.node_certificate),
+            false,
+        ));
+    }
+    Ok(files)
 }
 
 /// FerryMQ's settings, then the configuration revision's keys (checked again against the
@@ -152,7 +162,7 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
 /// side of a partition, so it fails the load balancer's check instead of taking writes alone.
 /// `net_ticktime = 10` (Erlang's default is 60): a host that vanishes without closing its
 /// connections (link cut, power loss) is declared down in 7.5–12.5 s instead of up to 75 s
-/// where the distribution's `TCP_USER_TIMEOUT` (see `dist_args`, 3 s) does not end it first;
+/// where the distribution's `TCP_USER_TIMEOUT` (see `distribution`, 3 s) does not end it first;
 /// until then metadata transactions (a queue declare) wait for it. RabbitMQ advises against
 /// going below 5 s (false partitions on a busy host).
 fn cluster_conf(node: &RabbitMq) -> String {

@@ -3,6 +3,7 @@
 
 mod agent_user;
 mod config;
+mod distribution;
 mod management;
 mod metrics;
 mod partition;
@@ -12,6 +13,7 @@ use super::{Engine, Health, Listener, ListenerCheck, ObservedUsers, Placement, R
 use crate::metrics::Sample;
 use crate::supervisor::UnitSpec;
 use anyhow::{Context, Result};
+use distribution::Distribution;
 use ferrymq_api::agent::User;
 use management::Management;
 use std::net::IpAddr;
@@ -31,6 +33,8 @@ const DEBIAN_SBIN: &str = "/usr/lib/rabbitmq/bin";
 /// One RabbitMQ node of one broker on this host.
 pub struct RabbitMq {
     pub placement: Placement,
+    /// Decided once from the placement and the node's database (see `distribution`).
+    distribution: Distribution,
     management: Management,
     tls: std::sync::Arc<rustls::ClientConfig>,
 }
@@ -47,15 +51,17 @@ impl RabbitMq {
             &placement.agent_password,
             tls.clone(),
         )?;
+        let distribution = distribution_of(&placement);
         Ok(RabbitMq {
             placement,
+            distribution,
             management,
             tls,
         })
     }
 
     fn node_name(&self) -> String {
-        node_name(self.placement.address)
+        format!("rabbit@{}", self.distribution.node_host())
     }
 
     /// A RabbitMQ script (`rabbitmq-server`, `rabbitmqctl`) of the placed bundle, else of the
@@ -92,6 +98,15 @@ impl RabbitMq {
         self.placement.data_dir.join("log")
     }
 
+    /// `ERL_EPMD_ADDRESS` for the node and the CLI: either may start epmd when none runs.
+    fn epmd_env(&self) -> Vec<(String, String)> {
+        self.distribution
+            .epmd_address()
+            .map(|a| ("ERL_EPMD_ADDRESS".to_string(), a))
+            .into_iter()
+            .collect()
+    }
+
     /// Runs `rabbitmqctl` against this node as the engine's user (its home holds the cookie).
     async fn rabbitmqctl(&self, args: &[&str]) -> Result<std::process::Output> {
         self.rabbitmqctl_command(args)?
@@ -109,6 +124,8 @@ impl RabbitMq {
             .env("HOME", &self.placement.config_dir)
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("LANG", "C.UTF-8")
+            .env("RABBITMQ_CTL_ERL_ARGS", self.distribution.ctl_args())
+            .envs(self.epmd_env())
             .uid(user.uid.as_raw())
             .gid(user.gid.as_raw());
         Ok(cmd)
@@ -201,49 +218,31 @@ const PARTITION_CONFIRM: std::time::Duration = std::time::Duration::from_secs(5)
 /// How many times a node stopped to end a partition is asked to start again, 5 s apart.
 const START_APP_ATTEMPTS: u32 = 3;
 
-/// Long node names on the host's address (`RABBITMQ_USE_LONGNAME`): they resolve on every
-/// host without DNS or /etc/hosts, which network namespaces entered with `nsenter` do not get.
+/// The name of a cluster node (and of a single instance an older agent made): a long node
+/// name on the host's address (`RABBITMQ_USE_LONGNAME`), which resolves on every host without
+/// DNS or /etc/hosts, which network namespaces entered with `nsenter` do not get.
 pub fn node_name(address: IpAddr) -> String {
     format!("rabbit@{address}")
 }
 
-/// How long data sent to a peer node may go unacknowledged before the kernel drops the
-/// connection (`TCP_USER_TIMEOUT` on the Erlang distribution's sockets).
-const DIST_USER_TIMEOUT_MS: u32 = 3000;
-
-/// How long setting up a connection to a peer node may take (Erlang's default is 7 s). A
-/// message to a node that vanished makes a new connection attempt; what waits on that node
-/// learns it is gone only when the attempt fails: a publish routed to a dead leader was NACKed
-/// 7 s after it was sent, well after the queue had a new leader (3.2 s).
-const DIST_SETUP_SECONDS: u32 = 2;
-
-/// The Erlang distribution's kernel arguments (`RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS`; the
-/// server script splits them on spaces, with globbing off):
-/// - `inet_dist_use_interface`: it listens on the host's address only, so inter-node traffic
-///   stays on the hosts' network;
-/// - `TCP_USER_TIMEOUT` on the sockets it listens and connects with (accepted ones inherit it):
-///   a host that vanishes (link cut, power loss) is declared down once a tick or a message to
-///   it stays unacknowledged for 3 s, where `net_ticktime` alone takes 7.5–12.5 s. Until then a
-///   quorum queue led there does not move, and its publishers wait: 11.8 s without service
-///   when the host holding the virtual IP also led the queue. The kernel acknowledges data
-///   whatever the peer process does, so a busy node is not taken for a dead one.
-fn dist_args(address: IpAddr) -> String {
-    let tuple = match address {
-        IpAddr::V4(a) => a.octets().map(|o| o.to_string()).join(","),
-        IpAddr::V6(a) => a.segments().map(|s| s.to_string()).join(","),
-    };
-    // {raw, IPPROTO_TCP, TCP_USER_TIMEOUT, <<Milliseconds:32/native>>}
-    let timeout = DIST_USER_TIMEOUT_MS
-        .to_ne_bytes()
-        .map(|b| b.to_string())
-        .join(",");
-    let user_timeout = format!("[{{raw,6,18,<<{timeout}>>}}]");
-    format!(
-        "-kernel inet_dist_use_interface {{{tuple}}} \
-         -kernel inet_dist_listen_options {user_timeout} \
-         -kernel inet_dist_connect_options {user_timeout} \
-         -kernel net_setuptime {DIST_SETUP_SECONDS}"
-    )
+/// A cluster node speaks TLS on the host's address; a single instance stays on loopback,
+/// unless its database was made under its address-named node by an older agent.
+fn distribution_of(p: &Placement) -> Distribution {
+    if p.clustered() {
+        return Distribution::Tls {
+            address: p.address,
+            optfile: p.config_dir.join(config::DIST_OPTFILE),
+        };
+    }
+    let mnesia = p.data_dir.join("mnesia");
+    let has_data =
+        |node: &str| std::fs::read_dir(mnesia.join(node)).is_ok_and(|mut d| d.next().is_some());
+    let loopback = format!("rabbit@{}", Distribution::Loopback.node_host());
+    if has_data(&node_name(p.address)) && !has_data(&loopback) {
+        Distribution::HostAddress(p.address)
+    } else {
+        Distribution::Loopback
+    }
 }
 
 /// `ip:port`, with brackets for IPv6.
@@ -301,7 +300,7 @@ impl Engine for RabbitMq {
 
     fn units(&self) -> Vec<UnitSpec> {
         let d = |p: &PathBuf| p.display().to_string();
-        let env = vec![
+        let mut env: Vec<(String, String)> = vec![
             ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             ("HOME".into(), d(&self.placement.config_dir)),
             ("LANG".into(), "C.UTF-8".into()),
@@ -327,10 +326,11 @@ impl Engine for RabbitMq {
             ),
             (
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS".into(),
-                dist_args(self.placement.address),
+                self.distribution.server_args(),
             ),
             ("RABBITMQ_PID_FILE".into(), d(&self.pid_file())),
         ];
+        env.extend(self.epmd_env());
         vec![UnitSpec {
             name: format!("{}-rabbitmq", self.placement.broker_id),
             program: self.script("rabbitmq-server"),
@@ -520,8 +520,36 @@ impl Engine for RabbitMq {
         )
     }
 
-    /// RabbitMQ reads certificate files again once Erlang's PEM cache is cleared: renewed
+    fn wants_node_certificate(&self) -> bool {
+        self.placement.clustered()
+    }
+
+    /// epmd runs once per network namespace and outlives the nodes: one that listens where
+    /// this node's distribution must not be reachable (started by an older agent, or without
+    /// `ERL_EPMD_ADDRESS`) is stopped, so the node starts its own as `distribution` says.
+    /// The node is not running here, so no node of this host is registered with it.
+    async fn before_start(&self) -> Result<()> {
+        let stray: Vec<IpAddr> = distribution::listening_addresses(distribution::EPMD_PORT)
+            .into_iter()
+            .filter(|a| !self.distribution.epmd_may_listen_on(*a))
+            .collect();
+        if stray.is_empty() {
+            return Ok(());
+        }
+        let out = tokio::process::Command::new("epmd")
+            .arg("-kill")
+            .output()
+            .await
+            .context("epmd -kill")?;
+        tracing::info!(broker = %self.placement.broker_id, ?stray, status = %out.status, "stopped an epmd listening beyond where the node's distribution may be reached");
+        Ok(())
+    }
+
+    /// RabbitMQ reads certificate files again once Erlang's PEM caches are cleared: renewed
     /// files take effect for new connections without a restart, and open ones keep going.
+    /// The TLS distribution has a cache of its own (`ssl_pem_cache_dist`, which
+    /// `ssl:clear_pem_cache()` leaves alone; it also re-reads changed files by itself, but only
+    /// every 2 minutes): a renewed node certificate is served to the next peer at once.
     async fn install_certificate(&self, changed: bool) -> Result<bool> {
         // A node that does not run reads the files when it starts. Asking it anyway costs a
         // whole rabbitmqctl (an Erlang VM that retries the missing node): over a minute of CPU
@@ -529,7 +557,7 @@ impl Engine for RabbitMq {
         if !changed || !node_process_alive(&self.pid_file()) {
             return Ok(false);
         }
-        let out = self.rabbitmqctl(&["eval", "ssl:clear_pem_cache()."]).await;
+        let out = self.rabbitmqctl(&["eval", CLEAR_PEM_CACHES]).await;
         match out {
             Ok(o) if o.status.success() => {
                 tracing::info!(broker = %self.placement.broker_id, "certificate reloaded (PEM cache cleared)")
@@ -560,6 +588,14 @@ impl Engine for RabbitMq {
     }
 }
 
+/// Clears the PEM caches of the node's TLS listeners and of its TLS distribution (when it has
+/// one); the caches read the files again at the next connection.
+const CLEAR_PEM_CACHES: &str = "ssl:clear_pem_cache(), \
+    case whereis(ssl_pem_cache_dist) of \
+        undefined -> ok; \
+        Dist -> ok = gen_server:call(Dist, {unconditionally_clear_pem_cache, self()}, infinity) \
+    end.";
+
 /// Whether the process a pid file names (RabbitMQ writes its VM's pid once it boots) is alive;
 /// false without the file or with a stale one.
 fn node_process_alive(pid_file: &Path) -> bool {
@@ -575,27 +611,66 @@ pub(crate) mod tests {
     use crate::engine::{Engine, Placement};
 
     #[test]
-    #[cfg(target_endian = "little")]
-    fn distribution_sockets_carry_a_user_timeout() {
-        let args = dist_args("10.0.0.1".parse().unwrap());
-        let words: Vec<&str> = args.split(' ').collect();
+    fn a_single_instance_is_reached_on_loopback_and_a_cluster_node_over_tls() {
+        let single = RabbitMq::new(placement()).expect("node");
+        assert_eq!(single.node_name(), "rabbit@127.0.0.1");
+        let env = |node: &RabbitMq, key: &str| {
+            node.units()[0]
+                .env
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
         assert_eq!(
-            words,
-            [
-                "-kernel",
-                "inet_dist_use_interface",
-                "{10,0,0,1}",
-                "-kernel",
-                "inet_dist_listen_options",
-                "[{raw,6,18,<<184,11,0,0>>}]",
-                "-kernel",
-                "inet_dist_connect_options",
-                "[{raw,6,18,<<184,11,0,0>>}]",
-                "-kernel",
-                "net_setuptime",
-                "2",
-            ]
+            env(&single, "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS").as_deref(),
+            Some("-kernel inet_dist_use_interface {127,0,0,1}")
         );
+        assert_eq!(
+            env(&single, "RABBITMQ_NODENAME").as_deref(),
+            Some("rabbit@127.0.0.1")
+        );
+        assert_eq!(
+            env(&single, "ERL_EPMD_ADDRESS").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert!(!single.wants_node_certificate());
+
+        let mut p = placement();
+        p.peers = vec![p.address, "10.9.8.8".parse().expect("ip")];
+        let node = RabbitMq::new(p).expect("node");
+        assert_eq!(node.node_name(), "rabbit@10.9.8.7");
+        assert!(env(&node, "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS")
+            .expect("args")
+            .starts_with(
+                "-proto_dist inet_tls -ssl_dist_optfile /state/b-1/engine/dist-tls.conf \
+                 -kernel inet_dist_use_interface {10,9,8,7} "
+            ));
+        assert_eq!(
+            env(&node, "ERL_EPMD_ADDRESS").as_deref(),
+            Some("127.0.0.1,10.9.8.7")
+        );
+        assert!(node.wants_node_certificate());
+    }
+
+    #[test]
+    fn a_single_instance_made_under_its_address_keeps_its_node_name() {
+        let dir =
+            std::env::temp_dir().join(format!("ferrymq-rabbit-legacy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut p = placement();
+        p.data_dir = dir.clone();
+        let old = dir.join("mnesia/rabbit@10.9.8.7");
+        std::fs::create_dir_all(&old).expect("mkdir");
+        // An empty directory is no database.
+        assert_eq!(
+            RabbitMq::new(p.clone()).expect("node").node_name(),
+            "rabbit@127.0.0.1"
+        );
+        std::fs::write(old.join("schema.DAT"), "x").expect("write");
+        let legacy = RabbitMq::new(p.clone()).expect("node");
+        assert_eq!(legacy.node_name(), "rabbit@10.9.8.7");
+        assert_eq!(legacy.epmd_env(), vec![]);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     /// A node of broker `b-1` on 10.9.8.7, run from the host's Debian package.
@@ -615,6 +690,9 @@ pub(crate) mod tests {
             instance_index: 0,
             certificate: crate::certificates::CertificateFiles::in_dir(std::path::Path::new(
                 "/state/b-1/engine/tls",
+            )),
+            node_certificate: crate::certificates::CertificateFiles::in_dir(std::path::Path::new(
+                "/state/b-1/engine/node-tls",
             )),
             deployment_ca_pem: String::new(),
             plain_listeners: false,

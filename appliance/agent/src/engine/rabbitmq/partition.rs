@@ -1,7 +1,7 @@
 //! Healing a network partition that RabbitMQ 3.10 keeps after the network is back.
 //!
 //! A link cut about as long as the failure detection (a tick or a message to a peer
-//! unacknowledged for 3 s, see `dist_args`) is noticed by some nodes and not others. A node that saw a peer go down and reconnect records the peer as
+//! unacknowledged for 3 s, see `distribution`) is noticed by some nodes and not others. A node that saw a peer go down and reconnect records the peer as
 //! partitioned (mnesia's `inconsistent_database`), and under `pause_minority` nothing clears
 //! that but a restart: the cut node never saw itself in a minority, so it never paused. Until
 //! then the two keep diverging views (a quorum queue declared on one fails with
