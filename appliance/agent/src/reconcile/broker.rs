@@ -77,6 +77,30 @@ pub fn certificate_names(spec: &BrokerSpec) -> Vec<String> {
     ferrymq_api::server_certificate::broker_names(spec)
 }
 
+/// The names of the certificate this host's broker CA issues: this instance's address, the
+/// spec's extra names and the virtual IP, but not the other instances' addresses. A client
+/// that connects to another instance is served that host's certificate, and a broker CA may
+/// sign its own host's names only (its name constraints).
+pub fn issued_names(spec: &BrokerSpec) -> Vec<String> {
+    let own = spec.instance_index as usize;
+    let others: Vec<String> = spec
+        .instances
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != own)
+        .flat_map(|(_, i)| {
+            ferrymq_api::server_certificate::broker_names(&BrokerSpec {
+                instances: vec![i.clone()],
+                ..Default::default()
+            })
+        })
+        .collect();
+    certificate_names(spec)
+        .into_iter()
+        .filter(|n| !others.contains(n) || spec.certificate_names.contains(n))
+        .collect()
+}
+
 /// The status of a spec no pass has looked at yet.
 pub fn pending_status(spec: &BrokerSpec) -> BrokerStatus {
     BrokerStatus {
@@ -527,7 +551,7 @@ fn ensure_certificate(
     ca: &BrokerCa,
     owner: &User,
 ) -> Result<(certificates::Record, bool)> {
-    let names = certificate_names(spec);
+    let names = issued_names(spec);
     let issued = ensure_issued(&ctx.certificate_files(), &names, ca, owner, |now| {
         ca.issue(&names, now)
     })?;
@@ -982,6 +1006,13 @@ mod tests {
             certificate_names(&s),
             ["127.0.0.1", "10.0.0.2", "10.0.0.100", "mq.example"]
         );
+        // What this host issues: its own address, not the other instance's (unless named).
+        assert_eq!(
+            issued_names(&s),
+            ["127.0.0.1", "10.0.0.2", "10.0.0.100", "mq.example"]
+        );
+        s.certificate_names = vec!["10.0.0.100".into(), "mq.example".into()];
+        assert_eq!(issued_names(&s), ["127.0.0.1", "10.0.0.100", "mq.example"]);
     }
 
     #[test]
