@@ -490,6 +490,13 @@ async fn serve(
             .with_bundles(bundles)
             .with_rollback_after(rollback_after),
     );
+    // RabbitMQ asks this endpoint about the agent's own user (see `engine::rabbitmq::auth`):
+    // bound before the first pass starts a node, and a port already taken stops the agent.
+    let engine_auth = engine::rabbitmq::auth::bind(engine::rabbitmq::auth::PORT).await?;
+    tokio::spawn(engine::rabbitmq::auth::serve(
+        engine_auth,
+        engine::rabbitmq::auth::Passwords::global().clone(),
+    ));
     // One pass before serving, so the first status a client reads after an agent restart is
     // what the host runs, not "creation in progress".
     reconciler.pass().await.context("first reconcile pass")?;
