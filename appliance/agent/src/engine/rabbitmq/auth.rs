@@ -23,13 +23,23 @@ use super::AGENT_USER;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// The loopback port the endpoint listens on; every node's `rabbitmq.conf` names it.
+/// The loopback port the endpoint listens on by default (`serve --engine-auth-port`).
 pub const PORT: u16 = 15699;
+/// The port the endpoint is bound to, which every node's `rabbitmq.conf` names: `PORT` until
+/// `bind` says otherwise (port 0, any free port, for tests running several agents in one
+/// network namespace; a port that changed would restart every node at the next render).
+static BOUND_PORT: AtomicU16 = AtomicU16::new(PORT);
+
+/// The port nodes ask the agent on.
+pub fn port() -> u16 {
+    BOUND_PORT.load(Ordering::Relaxed)
+}
 /// How long RabbitMQ gets to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// A check's request is a form of a few short fields.
@@ -176,12 +186,15 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Binds the endpoint on 127.0.0.1 only: RabbitMQ's node is on the same host.
+/// Binds the endpoint on 127.0.0.1 only (RabbitMQ's node is on the same host) and makes its
+/// port the one rendered into nodes' configuration.
 pub async fn bind(port: u16) -> Result<TcpListener> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    TcpListener::bind(addr)
+    let listener = TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the RabbitMQ auth endpoint {addr}"))
+        .with_context(|| format!("binding the RabbitMQ auth endpoint {addr}"))?;
+    BOUND_PORT.store(listener.local_addr()?.port(), Ordering::Relaxed);
+    Ok(listener)
 }
 
 /// Answers RabbitMQ's checks until the process ends.
@@ -386,7 +399,8 @@ mod tests {
 
     #[tokio::test]
     async fn rabbitmqs_post_is_answered_over_http() {
-        let listener = bind(0).await.expect("bind");
+        // Not `bind`: the rendered port of other tests stays the default.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         assert!(addr.ip().is_loopback());
         tokio::spawn(serve(listener, passwords()));

@@ -150,7 +150,7 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
         amqps = super::socket(address, AMQPS_PORT),
         ip = address,
         boot_pass = boot_password(&p.agent_password),
-        auth = auth_conf(&p.broker_id, super::auth::PORT),
+        auth = auth_conf(&p.broker_id, super::auth::port()),
         memory = p.instance_type.memory_bytes(),
         watermark = limits.memory_high_watermark_bytes,
         connection_max = limits.connection_max,
