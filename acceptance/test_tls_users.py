@@ -322,41 +322,76 @@ def test_08b_every_tls_listener_is_aead_only_and_metrics_need_a_client_certifica
 AGENT_USER = "ferrymq-agent"
 
 
-def test_08c_a_console_user_cannot_take_the_agents_own_user_away(host):
-    """The agent's own RabbitMQ user is listed to a console user (an administrator, as on Amazon
-    MQ: RabbitMQ 3.10 shows every user to administrators), who can delete it or change its
-    password, tags or permissions; the agent puts it back within a few passes each time, and the
-    broker shows no drift."""
+def test_08c_the_agents_own_user_is_hidden_from_console_users(host):
+    """The agent's own RabbitMQ user is not in the node's user database (RabbitMQ asks the agent
+    about it, through rabbitmq_auth_backend_http on loopback): a console user (an administrator,
+    as on Amazon MQ) does not see it in the user list and gets 404 deleting it. An internal
+    `ferrymq-agent` a console user makes with another password does not lock the agent out (the
+    internal backend refuses the agent's password, RabbitMQ asks the next one): the agent deletes
+    it, goes on converging users (a ferrymq_user applied afterwards takes effect), and its metrics
+    still show queue figures."""
     S.need("apply")
-    url = S.s["console_url"]
+    tf = S.s["tf"]
+    url, ep = S.s["console_url"], S.s["amqp_endpoint"]
     secrets = json.loads((host.brokers_dir / S.s["broker_id"] / "secrets.json").read_text())
     agent = (AGENT_USER, secrets["agent_password"])
     admin = (APP["username"], APP["password"])
-    status, users = amqp.management_get(url, "/api/users", *admin)
-    assert status == 200, (status, users)
-    print(f"\nusers a console user lists: {sorted(u['name'] for u in users)}")
 
-    def agent_is_whole() -> bool:
-        status, me = amqp.management_get(url, "/api/whoami", *agent)
-        if status != 200 or "administrator" not in str(me.get("tags")):
-            return False
-        status, perm = amqp.management_get(url, f"/api/permissions/%2F/{AGENT_USER}", *admin)
-        return status == 200 and [perm.get(k) for k in ("configure", "write", "read")] == [".*"] * 3
+    def listed() -> list[str]:
+        status, users = amqp.management_get(url, "/api/users", *admin)
+        assert status == 200, (status, users)
+        return sorted(u["name"] for u in users)
 
-    changes = [
-        ("deleted", "DELETE", f"/api/users/{AGENT_USER}", None),
-        ("password and tags changed", "PUT", f"/api/users/{AGENT_USER}", {"password": INTRUDER_PASSWORD, "tags": ""}),
-        ("permissions removed", "DELETE", f"/api/permissions/%2F/{AGENT_USER}", None),
-    ]
-    for what, method, path, body in changes:
-        status, answer = amqp.management_request(url, method, path, *admin, body)
-        assert status in (200, 201, 204), (what, status, answer)
-        start = time.monotonic()
-        wait_until(agent_is_whole, 30, f"the agent's user restored after it was {what}", interval=0.5)
-        print(f"agent's user {what} by a console user: restored after {time.monotonic() - start:.1f} s")
-    assert amqp.login_error(S.s["amqp_endpoint"], AGENT_USER, INTRUDER_PASSWORD), "the intruder's password works"
-    assert amqp.login_error(S.s["amqp_endpoint"], APP["username"], APP["password"]) == ""
-    plan = S.s["tf"].plan()
+    print(f"\nusers a console user lists: {listed()}")
+    wait_until(lambda: AGENT_USER not in listed(), 30, "the internal ferrymq-agent deleted", interval=0.5)
+    status, answer = amqp.management_request(url, "DELETE", f"/api/users/{AGENT_USER}", *admin, None)
+    assert status == 404, (status, answer)
+    status, answer = amqp.management_request(url, "DELETE", f"/api/permissions/%2F/{AGENT_USER}", *admin, None)
+    assert status == 404, (status, answer)
+    # The agent itself still logs in, as an administrator (the HTTP backend's answer).
+    status, me = amqp.management_get(url, "/api/whoami", *agent)
+    assert status == 200 and "administrator" in str(me.get("tags")), (status, me)
+
+    # A console user makes an internal ferrymq-agent with a password of their own.
+    status, answer = amqp.management_request(url, "PUT", f"/api/users/{AGENT_USER}", *admin,
+                                             {"password": INTRUDER_PASSWORD, "tags": "administrator"})
+    assert status in (201, 204), (status, answer)
+    assert AGENT_USER in listed()
+    # The agent deletes it: logged in through the HTTP backend, past the internal one's refusal.
+    start = time.monotonic()
+    wait_until(lambda: AGENT_USER not in listed(), 30, "the console user's ferrymq-agent deleted", interval=0.5)
+    print(f"console user's internal {AGENT_USER} deleted by the agent after {time.monotonic() - start:.1f} s")
+    assert amqp.login_error(ep, AGENT_USER, INTRUDER_PASSWORD), "the intruder's password works"
+    status, me = amqp.management_get(url, "/api/whoami", *agent)
+    assert status == 200 and "administrator" in str(me.get("tags")), (status, me)
+
+    # The same again, and the agent converges a ferrymq_user while it is there.
+    status, answer = amqp.management_request(url, "PUT", f"/api/users/{AGENT_USER}", *admin,
+                                             {"password": INTRUDER_PASSWORD, "tags": "administrator"})
+    assert status in (201, 204), (status, answer)
+    set_vars(tf, host, svc())
+    res = tf.apply()
+    assert "Apply complete! Resources: 1 added, 0 changed, 0 destroyed." in res.output, res.output
+    wait_until(lambda: amqp.login_error(ep, "svc", SVC_PASSWORD) == "", 30, "svc made by the agent", interval=0.5)
+    status, body = amqp.management_get(url, "/api/users/svc", *admin)
+    assert status == 200 and sorted(body.get("tags") or []) == ["orders"], (status, body)
+    wait_until(lambda: AGENT_USER not in listed(), 30, "the console user's ferrymq-agent deleted", interval=0.5)
+
+    # Metrics, which the agent reads through the management API as itself: queue figures.
+    queue = "hidden.agent.check"
+    amqp.publish_confirmed(ep, *admin, queue, [b"m-1", b"m-2", b"m-3"])
+    needle = f'queue="{queue}"'
+
+    def queue_figure() -> bool:
+        with urllib.request.urlopen(host.metrics_url, timeout=30, context=host.metrics_context()) as r:
+            text = r.read().decode()
+        return any(line.startswith("ferrymq_rabbitmq_queue_messages{") and needle in line
+                   and line.rsplit(" ", 1)[-1] in ("3", "3.0") for line in text.splitlines())
+
+    wait_until(queue_figure, 60, "the queue's depth in the agent's metrics", interval=2)
+    amqp.delete_queue(ep, *admin, queue)
+    assert amqp.login_error(ep, APP["username"], APP["password"]) == ""
+    plan = tf.plan()
     assert plan.rc == 0, f"expected no changes, got {plan.rc}:\n{plan.output}"
 
 

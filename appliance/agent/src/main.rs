@@ -87,6 +87,11 @@ enum Command {
         /// CA required. None when unset.
         #[arg(long, env = "FERRYMQ_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// The loopback port RabbitMQ nodes ask the agent about its own engine user on
+        /// (`rabbitmq_auth_backend_http`, bound to 127.0.0.1 only); 0: any free port, for
+        /// several agents in one network namespace (tests).
+        #[arg(long, env = "FERRYMQ_ENGINE_AUTH_PORT", default_value_t = engine::rabbitmq::auth::PORT)]
+        engine_auth_port: u16,
         /// Where engine bundles missing on this host come from: a directory or an http://
         /// mirror serving `<engine>-<version>.tar.gz` (digests are the catalogue's).
         #[arg(long, env = "FERRYMQ_BUNDLE_SOURCE")]
@@ -356,6 +361,7 @@ fn main() -> Result<()> {
             seed_dir,
             supervisor,
             metrics_listen,
+            engine_auth_port,
             bundle_source,
             rollback_after,
             enroll_failure_delay_ms,
@@ -372,6 +378,14 @@ fn main() -> Result<()> {
             image::boot_current(&state_dir);
             tokio::runtime::Runtime::new()?.block_on(async {
                 readiness::spawn_watchdog();
+                // RabbitMQ asks this endpoint about the agent's own user (see
+                // `engine::rabbitmq::auth`): bound before the first pass starts a node, and a
+                // port already taken stops the agent.
+                let engine_auth = engine::rabbitmq::auth::bind(engine_auth_port).await?;
+                tokio::spawn(engine::rabbitmq::auth::serve(
+                    engine_auth,
+                    engine::rabbitmq::auth::Passwords::global().clone(),
+                ));
                 if !tls_dir.join(pki::AGENT_CERT).exists() {
                     let Some(dir) = enrollment_dir else {
                         anyhow::bail!(

@@ -89,6 +89,8 @@ impl Host {
             Command::new(AGENT)
                 .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
                 .args(["--supervisor", "direct"])
+                // Several agents at once on this host's one loopback.
+                .args(["--engine-auth-port", "0"])
                 .arg("--state-dir")
                 .arg(root.join("state"))
                 .arg("--tls-dir")

@@ -7,6 +7,9 @@ use std::fmt::Write as _;
 
 pub const CONF: &str = "rabbitmq.conf";
 pub const PLUGINS: &str = "enabled_plugins";
+/// The management API (the console, and how the agent manages the broker) and the HTTP
+/// backend that asks the agent about its own user (see `auth`).
+const PLUGIN_LIST: &str = "[rabbitmq_management,rabbitmq_auth_backend_http].\n";
 /// Our own (empty) env file, so Debian's `/etc/rabbitmq/rabbitmq-env.conf` cannot override
 /// the node name or paths FerryMQ sets.
 pub const ENV: &str = "rabbitmq-env.conf";
@@ -46,7 +49,7 @@ pub fn render(node: &RabbitMq) -> Result<Vec<RenderedFile>> {
     };
     let mut files = vec![
         file(CONF, conf, true),
-        file(PLUGINS, "[rabbitmq_management].\n".into(), false),
+        file(PLUGINS, PLUGIN_LIST.into(), false),
         file(
             ENV,
             "# Managed by FerryMQ: settings come from the environment.\n".into(),
@@ -87,8 +90,11 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
     let address = p.address;
     // Memory alarm, connection and channel limits of the instance type (see `sizing`).
     let limits = crate::sizing::rabbitmq(p.instance_type);
-    // The default user is created only when the node first boots with an empty database:
-    // making it the agent's own user means `guest` never exists on a FerryMQ broker.
+    // The default user is created only when the node first boots with an empty database.
+    // Without one RabbitMQ makes `guest`/`guest`; so it is named after the agent's user, with
+    // a password nobody uses (derived from the agent's, so the file does not change from one
+    // render to the next), and the agent deletes it from the internal database once the node
+    // serves (`heal`): the agent itself logs in through the HTTP backend (see `auth`).
     let c = &p.certificate;
     let mut listeners = String::new();
     if p.plain_listeners {
@@ -130,11 +136,8 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
          {listeners}\
          default_vhost = /\n\
          default_user = {AGENT_USER}\n\
-         default_pass = {pass}\n\
-         default_user_tags.administrator = true\n\
-         default_permissions.configure = .*\n\
-         default_permissions.read = .*\n\
-         default_permissions.write = .*\n\
+         default_pass = {boot_pass}\n\
+         {auth}\
          loopback_users = none\n\
          log.console = false\n\
          log.file.level = {log_level}\n\
@@ -146,13 +149,45 @@ fn ferrymq_conf(node: &RabbitMq) -> String {
         id = p.broker_id,
         amqps = super::socket(address, AMQPS_PORT),
         ip = address,
-        pass = p.agent_password,
+        boot_pass = boot_password(&p.agent_password),
+        auth = auth_conf(&p.broker_id, super::auth::port()),
         memory = p.instance_type.memory_bytes(),
         watermark = limits.memory_high_watermark_bytes,
         connection_max = limits.connection_max,
         channel_max = limits.channel_max,
         disk_free = disk_free_limit(p.volume_bytes),
     ) + &cluster_conf(node)
+}
+
+/// The first-boot default user's password: a digest of the agent's password, which only the
+/// agent knows and which the agent never logs in with.
+fn boot_password(agent_password: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"ferrymq/rabbitmq-boot-user\0");
+    h.update(agent_password.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The internal database first (every broker user), then the agent's endpoint on loopback
+/// (see `auth`) for what it refuses, under this broker's own path. RabbitMQ goes on to the
+/// second backend when the first refuses a login, so a console user's internal
+/// `ferrymq-agent` with another password does not lock the agent out.
+pub fn auth_conf(broker_id: &str, port: u16) -> String {
+    let url = |check: &str| format!("http://127.0.0.1:{port}/auth/{broker_id}/{check}");
+    format!(
+        "auth_backends.1 = internal\n\
+         auth_backends.2 = http\n\
+         auth_http.http_method = post\n\
+         auth_http.user_path = {}\n\
+         auth_http.vhost_path = {}\n\
+         auth_http.resource_path = {}\n\
+         auth_http.topic_path = {}\n",
+        url("user"),
+        url("vhost"),
+        url("resource"),
+        url("topic"),
+    )
 }
 
 /// CLUSTER_MULTI_AZ: classic peer discovery over the spec's instances. A node whose database is
@@ -248,11 +283,14 @@ mod tests {
             + &tls("management.ssl")
             + "default_vhost = /\n\
             default_user = ferrymq-agent\n\
-            default_pass = s3cret-agent-pass\n\
-            default_user_tags.administrator = true\n\
-            default_permissions.configure = .*\n\
-            default_permissions.read = .*\n\
-            default_permissions.write = .*\n\
+            default_pass = BOOT\n\
+            auth_backends.1 = internal\n\
+            auth_backends.2 = http\n\
+            auth_http.http_method = post\n\
+            auth_http.user_path = http://127.0.0.1:15699/auth/b-1/user\n\
+            auth_http.vhost_path = http://127.0.0.1:15699/auth/b-1/vhost\n\
+            auth_http.resource_path = http://127.0.0.1:15699/auth/b-1/resource\n\
+            auth_http.topic_path = http://127.0.0.1:15699/auth/b-1/topic\n\
             loopback_users = none\n\
             log.console = false\n\
             log.file.level = warning\n\
@@ -261,7 +299,11 @@ mod tests {
             connection_max = 5000\n\
             channel_max = 2047\n\
             disk_free_limit.absolute = 50000000\n";
+        let expected = expected.replace("BOOT", &boot_password("s3cret-agent-pass"));
         assert_eq!(conf.contents, expected);
+        // The agent's password is in no file: the agent logs in through the HTTP backend.
+        assert!(!conf.contents.contains("s3cret-agent-pass"));
+        assert_eq!(boot_password("s3cret-agent-pass").len(), 64);
         assert_eq!(node.endpoints(), ["amqps://10.9.8.7:5671"]);
         assert_eq!(node.console_url(), "https://10.9.8.7:15671");
 
@@ -284,7 +326,10 @@ mod tests {
             ["amqps://10.9.8.7:5671", "amqp://10.9.8.7:5672"]
         );
         assert!(!conf.contents.contains("guest"));
-        assert_eq!(files[1].contents, "[rabbitmq_management].\n");
+        assert_eq!(
+            files[1].contents,
+            "[rabbitmq_management,rabbitmq_auth_backend_http].\n"
+        );
         assert!(files[3].secret && files[3].path.ends_with(".erlang.cookie"));
     }
 

@@ -306,51 +306,21 @@ impl Management {
             Some(json!({ "defaultqueuetype": queue_type, "description": "default (FerryMQ)" })),
         )
         .await?;
-        self.send(
-            reqwest::Method::PUT,
-            &format!("/permissions/{VHOST}/{AGENT_USER}"),
-            Some(json!({ "configure": ".*", "write": ".*", "read": ".*" })),
-        )
-        .await?;
+        // No permissions to give the agent: the HTTP backend allows it every vhost (`auth`).
         tracing::info!(queue_type, "default vhost made with its default queue type");
         Ok(())
     }
 
-    /// What is wrong with the agent's own user as it sees itself (`None`: nothing): console
-    /// users carry the `administrator` tag, as on Amazon MQ, so they can delete it or change
-    /// its password, tags or permissions. Fails only when the API does not answer as expected.
-    pub async fn agent_user_problem(&self) -> Result<Option<&'static str>> {
-        #[derive(Deserialize)]
-        struct WhoAmI {
-            #[serde(default)]
-            tags: Tags,
-        }
-        let resp = self.call(reqwest::Method::GET, "/whoami", None).await?;
-        if resp.status() == reqwest::StatusCode::UNAUTHORIZED {
-            return Ok(Some("it cannot log in (deleted, or its password changed)"));
-        }
-        let me: WhoAmI = check(resp, "GET", "/whoami")
-            .await?
-            .json()
-            .await
-            .context("decoding GET /whoami")?;
-        if !me.tags.contains(CONSOLE_TAG) {
-            return Ok(Some("it lost the administrator tag"));
-        }
-        let path = format!("/permissions/{VHOST}/{AGENT_USER}");
-        let resp = self.call(reqwest::Method::GET, &path, None).await?;
+    /// Deletes an internal user named `ferrymq-agent`; whether there was one. The agent
+    /// itself is let in by the HTTP backend whichever way this goes (`auth`).
+    pub async fn remove_internal_agent_user(&self) -> Result<bool> {
+        let path = format!("/users/{AGENT_USER}");
+        let resp = self.call(reqwest::Method::DELETE, &path, None).await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Ok(Some("it has no permissions on vhost /"));
+            return Ok(false);
         }
-        let p: ApiPermission = check(resp, "GET", &path)
-            .await?
-            .json()
-            .await
-            .with_context(|| format!("decoding GET {path}"))?;
-        if [&p.configure, &p.write, &p.read] != [".*"; 3] {
-            return Ok(Some("its permissions on vhost / changed"));
-        }
-        Ok(None)
+        check(resp, "DELETE", &path).await?;
+        Ok(true)
     }
 
     pub async fn observed_users(&self, desired: &[User]) -> Result<ObservedUsers> {
@@ -454,9 +424,9 @@ mod tests {
         assert!(user.tags.contains(CONSOLE_TAG));
     }
 
-    /// A management API that answers `/api/whoami` and the agent's permissions with the given
-    /// statuses and bodies, over plain HTTP on loopback.
-    async fn fake_api(whoami: (u16, &'static str), permissions: (u16, &'static str)) -> Management {
+    /// A management API that answers the deletion of the internal `ferrymq-agent` with the
+    /// given status, over plain HTTP on loopback.
+    async fn fake_api(delete: u16) -> Management {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -467,10 +437,8 @@ mod tests {
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap_or(0);
                 let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let (status, body) = if head.starts_with("GET /api/whoami ") {
-                    whoami
-                } else if head.starts_with("GET /api/permissions/%2F/ferrymq-agent ") {
-                    permissions
+                let (status, body) = if head.starts_with("DELETE /api/users/ferrymq-agent ") {
+                    (delete, "")
                 } else {
                     (500, "{}")
                 };
@@ -504,45 +472,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_agents_own_user_is_checked_by_logging_in_as_itself() {
-        const ADMIN: (u16, &str) = (200, r#"{"name":"ferrymq-agent","tags":["administrator"]}"#);
-        const ALL: (u16, &str) = (
-            200,
-            r#"{"user":"ferrymq-agent","vhost":"/","configure":".*","write":".*","read":".*"}"#,
-        );
-        let problem = |m: Management| async move { m.agent_user_problem().await.expect("answer") };
-        assert_eq!(problem(fake_api(ADMIN, ALL).await).await, None);
-        let deleted = problem(fake_api((401, "{}"), ALL).await).await;
-        assert!(
-            deleted.is_some_and(|p| p.contains("cannot log in")),
-            "{deleted:?}"
-        );
-        let untagged = (200, r#"{"name":"ferrymq-agent","tags":[]}"#);
-        let lost = problem(fake_api(untagged, ALL).await).await;
-        assert!(
-            lost.is_some_and(|p| p.contains("administrator")),
-            "{lost:?}"
-        );
-        let none = problem(fake_api(ADMIN, (404, "{}")).await).await;
-        assert!(
-            none.is_some_and(|p| p.contains("no permissions")),
-            "{none:?}"
-        );
-        let read_only = (
-            200,
-            r#"{"user":"ferrymq-agent","vhost":"/","configure":"","write":"","read":".*"}"#,
-        );
-        let changed = problem(fake_api(ADMIN, read_only).await).await;
-        assert!(
-            changed.is_some_and(|p| p.contains("changed")),
-            "{changed:?}"
-        );
+    async fn the_internal_agent_user_is_deleted_idempotently() {
+        let removed =
+            |status| async move { fake_api(status).await.remove_internal_agent_user().await };
+        assert!(removed(204).await.expect("deleted"));
+        // Already gone (the usual case): nothing done, no error.
+        assert!(!removed(404).await.expect("absent"));
         // An API that fails otherwise (a node starting) is an error, not a verdict.
-        assert!(fake_api((503, "{}"), ALL)
-            .await
-            .agent_user_problem()
-            .await
-            .is_err());
+        assert!(removed(503).await.is_err());
     }
 
     #[test]

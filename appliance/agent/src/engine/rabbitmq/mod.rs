@@ -1,7 +1,7 @@
 //! RabbitMQ, run from Debian's `rabbitmq-server` with every path and listener set by FerryMQ,
 //! so several hosts (network namespaces) can share one filesystem and one installation.
 
-mod agent_user;
+pub mod auth;
 mod config;
 mod distribution;
 mod management;
@@ -25,7 +25,8 @@ pub const CONSOLE_TLS_PORT: u16 = 15671;
 /// Plain AMQP and HTTP console, only with `plain_listeners`.
 pub const AMQP_PORT: u16 = 5672;
 pub const CONSOLE_PORT: u16 = 15672;
-/// The engine user the agent manages the broker with; never reported as a broker user.
+/// The engine user the agent manages the broker with; never reported as a broker user, and
+/// not in the node's user database: RabbitMQ asks the agent about it (see `auth`).
 pub const AGENT_USER: &str = "ferrymq-agent";
 /// The scripts of Debian's package; a bundle has the same ones under `<home>/sbin`.
 const DEBIAN_SBIN: &str = "/usr/lib/rabbitmq/bin";
@@ -42,6 +43,8 @@ pub struct RabbitMq {
 impl RabbitMq {
     pub fn new(placement: Placement) -> Result<Self> {
         let tls = crate::certificates::client_config(&placement.deployment_ca_pem)?;
+        // Before the node can ask: the endpoint lets the agent in with this password.
+        auth::Passwords::global().set(&placement.broker_id, &placement.agent_password);
         let management = Management::new(
             format!(
                 "https://{}/api",
@@ -131,43 +134,23 @@ impl RabbitMq {
         Ok(cmd)
     }
 
-    /// Puts the agent's own user back when a console user deleted or changed it (see
-    /// `agent_user`); says so when it did.
-    async fn restore_agent_user(&self) -> Result<Option<String>> {
+    /// Deletes `ferrymq-agent` from the node's user database, where console users would see
+    /// and change it: the default user of a node's first boot, a broker made before the agent
+    /// logged in through `auth`, or one a console user made. Says so when it did.
+    async fn remove_internal_agent_user(&self) -> Result<Option<String>> {
         if !node_process_alive(&self.pid_file()) {
             return Ok(None);
         }
         // An API that does not answer (the node starting) is no proof of anything: next pass.
-        let Ok(Some(problem)) = self.management.agent_user_problem().await else {
+        let Ok(removed) = self.management.remove_internal_agent_user().await else {
             return Ok(None);
         };
-        let definitions = agent_user::definitions(&self.placement.agent_password)?;
-        let mut child = self
-            .rabbitmqctl_command(&["import_definitions"])?
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .context("rabbitmqctl import_definitions")?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt as _;
-            stdin.write_all(definitions.as_bytes()).await?;
-        }
-        let out = child
-            .wait_with_output()
-            .await
-            .context("rabbitmqctl import_definitions")?;
-        if !out.status.success() {
-            anyhow::bail!(
-                "restoring the agent's user {AGENT_USER} ({problem}): rabbitmqctl \
-                 import_definitions: {} {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(Some(format!(
-            "the agent's user {AGENT_USER} was changed behind its back ({problem}): restored"
-        )))
+        Ok(removed.then(|| {
+            format!(
+                "the internal user {AGENT_USER} was deleted: the agent logs in through the \
+                 HTTP backend, console users do not see its user"
+            )
+        }))
     }
 
     /// `rabbitmqctl` that must succeed; its output.
@@ -435,10 +418,9 @@ impl Engine for RabbitMq {
     /// node restarts its application, not its VM, and rejoins the others' view. The choice is
     /// read twice, `PARTITION_CONFIRM` apart and the second time from the members themselves,
     /// so a report RabbitMQ clears by itself right after the nodes reconnect restarts nothing.
-    /// First, on every node: the agent's own user, if a console user deleted or changed it, is
-    /// put back (see `agent_user`).
+    /// First, on every node: an internal user named like the agent's is deleted (see `auth`).
     async fn heal(&self) -> Result<Option<String>> {
-        if let Some(done) = self.restore_agent_user().await? {
+        if let Some(done) = self.remove_internal_agent_user().await? {
             return Ok(Some(done));
         }
         if !self.placement.clustered() || !node_process_alive(&self.pid_file()) {
