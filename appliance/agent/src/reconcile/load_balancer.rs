@@ -30,7 +30,16 @@ pub fn converge(supervisor: &Arc<dyn Supervisor>, plan: &Plan) -> Result<()> {
         .context("no root user")?;
     let haproxy_cfg = plan.haproxy_config();
     let haproxy = plan.haproxy_unit();
-    let changed = write_if_changed(&haproxy_cfg, &root)?;
+    // 0640 root:haproxy: HAProxy runs as its own user and reads its configuration through
+    // its group; nobody else reads it (it names brokers and addresses).
+    let haproxy_user = User::from_name(HAPROXY_USER)
+        .context("looking up the haproxy user")?
+        .with_context(|| format!("user {HAPROXY_USER} does not exist; is HAProxy installed?"))?;
+    let cfg_owner = User {
+        gid: haproxy_user.gid,
+        ..root.clone()
+    };
+    let changed = write_if_changed(&haproxy_cfg, &cfg_owner)?;
     let running = is_running(supervisor, &haproxy)?;
     if changed || !running {
         check_config(&haproxy_cfg.path)?;
