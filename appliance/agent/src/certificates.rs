@@ -74,23 +74,34 @@ impl BrokerCa {
         self.sign(names, &[ExtendedKeyUsagePurpose::ServerAuth], now)
     }
 
-    /// A node certificate for the instances of a clustered broker to authenticate each other
-    /// (RabbitMQ's Erlang distribution over TLS): the host's own address as its only name,
-    /// with serverAuth and clientAuth, because each node is the server of the connections it
-    /// accepts and the client of those it opens, and Erlang's `ssl` checks clientAuth in the
-    /// certificate a client presents. Only the host's own address: the broker CA is
-    /// name-constrained to it.
-    pub fn issue_node(&self, address: IpAddr, now: OffsetDateTime) -> Result<Issued> {
-        let names = [address.to_string()];
-        self.check_permitted(&names)?;
-        self.sign(
-            &names,
-            &[
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-            now,
-        )
+    /// The node certificate of a clustered broker's instance (RabbitMQ's Erlang distribution
+    /// over TLS): the host's own agent certificate and key, issued directly by the deployment
+    /// CA for the host's address with serverAuth and clientAuth (each node is the server of the
+    /// connections it accepts and the client of those it opens).
+    ///
+    /// Not one signed by the broker CA: OTP 25's path validation fails with an internal
+    /// `function_clause` on a chain through the broker CA's name constraints (seen in the
+    /// cluster acceptance test), so the peers would never connect. The engine's user then holds
+    /// the host's identity, which may call only `GetBroker` of the brokers the host serves.
+    pub fn issue_node(&self, address: IpAddr, _now: OffsetDateTime) -> Result<Issued> {
+        let read = |name: &str| {
+            let path = self.tls_dir.join(name);
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let certificate_pem = read(pki::AGENT_CERT)?;
+        let not_after = pki::expiry::not_after(&certificate_pem)
+            .context("the agent certificate's end")?
+            .unix_timestamp();
+        Ok(Issued {
+            private_key_pem: read(pki::AGENT_KEY)?,
+            chain_pem: self.deployment_ca_pem.clone(),
+            record: Record {
+                names: vec![address.to_string()],
+                not_after,
+                issuer: self.fingerprint(),
+            },
+            certificate_pem,
+        })
     }
 
     fn sign(
@@ -380,20 +391,21 @@ mod tests {
             .expect("san")
             .expect("san present")
             .value;
-        assert_eq!(
-            san.general_names,
-            [x509_parser::extensions::GeneralName::IPAddress(&[
+        // The host's agent certificate: its address (and its role URI).
+        assert!(san
+            .general_names
+            .contains(&x509_parser::extensions::GeneralName::IPAddress(&[
                 10, 1, 2, 3
-            ])]
-        );
+            ])));
         assert_eq!(issued.record.names, ["10.1.2.3"]);
         let names = issued.record.names.clone();
         assert!(!needs_issue(Some(&issued.record), &names, &ca, now));
+        // Copied again in the agent certificate's last 30 days (after `pki renew`, anew).
         assert!(needs_issue(
             Some(&issued.record),
             &names,
             &ca,
-            now + Duration::days(61)
+            now + Duration::days(340)
         ));
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
