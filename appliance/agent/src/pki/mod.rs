@@ -11,7 +11,7 @@
 //! - A host's broker CA (path length 0) may sign server certificates for the names it was
 //!   issued for only: name constraints (the host's address and the operator's `--name`s: a
 //!   virtual IP, DNS aliases) and an extended key usage of server authentication (plus client
-//!   authentication, which the Erlang distribution's TLS checks on a node's certificate; the
+//!   authentication, left from when it signed the Erlang distribution's node certificates; the
 //!   agent API never accepts what the broker CA signs). A stolen host can then mint certificates
 //!   for its own names only, which it serves anyway.
 //!
