@@ -31,7 +31,7 @@ from tls import UserCa, peer_certificate
 
 S = Steps()
 USER = {"username": "app", "password": "app-Supplied-Cert-2026"}
-EXTRA_NAME = "mq.supplied.test"
+EXTRA_NAME = "mq.supplied.acceptance.test"
 
 CONFIG = """
 terraform {
@@ -74,7 +74,7 @@ resource "ferrymq_broker" "rabbitmq" {
     password = var.password
   }
 
-  certificate_names = ["mq.supplied.test"]
+  certificate_names = ["mq.supplied.acceptance.test"]
 
   dynamic "server_certificate" {
     for_each = var.certificate_dir == null ? [] : [var.certificate_dir]
