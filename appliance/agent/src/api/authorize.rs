@@ -51,15 +51,8 @@ pub fn permits(role: &Role, call: Call<'_>, spec: Option<&BrokerSpec>) -> Result
 fn serves(spec: &BrokerSpec, addresses: &[IpAddr]) -> bool {
     spec.instances
         .iter()
-        .filter_map(|i| instance_ip(&i.host))
+        .filter_map(|i| ferrymq_api::validate::host_address(&i.host).ok())
         .any(|ip| addresses.contains(&ip))
-}
-
-/// The address in `instance.host` (IP, IP:PORT or [IPv6]:PORT).
-fn instance_ip(host: &str) -> Option<IpAddr> {
-    host.parse::<IpAddr>()
-        .ok()
-        .or_else(|| host.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]

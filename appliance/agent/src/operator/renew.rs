@@ -6,7 +6,7 @@
 use super::Credentials;
 use crate::pki::lifetime::Lifetime;
 use crate::pki::{self, renewal, PermittedName};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ferrymq_api::agent::GetHostCertificatesRequest;
 use std::path::Path;
 
@@ -25,9 +25,9 @@ pub struct Renewal<'a> {
 /// Renews each host; returns one line per host, or the hosts that failed.
 pub async fn renew(r: &Renewal<'_>) -> Result<Vec<String>> {
     let creds = Credentials {
-        ca_cert: read(r.pki_dir, pki::CA_CERT)?,
-        client_cert: read(r.pki_dir, pki::CLIENT_CERT)?,
-        client_key: read(r.pki_dir, pki::CLIENT_KEY)?,
+        ca_cert: pki::read(&r.pki_dir.join(pki::CA_CERT))?,
+        client_cert: pki::read(&r.pki_dir.join(pki::CLIENT_CERT))?,
+        client_key: pki::read(&r.pki_dir.join(pki::CLIENT_KEY))?,
     };
     let (_, issuer) = pki::load_issuer(r.pki_dir)?;
     let mut lines = Vec::new();
@@ -86,9 +86,4 @@ async fn renew_one(
         "{host}: renewed (agent certificate until {}, broker CA until {})",
         installed.agent_certificate_not_after, installed.broker_ca_not_after
     ))
-}
-
-fn read(dir: &Path, name: &str) -> Result<String> {
-    let path = dir.join(name);
-    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }

@@ -400,7 +400,8 @@ pub fn set_lifetime(params: &mut CertificateParams, lifetime: Lifetime) {
     params.not_after = now + lifetime.0;
 }
 
-fn read(path: &Path) -> Result<String> {
+/// A PEM file of the PKI, with its path in the error.
+pub(crate) fn read(path: &Path) -> Result<String> {
     fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 

@@ -30,14 +30,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The host's certificates as they are, with their ends and warnings.
 pub fn current(tls_dir: &Path) -> Result<HostCertificates> {
-    let read = |name: &str| {
-        let path = tls_dir.join(name);
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
-    };
     let mut out = ends(tls_dir);
-    out.agent_certificate_pem = read(AGENT_CERT)?;
+    out.agent_certificate_pem = super::read(&tls_dir.join(AGENT_CERT))?;
     // A host issued before broker CAs has none: renewal then issues it one.
-    out.broker_ca_pem = read(BROKER_CA_CERT).unwrap_or_default();
+    out.broker_ca_pem = super::read(&tls_dir.join(BROKER_CA_CERT)).unwrap_or_default();
     Ok(out)
 }
 
@@ -75,28 +71,15 @@ pub enum InstallError {
 /// Checks `new` against the keys and addresses of this host and the deployment CA, then writes
 /// it (each file atomically). Nothing is written when any check fails.
 pub fn install(tls_dir: &Path, new: &HostCertificates) -> Result<(), InstallError> {
-    let read = |name: &str| -> Result<String, InstallError> {
-        let path = tls_dir.join(name);
-        std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))
-            .map_err(InstallError::Internal)
-    };
+    let read = |name: &str| super::read(&tls_dir.join(name)).map_err(InstallError::Internal);
     let ca_pem = read(CA_CERT)?;
     let agent_key = KeyPair::from_pem(&read(AGENT_KEY)?).context("parsing the agent key")?;
     let broker_key =
         KeyPair::from_pem(&read(BROKER_CA_KEY)?).context("parsing the broker CA key")?;
     let old_agent = der(&read(AGENT_CERT)?).map_err(InstallError::Internal)?;
-    let Ok(Role::Host(addresses)) = identity::role_of(&old_agent) else {
-        // A host certificate from before roles: its addresses are its IP names.
-        return install_checked(
-            tls_dir,
-            new,
-            &ca_pem,
-            &agent_key,
-            &broker_key,
-            &ips(&old_agent)?,
-        );
-    };
+    // The host's addresses are its certificate's IP names (what its host role carries, and all
+    // a certificate from before roles has).
+    let addresses = ips(&old_agent)?;
     install_checked(tls_dir, new, &ca_pem, &agent_key, &broker_key, &addresses)
 }
 

@@ -88,12 +88,8 @@ pub fn issued_names(spec: &BrokerSpec) -> Vec<String> {
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != own)
-        .flat_map(|(_, i)| {
-            ferrymq_api::server_certificate::broker_names(&BrokerSpec {
-                instances: vec![i.clone()],
-                ..Default::default()
-            })
-        })
+        .filter_map(|(_, i)| ferrymq_api::validate::host_address(&i.host).ok())
+        .map(|ip| ip.to_string())
         .collect();
     certificate_names(spec)
         .into_iter()
@@ -600,7 +596,9 @@ fn ensure_issued(
         return Ok((record, false));
     }
     let issued = issue(now)?;
-    install_files(
+    // A copied certificate (a node's) may be the one already installed: report a change only
+    // when the files changed, so the engine is not told to reload for nothing.
+    let changed = install_files(
         files,
         owner,
         &CertificateContents {
@@ -611,7 +609,7 @@ fn ensure_issued(
             record: &issued.record,
         },
     )?;
-    Ok((issued.record, true))
+    Ok((issued.record, changed))
 }
 
 /// Installs the server certificate the user supplied (checked on apply): the key the apply
